@@ -1,0 +1,41 @@
+# tsstore: build, test and benchmark. `make help` lists the targets.
+
+CARGO ?= cargo
+DATA  ?= ./data
+
+.PHONY: help run build test test-engine lint fmt bench fuzz clean
+
+help:
+	@echo "make run    - build and start tsstore with data under $(DATA)"
+	@echo "make build  - release build of the binary"
+	@echo "make test   - formatting, lints (with and without default features) and all tests"
+	@echo "make bench  - engine benchmark against a SQLite baseline"
+	@echo "make fuzz   - run the open-a-store fuzz target for 60 s (needs cargo-fuzz)"
+
+run:
+	$(CARGO) run --release -- serve --data-path $(DATA)
+
+build:
+	$(CARGO) build --release
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
+
+# The engine must build without the server feature (no tokio, no axum).
+test: lint
+	$(CARGO) build --no-default-features
+	$(CARGO) test
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench --bench engine
+
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60
+
+clean:
+	$(CARGO) clean
