@@ -5,10 +5,29 @@
 //! - [`store`]: the storage engine (synchronous, no async runtime): a ring
 //!   of fixed-size blocks on disk, an on-disk time index, power-loss safe
 //!   recovery. Builds with `--no-default-features`.
-//! - The server (REST, WebSocket, Unix socket, console) sits behind the
-//!   `server` feature (default) and is built on the engine.
+//! - Behind the `server` feature (default): [`config`] (layered
+//!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
+//!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
+//!   axum) and [`app`] (wiring, TLS, ordered shutdown).
 
 pub mod store;
+
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod app;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
+pub mod commands;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod keys;
+#[cfg(feature = "server")]
+pub mod registry;
 
 /// The README's library example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,0 +1,174 @@
+//! Authentication: the admin key for store creation, store API keys for
+//! everything under `/api/stores/:store/` (the admin key opens those too).
+//!
+//! A store key is taken from `X-API-Key`, then `Authorization: Bearer`, then
+//! the `api_key` query parameter, the first one present. Keys are verified
+//! through the [`crate::keys::KeyCache`]; comparisons are constant-time.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::keys::{self, Rejection};
+use crate::store::{self, Store};
+
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    let q = parts.uri.query()?;
+    url_pairs(q).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Decoded `key=value` pairs of a query string.
+pub fn url_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header(parts: &Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, msg)
+}
+
+/// True if the request carries the admin key (header or query).
+fn admin_key_of(parts: &Parts) -> Option<String> {
+    header(parts, "x-admin-key").or_else(|| query_param(parts, "admin_key"))
+}
+
+fn admin_matches(state: &AppState, given: &str) -> bool {
+    match &state.config.admin_key {
+        Some(k) => k.len() == given.len() && bool::from(k.as_bytes().ct_eq(given.as_bytes())),
+        None => false,
+    }
+}
+
+/// A request authorised with the admin key.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let Some(given) = admin_key_of(parts) else {
+            return Err(unauthorized("admin key required"));
+        };
+        if admin_matches(state, &given) {
+            Ok(Admin)
+        } else {
+            Err(unauthorized("invalid admin key"))
+        }
+    }
+}
+
+/// A request authorised for the store named in its path.
+pub struct StoreAccess {
+    pub name: String,
+    pub store: Arc<Store>,
+}
+
+impl FromRequestParts<AppState> for StoreAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<StoreAccess, ApiError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::bad_request("store name required"))?;
+        let name = params
+            .iter()
+            .find(|(k, _)| *k == "store")
+            .map(|(_, v)| v.to_string())
+            .ok_or_else(|| ApiError::bad_request("store name required"))?;
+        if let Err(e) = store::validate_name(&name) {
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+        // The admin key opens every store.
+        let admin = admin_key_of(parts).is_some_and(|k| admin_matches(state, &k));
+        if !admin {
+            let key = header(parts, "x-api-key")
+                .or_else(|| {
+                    header(parts, "authorization")
+                        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string))
+                })
+                .or_else(|| query_param(parts, "api_key"));
+            let Some(key) = key else {
+                return Err(unauthorized("API key required"));
+            };
+            if !keys::well_formed(&key) {
+                return Err(unauthorized("invalid API key format"));
+            }
+            if !state.stores.exists(&name) {
+                return Err(ApiError::not_found("store not found"));
+            }
+            let (keys, dir, n) = (state.keys.clone(), state.stores.dir(&name), name.clone());
+            let checked = tokio::task::spawn_blocking(move || keys.check(&n, &dir, &key))
+                .await
+                .map_err(ApiError::internal)?;
+            match checked {
+                Ok(_) => {}
+                Err(Rejection::Invalid) => return Err(unauthorized("invalid API key")),
+                Err(Rejection::Unavailable) => return Err(unauthorized("authentication failed")),
+            }
+        } else if !state.stores.exists(&name) {
+            return Err(ApiError::not_found("store not found"));
+        }
+        let (stores, n) = (state.stores.clone(), name.clone());
+        let store = tokio::task::spawn_blocking(move || stores.get(&n))
+            .await
+            .map_err(ApiError::internal)??;
+        Ok(StoreAccess { name, store })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let v: Vec<_> = url_pairs("a=1&filter=BUILDING+A&x=%2Fp%3F&bad=%zz&e").collect();
+        assert_eq!(v[1].1, "BUILDING A");
+        assert_eq!(v[2].1, "/p?");
+        assert_eq!(v[3].1, "%zz");
+        assert_eq!(v[4], ("e".into(), "".into()));
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

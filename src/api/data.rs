@@ -1,0 +1,476 @@
+//! The unified `/api/stores/:store/data` endpoint: insert (single object or
+//! an NDJSON batch), get and soft-delete by timestamp, and the list queries
+//! oldest, newest and range.
+//!
+//! Data in responses: binary as standard base64 (with padding), text as a
+//! JSON string, json inline, schema expanded to field names (or compact
+//! with `format=compact`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::auth::{url_pairs, StoreAccess};
+use super::{duration, ApiError, ApiResult, AppState};
+use crate::store::{self, now_ns, DataType, Durability, Filter, ObjectHandle, Order, Query, Store};
+
+/// Largest `limit` a list query accepts.
+pub const MAX_LIMIT: usize = 1_000_000;
+/// Default `limit` of list queries.
+pub const DEFAULT_LIMIT: usize = 10;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/stores/{store}/data", post(data_insert))
+        .route(
+            "/api/stores/{store}/data/time/{timestamp}",
+            get(data_get).delete(data_delete),
+        )
+        .route("/api/stores/{store}/data/oldest", get(data_oldest))
+        .route("/api/stores/{store}/data/newest", get(data_newest))
+        .route("/api/stores/{store}/data/range", get(data_range))
+}
+
+/// The media type a store's data must be sent as.
+pub fn content_type_of(t: DataType) -> &'static str {
+    match t {
+        DataType::Binary => "application/octet-stream",
+        DataType::Text => "text/plain",
+        DataType::Json | DataType::Schema => "application/json",
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a store call that may wait for a disk sync off the async workers.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> store::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    if store.config().durability == Durability::Always {
+        let s = store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(ApiError::internal)??)
+    } else {
+        Ok(f(store)?)
+    }
+}
+
+/// Query parameters, parsed leniently where the original is lenient.
+#[derive(Debug, Default)]
+struct Params {
+    limit: Option<String>,
+    include_data: Option<String>,
+    format: Option<String>,
+    filter: Option<String>,
+    filter_ignore_case: Option<String>,
+    since: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    timestamp: Option<String>,
+}
+
+impl Params {
+    fn parse(q: Option<&str>) -> Params {
+        let mut p = Params::default();
+        for (k, v) in url_pairs(q.unwrap_or("")) {
+            let slot = match k.as_str() {
+                "limit" => &mut p.limit,
+                "include_data" => &mut p.include_data,
+                "format" => &mut p.format,
+                "filter" => &mut p.filter,
+                "filter_ignore_case" => &mut p.filter_ignore_case,
+                "since" => &mut p.since,
+                "start_time" => &mut p.start_time,
+                "end_time" => &mut p.end_time,
+                "timestamp" => &mut p.timestamp,
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        p
+    }
+
+    fn limit(&self) -> ApiResult<usize> {
+        match self.limit.as_deref() {
+            None | Some("") => Ok(DEFAULT_LIMIT),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "invalid limit {v:?}: must be an integer from 1 to {MAX_LIMIT}"
+                ))),
+            },
+        }
+    }
+
+    fn include_data(&self) -> bool {
+        !matches!(self.include_data.as_deref(), Some("false") | Some("0"))
+    }
+
+    fn compact(&self) -> bool {
+        self.format.as_deref() == Some("compact")
+    }
+
+    fn filter(&self) -> Option<Filter> {
+        let f = self.filter.as_deref().filter(|f| !f.is_empty())?;
+        let ic = matches!(self.filter_ignore_case.as_deref(), Some("true") | Some("1"));
+        Some(Filter::new(f, ic))
+    }
+
+    fn since(&self) -> ApiResult<Option<Duration>> {
+        match self.since.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => duration::parse(s)
+                .map(Some)
+                .map_err(|e| ApiError::bad_request(format!("invalid since duration: {e}"))),
+        }
+    }
+}
+
+fn parse_ts(name: &str, v: &str) -> ApiResult<i64> {
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid {name}")))
+}
+
+/// Renders stored bytes as the JSON value a client sees.
+pub fn render_data(store: &Store, stored: &[u8], compact: bool) -> Value {
+    match store.config().data_type {
+        DataType::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(stored)),
+        DataType::Text => Value::String(String::from_utf8_lossy(stored).into_owned()),
+        DataType::Json | DataType::Schema => {
+            let bytes = if compact {
+                stored.to_vec()
+            } else {
+                store
+                    .decode_value(stored, false)
+                    .unwrap_or_else(|_| stored.to_vec())
+            };
+            match String::from_utf8(bytes)
+                .ok()
+                .and_then(|s| RawValue::from_string(s).ok())
+            {
+                Some(raw) => serde_json::to_value(raw).unwrap_or(Value::Null),
+                None => Value::String(String::from_utf8_lossy(stored).into_owned()),
+            }
+        }
+    }
+}
+
+fn object_json(store: &Store, h: &ObjectHandle, data: Option<&[u8]>, compact: bool) -> Value {
+    json!({
+        "timestamp": h.timestamp,
+        "block_num": h.block_num,
+        "size": h.size,
+        "data": data.map(|d| render_data(store, d, compact)).unwrap_or(Value::Null),
+    })
+}
+
+fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Json<Value>> {
+    let with_data = p.include_data();
+    let compact = p.compact();
+    let mut objects = Vec::new();
+    store.visit(q, |h, d| {
+        objects.push(object_json(store, h, with_data.then_some(d), compact));
+        std::ops::ControlFlow::Continue(())
+    })?;
+    state.metrics.query();
+    let count = objects.len();
+    Ok(Json(json!({ "objects": objects, "count": count })))
+}
+
+async fn data_oldest(
+    access: StoreAccess,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(q.as_deref());
+    let mut query = Query::oldest(p.limit()?);
+    query.filter = p.filter();
+    list(&state, &access.store, &query, &p)
+}
+
+async fn data_newest(
+    access: StoreAccess,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(q.as_deref());
+    let mut query = Query::newest(p.limit()?);
+    if let Some(d) = p.since()? {
+        let now = now_ns();
+        query.start = now.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64);
+        query.end = now;
+    }
+    query.filter = p.filter();
+    list(&state, &access.store, &query, &p)
+}
+
+async fn data_range(
+    access: StoreAccess,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(q.as_deref());
+    let limit = p.limit()?;
+    let now = now_ns();
+    let (start, end) = if let Some(d) = p.since()? {
+        (
+            now.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),
+            now,
+        )
+    } else {
+        let start = p.start_time.as_deref().filter(|s| !s.is_empty());
+        let end = p.end_time.as_deref().filter(|s| !s.is_empty());
+        if start.is_none() && end.is_none() {
+            return Err(ApiError::bad_request(
+                "start_time, end_time, or since parameter required",
+            ));
+        }
+        let s = match start {
+            Some(v) => parse_ts("start_time", v)?,
+            None => i64::MIN,
+        };
+        let e = match end {
+            Some(v) => parse_ts("end_time", v)?,
+            None => now,
+        };
+        (s, e)
+    };
+    if start > end {
+        return Err(ApiError::bad_request(
+            "invalid time range: start_time is after end_time",
+        ));
+    }
+    let mut query = Query::range(start, end, limit).order(Order::OldestFirst);
+    query.filter = p.filter();
+    list(&state, &access.store, &query, &p)
+}
+
+async fn data_get(
+    access: StoreAccess,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    Path((_, ts)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let p = Params::parse(q.as_deref());
+    let ts = parse_ts("timestamp", &ts)?;
+    let o = access.store.get_by_time(ts)?;
+    state.metrics.query();
+    Ok(Json(object_json(
+        &access.store,
+        &o.handle,
+        Some(&o.data),
+        p.compact(),
+    )))
+}
+
+async fn data_delete(
+    access: StoreAccess,
+    Path((_, ts)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let ts = parse_ts("timestamp", &ts)?;
+    let s = access.store.clone();
+    tokio::task::spawn_blocking(move || s.delete_by_time(ts))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(json!({ "message": "object deleted" })))
+}
+
+#[derive(Deserialize)]
+struct Wrapper<'a> {
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Turns one `{"timestamp"?, "data"}` item into what to store.
+fn encode_item(store: &Store, w: &Wrapper<'_>, compact: bool) -> ApiResult<(Option<i64>, Vec<u8>)> {
+    let Some(data) = w.data else {
+        return Err(ApiError::bad_request("data is required"));
+    };
+    let ts = match w.timestamp {
+        None | Some(0) => None,
+        Some(t) if t < 0 => return Err(ApiError::bad_request("invalid timestamp")),
+        Some(t) => Some(t),
+    };
+    let raw = data.get().as_bytes();
+    let bytes = match store.config().data_type {
+        DataType::Json => raw.to_vec(),
+        DataType::Schema if compact => store.encode_compact_value(raw)?,
+        DataType::Schema => store.encode_value(raw)?,
+        DataType::Text => match serde_json::from_str::<String>(data.get()) {
+            Ok(s) => s.into_bytes(),
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "data must be a JSON string for a text store",
+                ))
+            }
+        },
+        DataType::Binary => {
+            let s: String = serde_json::from_str(data.get()).map_err(|_| {
+                ApiError::bad_request("data must be a base64 string for a binary store")
+            })?;
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map_err(|e| ApiError::bad_request(format!("data is not valid base64: {e}")))?
+        }
+    };
+    Ok((ts, bytes))
+}
+
+fn ack(h: &ObjectHandle) -> Value {
+    json!({ "timestamp": h.timestamp, "block_num": h.block_num, "size": h.size })
+}
+
+async fn data_insert(
+    access: StoreAccess,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let store = access.store.clone();
+    let dt = store.config().data_type;
+    let mt = media_type(&headers);
+    if mt == "application/x-ndjson" {
+        return insert_ndjson(&state, &store, &body, p.compact()).await;
+    }
+    if mt != content_type_of(dt) {
+        state.metrics.rejected("content_type");
+        return Err(ApiError::bad_request(
+            "data does not match store's data type",
+        ));
+    }
+    let (ts, bytes) = match dt {
+        DataType::Binary | DataType::Text => {
+            if dt == DataType::Text && std::str::from_utf8(&body).is_err() {
+                state.metrics.rejected("invalid_data");
+                return Err(ApiError::bad_request("text is not valid UTF-8"));
+            }
+            let ts = match p.timestamp.as_deref().filter(|t| !t.is_empty()) {
+                Some(t) => match parse_ts("timestamp", t)? {
+                    0 => None,
+                    t => Some(t),
+                },
+                None => None,
+            };
+            (ts, body.to_vec())
+        }
+        DataType::Json | DataType::Schema => {
+            let w: Wrapper<'_> = serde_json::from_slice(&body).map_err(|e| {
+                state.metrics.rejected("invalid_json");
+                ApiError::bad_request(format!("invalid JSON: {e}"))
+            })?;
+            encode_item(&store, &w, p.compact())
+                .inspect_err(|_| state.metrics.rejected("invalid_data"))?
+        }
+    };
+    let n = bytes.len();
+    let r = blocking(&store, move |s| match ts {
+        Some(t) => s.insert(t, &bytes),
+        None => s.insert_now(&bytes),
+    })
+    .await;
+    match r {
+        Ok(h) => {
+            state.metrics.inserted(1, n as u64);
+            Ok((StatusCode::CREATED, Json(ack(&h))).into_response())
+        }
+        Err(e) => {
+            state.metrics.rejected(reason_of(&e));
+            Err(e)
+        }
+    }
+}
+
+fn reason_of(e: &ApiError) -> &'static str {
+    match e.message.as_str() {
+        "timestamp must be greater than newest entry" => "out_of_order",
+        "invalid timestamp" => "invalid_timestamp",
+        _ if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        _ if e.status.is_client_error() => "invalid_data",
+        _ => "internal",
+    }
+}
+
+async fn insert_ndjson(
+    state: &AppState,
+    store: &Arc<Store>,
+    body: &[u8],
+    compact: bool,
+) -> ApiResult<Response> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("NDJSON body is not UTF-8"))?;
+    let mut results: Vec<Value> = Vec::new();
+    let mut items: Vec<(usize, Option<i64>, Vec<u8>)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = serde_json::from_str::<Wrapper<'_>>(line)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+            .and_then(|w| encode_item(store, &w, compact));
+        match item {
+            Ok((ts, b)) => items.push((line_no, ts, b)),
+            Err(e) => {
+                state.metrics.rejected("invalid_data");
+                results.push(json!({ "line": line_no, "error": e.message }));
+            }
+        }
+    }
+    let lines: Vec<usize> = items.iter().map(|(l, _, _)| *l).collect();
+    let bytes: u64 = items.iter().map(|(_, _, b)| b.len() as u64).sum();
+    let s = store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        s.insert_batch(items.iter().map(|(_, t, b)| (*t, b.as_slice())))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let mut ok = 0u64;
+    for (line_no, r) in lines.into_iter().zip(outcome) {
+        match r {
+            Ok(h) => {
+                ok += 1;
+                let mut v = ack(&h);
+                v["line"] = json!(line_no);
+                results.push(v);
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                state.metrics.rejected(reason_of(&e));
+                results.push(json!({ "line": line_no, "error": e.message }));
+            }
+        }
+    }
+    state.metrics.inserted(ok, bytes);
+    results.sort_by_key(|v| v["line"].as_u64().unwrap_or(0));
+    let failed = results.len() as u64 - ok;
+    Ok(Json(json!({ "inserted": ok, "failed": failed, "results": results })).into_response())
+}

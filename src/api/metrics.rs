@@ -1,0 +1,136 @@
+//! `GET /metrics`: Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+/// Counters of the server.
+#[derive(Default)]
+pub struct Metrics {
+    inserts: AtomicU64,
+    insert_bytes: AtomicU64,
+    queries: AtomicU64,
+    stores_created: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connected WebSocket clients (the streaming issue adds them).
+    pub ws_clients: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inserted(&self, n: u64, bytes: u64) {
+        self.inserts.fetch_add(n, Ordering::Relaxed);
+        self.insert_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn query(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn store_created(&self) {
+        self.stores_created.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics_get))
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        "tsstore_inserts_total",
+        "Objects inserted.",
+        m.inserts.load(Ordering::Relaxed),
+    );
+    counter(
+        "tsstore_insert_bytes_total",
+        "Payload bytes inserted.",
+        m.insert_bytes.load(Ordering::Relaxed),
+    );
+    counter(
+        "tsstore_queries_total",
+        "Read queries answered.",
+        m.queries.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_rejected_inserts_total Inserts rejected, by reason.\n# TYPE tsstore_rejected_inserts_total counter"
+    );
+    for (reason, n) in m.rejected.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(
+            out,
+            "tsstore_rejected_inserts_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    let open = state.stores.open_stores();
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_open_stores Stores open in this process.\n# TYPE tsstore_open_stores gauge\ntsstore_open_stores {}",
+        open.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_store_fill_ratio Fraction of a store's blocks in use.\n# TYPE tsstore_store_fill_ratio gauge"
+    );
+    for (name, s) in &open {
+        if let Ok(st) = s.stats() {
+            let fill = st.active_blocks as f64 / st.num_blocks.max(1) as f64;
+            let _ = writeln!(out, "tsstore_store_fill_ratio{{store=\"{name}\"}} {fill}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_ws_clients Connected WebSocket clients.\n# TYPE tsstore_ws_clients gauge\ntsstore_ws_clients {}",
+        m.ws_clients.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_process_resident_memory_bytes Resident memory of the server.\n# TYPE tsstore_process_resident_memory_bytes gauge\ntsstore_process_resident_memory_bytes {}",
+        rss_bytes()
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

@@ -1,0 +1,144 @@
+//! The REST API (axum): the router, its shared state, errors and auth.
+//!
+//! Every client error is a 4xx with a JSON body `{"error": "..."}`; an
+//! internal fault is logged and answered with a generic 500. Routes follow
+//! the original's paths, parameters and JSON shapes (see
+//! `docs/compatibility.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::keys::KeyCache;
+use crate::registry::Registry;
+use crate::store;
+
+pub mod auth;
+pub mod data;
+pub mod duration;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod schema;
+pub mod stores;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub stores: Arc<Registry>,
+    pub keys: Arc<KeyCache>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> AppState {
+        let config = Arc::new(config);
+        AppState {
+            stores: Arc::new(Registry::new(config.base_path.clone(), config.durability)),
+            keys: Arc::new(KeyCache::new()),
+            metrics: Arc::new(metrics::Metrics::default()),
+            config,
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    use tower::ServiceBuilder;
+    use tower_http::timeout::TimeoutLayer;
+
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(health::routes())
+        .merge(stores::routes())
+        .merge(data::routes())
+        .merge(schema::routes())
+        .merge(metrics::routes())
+        .merge(openapi::routes())
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_secs(30),
+                ))
+                .layer(axum::extract::DefaultBodyLimit::max(limit)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found")
+}
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// An internal fault: logged in full, answered generically.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        use store::Error as E;
+        match &e {
+            E::InvalidTimestamp { .. } => ApiError::bad_request("invalid timestamp"),
+            E::TimestampOutOfOrder { .. } => {
+                ApiError::bad_request("timestamp must be greater than newest entry")
+            }
+            E::TimestampNotFound { .. } => ApiError::not_found("timestamp not found"),
+            E::ObjectNotFound => ApiError::not_found("object not found"),
+            E::ObjectTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            E::InvalidRange { .. } => {
+                ApiError::bad_request("invalid time range: start_time is after end_time")
+            }
+            E::NotFound { .. } => ApiError::not_found("store not found"),
+            E::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "store already exists"),
+            E::InvalidName { .. } | E::InvalidConfig { .. } | E::InvalidData { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
+            E::WrongDataType { .. } => ApiError::bad_request(e.to_string()),
+            E::Schema(s) => ApiError::bad_request(format!("schema validation failed: {s}")),
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

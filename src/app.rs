@@ -1,0 +1,220 @@
+//! Wiring of `tsstore serve`: open the listener, serve HTTP or HTTPS until
+//! SIGTERM/SIGINT, then shut down in a fixed order: stop accepting, finish
+//! in-flight requests (bounded), sync and close every store.
+//!
+//! HTTPS uses rustls with the ring provider; SIGHUP reloads the certificate
+//! and key for new connections without dropping open ones.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, Mode, TlsFiles};
+
+/// How long in-flight requests may take to finish at shutdown.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// Loads a TLS server configuration from PEM files.
+pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .with_context(|| format!("TLS certificate file {}", files.cert_file.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("TLS certificate file {}", files.cert_file.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "TLS certificate file {} holds no certificate",
+            files.cert_file.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .with_context(|| format!("TLS key file {}", files.key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server still runs; it stops when killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then closes
+/// every store. `tls` serves HTTPS when given.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = api::router(state.clone());
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server")?;
+        }
+        Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
+    }
+    tracing::info!("Shutting down server...");
+    let stores = state.stores.clone();
+    let errors = tokio::task::spawn_blocking(move || stores.close_all())
+        .await
+        .context("closing stores")?;
+    for (name, e) in &errors {
+        tracing::error!(store = %name, error = %e, "closing store failed");
+    }
+    tracing::info!("Server stopped");
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} store(s) failed to close cleanly", errors.len())
+    }
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop_rx.changed() => break,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let cfg = tls.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return,
+                };
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        use tower::ServiceExt;
+                        app.oneshot(req.map(axum::body::Body::new)).await
+                    }
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
+    }
+    Ok(())
+}
+
+/// `tsstore serve`: validates the configuration, binds, serves until a
+/// signal, shuts down in order.
+pub async fn run(config: Config) -> Result<()> {
+    config
+        .validate_for_serve()
+        .map_err(|e| anyhow::anyhow!(e.reason.clone()))?;
+    for k in &config.unknown_keys {
+        tracing::warn!(key = %k, "unknown key in config file (ignored)");
+    }
+    std::fs::create_dir_all(&config.base_path).with_context(|| {
+        format!(
+            "Failed to create data directory {}",
+            config.base_path.display()
+        )
+    })?;
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(RwLock::new(load_tls(files)?))),
+        None => None,
+    };
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("local address")?;
+    tracing::info!(
+        "Starting tsstore server on {} ({})",
+        local,
+        if tls.is_some() { "HTTPS" } else { "HTTP" }
+    );
+    if config.mode == Mode::Debug {
+        tracing::debug!(?config, "configuration");
+    }
+    if let (Some(tls), Some(files)) = (&tls, config.tls.clone()) {
+        spawn_tls_reloader(tls.clone(), files);
+    }
+    let state = AppState::new(config);
+    serve(listener, state, tls, shutdown_signal()).await
+}
+
+/// Reloads the certificate on SIGHUP; a bad file keeps the old one.
+fn spawn_tls_reloader(tls: Arc<RwLock<Arc<rustls::ServerConfig>>>, files: TlsFiles) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load_tls(&files) {
+                Ok(cfg) => {
+                    *tls.write().unwrap_or_else(|e| e.into_inner()) = cfg;
+                    tracing::info!("TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the old certificate")
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,365 @@
+//! The CLI commands other than `serve`: create, key, status, calc and
+//! swagger. Output formats follow the original's.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{CalcArgs, CreateArgs, KeyCommand, SwaggerArgs};
+use crate::config::Config;
+use crate::keys::{self, KeyError};
+use crate::store::{self, format, DataType, Store};
+
+fn base(config: &Config, path: &Option<PathBuf>) -> PathBuf {
+    path.clone().unwrap_or_else(|| config.base_path.clone())
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `tsstore create`.
+pub fn create(config: &Config, a: &CreateArgs, out: &mut dyn Write) -> Result<()> {
+    let base = base(config, &a.path);
+    let data_type: DataType = a.data_type.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "Failed to create store: invalid data type: must be binary, text, json, or schema"
+        )
+    })?;
+    let mut cfg = store::Config {
+        num_blocks: a.blocks,
+        data_block_size: a.data_size,
+        index_block_size: a.index_size,
+        data_type,
+        durability: config.durability,
+    };
+    if let Some(d) = &a.durability {
+        cfg.durability = d
+            .parse()
+            .map_err(|e| anyhow::anyhow!("Failed to create store: {e}"))?;
+    }
+    std::fs::create_dir_all(&base)
+        .with_context(|| format!("Failed to create data directory {}", base.display()))?;
+    let s = Store::create(&base, &a.name, cfg)
+        .map_err(|e| anyhow::anyhow!("Failed to create store: {e}"))?;
+    let dir = base.join(&a.name);
+    let key = match keys::init(&dir, &a.name, "Initial key") {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = s.delete_store();
+            bail!("Failed to create store: {e}");
+        }
+    };
+    s.close().context("Failed to create store")?;
+    writeln!(
+        out,
+        "=== STORE CREATED ===\nName:        {}\nPath:        {}/{}\nData Type:   {}\nBlocks:      {}\nData Size:   {} bytes\nIndex Size:  {} bytes\n\nKey ID:      {}\nAPI Key:     {}\n\nWARNING: The API key is shown only once. Save it securely!",
+        a.name,
+        path_str(&base),
+        a.name,
+        data_type,
+        a.blocks,
+        a.data_size,
+        a.index_size,
+        key.key_id,
+        key.api_key
+    )?;
+    Ok(())
+}
+
+fn store_dir(config: &Config, path: &Option<PathBuf>, name: &str) -> Result<PathBuf> {
+    store::validate_name(name)?;
+    let base = base(config, path);
+    if !store::exists(&base, name) {
+        bail!("store not found: {}", base.join(name).display());
+    }
+    Ok(base.join(name))
+}
+
+/// `tsstore key ...`.
+pub fn key(config: &Config, cmd: &KeyCommand, out: &mut dyn Write) -> Result<()> {
+    match cmd {
+        KeyCommand::Regenerate(k) => {
+            let dir = store_dir(config, &k.path, &k.store).context("Failed to regenerate key")?;
+            let nk = keys::regenerate(&dir, &k.store, "Regenerated via CLI")
+                .context("Failed to regenerate key")?;
+            writeln!(
+                out,
+                "=== NEW API KEY ===\nStore:   {}\nKey ID:  {}\nAPI Key: {}\n\nWARNING: This key is shown only once. Save it securely!\nAll previous keys have been revoked.",
+                k.store, nk.key_id, nk.api_key
+            )?;
+        }
+        KeyCommand::List(k) => {
+            let dir = store_dir(config, &k.path, &k.store).context("Failed to list keys")?;
+            let file = keys::load(&dir, &k.store).context("Failed to list keys")?;
+            if file.keys.is_empty() {
+                writeln!(out, "No API keys found for store '{}'", k.store)?;
+                return Ok(());
+            }
+            writeln!(out, "API keys for store '{}':", k.store)?;
+            writeln!(out, "{:<8}  {:<25}  Note", "ID", "Created")?;
+            writeln!(out, "--------  -------------------------  ----")?;
+            for e in &file.keys {
+                let created = crate::clock::parse_rfc3339(&e.created_at)
+                    .map(crate::clock::human)
+                    .unwrap_or_else(|| e.created_at.clone());
+                writeln!(out, "{:<8}  {:<25}  {}", e.id, created, e.note)?;
+            }
+        }
+        KeyCommand::Revoke(k) => {
+            let dir = store_dir(config, &k.path, &k.store).context("Failed to revoke key")?;
+            match keys::revoke(&dir, &k.store, &k.key_id) {
+                Ok(()) => writeln!(out, "Key '{}' revoked for store '{}'", k.key_id, k.store)?,
+                Err(KeyError::NotFound) => bail!("Failed to revoke key: API key not found"),
+                Err(e) => return Err(anyhow::Error::new(e).context("Failed to revoke key")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tsstore status`.
+pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
+    let base = base(config, path);
+    let mut names: Vec<String> = std::fs::read_dir(&base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| store::exists(&base, n))
+        .collect();
+    names.sort();
+    writeln!(out, "Data path: {}", base.display())?;
+    if names.is_empty() {
+        writeln!(out, "No stores.")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<24} {:<7} {:>10} {:>6} {:>10}  {:<20}  {:<20}  server",
+        "STORE", "TYPE", "SIZE", "FILL", "OBJECTS", "OLDEST", "NEWEST"
+    )?;
+    let mut any_running = false;
+    for n in &names {
+        match Store::open(&base, n) {
+            Ok(s) => {
+                let st = s.stats()?;
+                let fill = 100.0 * st.active_blocks as f64 / st.num_blocks.max(1) as f64;
+                let t = |ns: i64| {
+                    if ns == 0 {
+                        "-".to_string()
+                    } else {
+                        crate::clock::rfc3339_secs(ns)
+                    }
+                };
+                writeln!(
+                    out,
+                    "{:<24} {:<7} {:>10} {:>5.1}% {:>10}  {:<20}  {:<20}  no",
+                    n,
+                    st.data_type.as_str(),
+                    human_bytes(st.footprint_bytes),
+                    fill,
+                    st.object_count,
+                    t(st.oldest_timestamp),
+                    t(st.newest_timestamp)
+                )?;
+                s.close()?;
+            }
+            Err(store::Error::InvalidConfig { reason }) if reason.contains("already open") => {
+                any_running = true;
+                writeln!(out, "{n:<24} (open in a running server)                                                  yes")?;
+            }
+            Err(e) => writeln!(out, "{n:<24} error: {e}")?,
+        }
+    }
+    writeln!(
+        out,
+        "Server: {}",
+        if any_running {
+            "running (stores are held open by it)"
+        } else {
+            "not running"
+        }
+    )?;
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Objects one block holds, or blocks one object needs (negative).
+fn per_block(data_size: u32, object_size: u32) -> (u64, u64) {
+    let payload = (data_size as u64).saturating_sub(format::BLOCK_HEADER_LEN as u64);
+    let rec = format::RECORD_HEADER_LEN as u64 + object_size as u64;
+    if rec <= payload {
+        (payload / rec, 1)
+    } else {
+        (1, rec.div_ceil(payload.max(1)))
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "forever".into();
+    }
+    let s = secs as u64;
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs:.1}s"),
+        (0, 0, m) => format!("{m}m {}s", s % 60),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// `tsstore calc`.
+pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
+    let probe = store::Config {
+        num_blocks: a.blocks.unwrap_or(1024).max(2),
+        data_block_size: a.data_size,
+        ..store::Config::default()
+    };
+    probe.validate()?;
+    if a.rate.is_nan() || a.rate <= 0.0 {
+        bail!("--rate must be greater than 0");
+    }
+    let (objs, span) = per_block(a.data_size, a.object_size);
+    writeln!(out, "Data block size:   {} bytes", a.data_size)?;
+    writeln!(out, "Object size:       {} bytes", a.object_size)?;
+    if span == 1 {
+        writeln!(out, "Objects per block: {objs}")?;
+    } else {
+        writeln!(out, "Blocks per object: {span}")?;
+    }
+    writeln!(out, "Insert rate:       {}/s", a.rate)?;
+    if let Some(r) = &a.retention {
+        let d = crate::api::duration::parse(r).map_err(|e| anyhow::anyhow!("--retention: {e}"))?;
+        let need_objects = (d.as_secs_f64() * a.rate).ceil() as u64;
+        let blocks = if span == 1 {
+            need_objects.div_ceil(objs)
+        } else {
+            need_objects * span
+        } + 1;
+        writeln!(out, "Wanted retention:  {r}")?;
+        writeln!(out, "Blocks needed:     {blocks}")?;
+        let bytes = blocks * a.data_size as u64;
+        writeln!(out, "Data file size:    {}", human_bytes(bytes))?;
+        return Ok(());
+    }
+    let blocks = a.blocks.unwrap_or(1024) as u64;
+    // One block is the one being filled: capacity counts the others whole.
+    let capacity = if span == 1 {
+        blocks * objs
+    } else {
+        blocks / span
+    };
+    writeln!(out, "Blocks:            {blocks}")?;
+    writeln!(
+        out,
+        "Data file size:    {}",
+        human_bytes(blocks * a.data_size as u64)
+    )?;
+    writeln!(out, "Capacity:          {capacity} objects")?;
+    writeln!(
+        out,
+        "Retention:         {}",
+        human_duration(capacity as f64 / a.rate)
+    )?;
+    Ok(())
+}
+
+/// `tsstore swagger`: serves the OpenAPI description with CORS so the
+/// Swagger Editor can load it, and prints the editor address.
+pub async fn swagger(a: &SwaggerArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+    use axum::http::{header, HeaderValue, Method};
+    use axum::routing::get;
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE]);
+    let spec = || async {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            )],
+            crate::api::openapi::OPENAPI_YAML,
+        )
+    };
+    let app = axum::Router::new()
+        .route("/swagger.yaml", get(spec))
+        .route("/openapi.yaml", get(spec))
+        .layer(cors);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", a.port))?;
+    let port = listener.local_addr()?.port();
+    let url = format!("http://localhost:{port}/swagger.yaml");
+    writeln!(
+        out,
+        "Serving swagger.yaml on {url}\nOpen in a browser: https://editor.swagger.io/?url={url}\nPress Ctrl+C to stop\n"
+    )?;
+    out.flush()?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::app::shutdown_signal())
+        .await?;
+    writeln!(out, "\nShutting down swagger server...")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calc_capacity_and_reverse() {
+        assert_eq!(per_block(4096, 100), (35, 1));
+        assert_eq!(per_block(256, 1000), (1, 5));
+        let mut out = Vec::new();
+        calc(
+            &CalcArgs {
+                blocks: Some(1024),
+                data_size: 4096,
+                object_size: 100,
+                rate: 1.0,
+                retention: None,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Capacity:          35840 objects"), "{s}");
+        assert!(
+            s.contains("Retention:         0d 9h") || s.contains("9h 57m"),
+            "{s}"
+        );
+        let mut out = Vec::new();
+        calc(
+            &CalcArgs {
+                blocks: None,
+                data_size: 4096,
+                object_size: 100,
+                rate: 10.0,
+                retention: Some("1d".into()),
+            },
+            &mut out,
+        )
+        .unwrap();
+        let s = String::from_utf8(out).unwrap();
+        // 864,000 objects / 35 per block = 24,686 blocks, plus the head block.
+        assert!(s.contains("Blocks needed:     24687"), "{s}");
+    }
+}

@@ -1,0 +1,500 @@
+//! Server configuration and its layering: defaults < `config.json` <
+//! environment variables < command-line flags. Validated once, before
+//! anything starts; every error names the key at fault.
+//!
+//! The keys and variables are the original's (see README "Configuration"):
+//! `server.{host,port,mode,socket_path,admin_key,tls.{cert_file,key_file}}`,
+//! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
+//! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
+//! Beyond the original: `server.max_body_bytes` and `store.durability`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::store::Durability;
+
+/// Default HTTP port.
+pub const DEFAULT_PORT: u16 = 21080;
+/// Default Unix socket path.
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/tsstore/tsstore.sock";
+/// Shortest admin key accepted.
+pub const MIN_ADMIN_KEY_LEN: usize = 20;
+/// Default limit of a request body (bytes).
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Log verbosity (`TSSTORE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Release,
+    Debug,
+}
+
+/// TLS certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The validated configuration of `tsstore serve` and the CLI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub mode: Mode,
+    /// `None`: the Unix socket is disabled.
+    pub socket_path: Option<PathBuf>,
+    pub admin_key: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub base_path: PathBuf,
+    pub data_block_size: u32,
+    pub index_block_size: u32,
+    pub num_blocks: u32,
+    pub durability: Durability,
+    pub max_body_bytes: usize,
+    /// Keys of the config file that were not recognised (warned about).
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            host: "0.0.0.0".into(),
+            port: DEFAULT_PORT,
+            mode: Mode::Release,
+            socket_path: Some(PathBuf::from(DEFAULT_SOCKET_PATH)),
+            admin_key: None,
+            tls: None,
+            base_path: PathBuf::from("./data"),
+            data_block_size: 4096,
+            index_block_size: 4096,
+            num_blocks: 1024,
+            durability: Durability::default(),
+            max_body_bytes: DEFAULT_MAX_BODY,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error: the key at fault and what is wrong.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Overrides given on the command line (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_path: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub no_socket: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileServer {
+    host: Option<String>,
+    port: Option<u16>,
+    mode: Option<String>,
+    socket_path: Option<String>,
+    admin_key: Option<String>,
+    tls: FileTls,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileStore {
+    base_path: Option<String>,
+    data_block_size: Option<u32>,
+    index_block_size: Option<u32>,
+    num_blocks: Option<u32>,
+    durability: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileConfig {
+    server: FileServer,
+    store: FileStore,
+}
+
+const KNOWN_KEYS: &[&str] = &[
+    "server",
+    "server.host",
+    "server.port",
+    "server.mode",
+    "server.socket_path",
+    "server.admin_key",
+    "server.tls",
+    "server.tls.cert_file",
+    "server.tls.key_file",
+    "server.max_body_bytes",
+    "store",
+    "store.base_path",
+    "store.data_block_size",
+    "store.index_block_size",
+    "store.num_blocks",
+    "store.durability",
+];
+
+fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    if let Value::Object(m) = v {
+        for (k, v) in m {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                out.push(key);
+            } else {
+                collect_keys(&key, v, out);
+            }
+        }
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+impl Config {
+    /// Loads the configuration: `config.json` (from `flags.config`, else
+    /// `TSSTORE_CONFIG`, else `./config.json` if present), then the
+    /// environment `env`, then the flags. Does not check the admin key:
+    /// see [`Config::validate_for_serve`].
+    pub fn load(
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let path = flags
+            .config
+            .clone()
+            .or_else(|| non_empty(env("TSSTORE_CONFIG")).map(PathBuf::from));
+        let (file, unknown) = match &path {
+            Some(p) => read_file(p)?,
+            None if Path::new("config.json").is_file() => read_file(Path::new("config.json"))?,
+            None => (FileConfig::default(), Vec::new()),
+        };
+        let mut c = Config {
+            unknown_keys: unknown,
+            ..Config::default()
+        };
+
+        // The file.
+        let s = file.server;
+        if let Some(v) = non_empty(s.host) {
+            c.host = v;
+        }
+        if let Some(v) = s.port {
+            c.port = v;
+        }
+        if let Some(v) = non_empty(s.mode) {
+            c.mode = parse_mode("server.mode", &v)?;
+        }
+        if let Some(v) = s.socket_path {
+            c.socket_path = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        c.admin_key = non_empty(s.admin_key);
+        let (mut cert, mut key) = (non_empty(s.tls.cert_file), non_empty(s.tls.key_file));
+        if let Some(v) = s.max_body_bytes {
+            c.max_body_bytes = v;
+        }
+        let st = file.store;
+        if let Some(v) = non_empty(st.base_path) {
+            c.base_path = PathBuf::from(v);
+        }
+        if let Some(v) = st.data_block_size {
+            c.data_block_size = v;
+        }
+        if let Some(v) = st.index_block_size {
+            c.index_block_size = v;
+        }
+        if let Some(v) = st.num_blocks {
+            c.num_blocks = v;
+        }
+        if let Some(v) = non_empty(st.durability) {
+            c.durability = v
+                .parse()
+                .map_err(|e: crate::store::Error| err("store.durability", e.to_string()))?;
+        }
+
+        // The environment.
+        if let Some(v) = non_empty(env("TSSTORE_HOST")) {
+            c.host = v;
+        }
+        if let Some(v) = non_empty(env("TSSTORE_PORT")) {
+            c.port = parse_port("TSSTORE_PORT", &v)?;
+        }
+        if let Some(v) = non_empty(env("TSSTORE_MODE")) {
+            c.mode = parse_mode("TSSTORE_MODE", &v)?;
+        }
+        if let Some(v) = non_empty(env("TSSTORE_DATA_PATH")) {
+            c.base_path = PathBuf::from(v);
+        }
+        if let Some(v) = env("TSSTORE_SOCKET_PATH") {
+            // Set but empty disables the socket.
+            c.socket_path = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY")) {
+            c.admin_key = Some(v);
+        }
+        if let Some(v) = non_empty(env("TSSTORE_TLS_CERT")) {
+            cert = Some(v);
+        }
+        if let Some(v) = non_empty(env("TSSTORE_TLS_KEY")) {
+            key = Some(v);
+        }
+
+        // The flags.
+        if let Some(v) = &flags.host {
+            c.host = v.clone();
+        }
+        if let Some(v) = flags.port {
+            c.port = v;
+        }
+        if let Some(v) = &flags.data_path {
+            c.base_path = v.clone();
+        }
+        if let Some(v) = &flags.socket {
+            c.socket_path = Some(v.clone());
+        }
+        if flags.no_socket {
+            c.socket_path = None;
+        }
+        if let Some(v) = &flags.tls_cert {
+            cert = Some(v.to_string_lossy().into_owned());
+        }
+        if let Some(v) = &flags.tls_key {
+            key = Some(v.to_string_lossy().into_owned());
+        }
+        if let Some(v) = &flags.mode {
+            c.mode = parse_mode("--mode", v)?;
+        }
+
+        c.tls =
+            match (cert, key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert_file: cert.into(),
+                    key_file: key.into(),
+                }),
+                _ => return Err(err(
+                    "server.tls",
+                    "TLS requires both cert and key: set both TSSTORE_TLS_CERT and TSSTORE_TLS_KEY",
+                )),
+            };
+        c.validate_store_defaults()?;
+        Ok(c)
+    }
+
+    fn validate_store_defaults(&self) -> Result<(), ConfigError> {
+        let cfg = crate::store::Config {
+            num_blocks: self.num_blocks,
+            data_block_size: self.data_block_size,
+            index_block_size: self.index_block_size,
+            ..crate::store::Config::default()
+        };
+        cfg.validate().map_err(|e| err("store", e.to_string()))?;
+        if self.max_body_bytes < 1024 {
+            return Err(err("server.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+
+    /// The checks `serve` adds: an admin key of at least 20 characters and
+    /// readable TLS files.
+    pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
+        match &self.admin_key {
+            None => {
+                return Err(err(
+                    "server.admin_key",
+                    "Admin key required: set TSSTORE_ADMIN_KEY environment variable or admin_key in config",
+                ))
+            }
+            Some(k) if k.chars().count() < MIN_ADMIN_KEY_LEN => {
+                return Err(err(
+                    "server.admin_key",
+                    format!("Admin key must be at least {MIN_ADMIN_KEY_LEN} characters"),
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(t) = &self.tls {
+            if !t.cert_file.is_file() {
+                return Err(err(
+                    "server.tls.cert_file",
+                    format!("TLS certificate file not found: {}", t.cert_file.display()),
+                ));
+            }
+            if !t.key_file.is_file() {
+                return Err(err(
+                    "server.tls.key_file",
+                    format!("TLS key file not found: {}", t.key_file.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store configuration new stores get unless a request says otherwise.
+    pub fn store_defaults(&self) -> crate::store::Config {
+        crate::store::Config {
+            num_blocks: self.num_blocks,
+            data_block_size: self.data_block_size,
+            index_block_size: self.index_block_size,
+            durability: self.durability,
+            ..crate::store::Config::default()
+        }
+    }
+}
+
+fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
+    let key = "TSSTORE_CONFIG";
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
+    let mut unknown = Vec::new();
+    collect_keys("", &v, &mut unknown);
+    let f: FileConfig = serde_json::from_value(v)
+        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
+    Ok((f, unknown))
+}
+
+fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
+    match v.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(err(key, format!("invalid port {v:?}: expected 1 to 65535"))),
+    }
+}
+
+fn parse_mode(key: &str, v: &str) -> Result<Mode, ConfigError> {
+    match v {
+        "release" => Ok(Mode::Release),
+        "debug" => Ok(Mode::Debug),
+        _ => Err(err(
+            key,
+            format!("invalid mode {v:?}: expected debug or release"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_file_env_flags_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(
+            &file,
+            r#"{"server":{"host":"127.0.0.1","port":9000,"admin_key":"from-file-0123456789","colour":"red"},
+                "store":{"base_path":"/srv/ts","num_blocks":64},"extra":1}"#,
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.num_blocks),
+            ("127.0.0.1", 9000, 64)
+        );
+        assert_eq!(c.base_path, PathBuf::from("/srv/ts"));
+        assert_eq!(c.unknown_keys, ["extra", "server.colour"]);
+        let env = env_of(&[("TSSTORE_PORT", "9100"), ("TSSTORE_DATA_PATH", "/env")]);
+        let c = Config::load(&flags, &env).unwrap();
+        assert_eq!((c.port, c.base_path.as_path()), (9100, Path::new("/env")));
+        let flags = Flags {
+            port: Some(9200),
+            no_socket: true,
+            ..flags
+        };
+        let c = Config::load(&flags, &env).unwrap();
+        assert_eq!((c.port, c.socket_path), (9200, None));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = Config::load(&Flags::default(), &env_of(&[("TSSTORE_PORT", "http")])).unwrap_err();
+        assert_eq!(e.key, "TSSTORE_PORT");
+        let e = Config::load(&Flags::default(), &env_of(&[("TSSTORE_MODE", "loud")])).unwrap_err();
+        assert_eq!(e.key, "TSSTORE_MODE");
+        let e =
+            Config::load(&Flags::default(), &env_of(&[("TSSTORE_TLS_CERT", "c.pem")])).unwrap_err();
+        assert!(e.reason.contains("both cert and key"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        std::fs::write(&file, r#"{"store":{"data_block_size":1000}}"#).unwrap();
+        let flags = Flags {
+            config: Some(file),
+            ..Flags::default()
+        };
+        let e = Config::load(&flags, &env_of(&[])).unwrap_err();
+        assert!(e.reason.contains("data_block_size"), "{e}");
+    }
+
+    #[test]
+    fn serve_needs_a_long_admin_key() {
+        let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
+        assert!(c
+            .validate_for_serve()
+            .unwrap_err()
+            .reason
+            .contains("Admin key required"));
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY", "short")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.validate_for_serve().unwrap_err().reason,
+            "Admin key must be at least 20 characters"
+        );
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY", "0123456789abcdefghij")]),
+        )
+        .unwrap();
+        c.validate_for_serve().unwrap();
+        let c = Config::load(&Flags::default(), &env_of(&[("TSSTORE_SOCKET_PATH", "")])).unwrap();
+        assert_eq!(c.socket_path, None);
+    }
+}

@@ -1,0 +1,337 @@
+//! Store API keys: `tsstore_<uuid v4>`, shown once, kept only as argon2id
+//! hashes in `<store>/keys.json`, written atomically (temp file, fsync,
+//! rename, directory fsync: after a power cut the old or the new file is
+//! there, never a torn one).
+//!
+//! Verifying a key costs an argon2 hash only the first time: verified keys
+//! are cached per store with the identity (inode, size, mtime) of the
+//! `keys.json` they were checked against. The CLI rewrites the file by
+//! rename, so a regenerate or revoke changes that identity and the next
+//! request re-reads the file: the change takes effect at once.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// The key file's name inside a store directory.
+pub const KEYS_FILE: &str = "keys.json";
+/// Prefix of every store API key.
+pub const KEY_PREFIX: &str = "tsstore_";
+/// Length of a key: the prefix and a hyphenated UUID.
+pub const KEY_LEN: usize = KEY_PREFIX.len() + 36;
+
+/// One key as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub id: String,
+    /// argon2id hash in PHC string format.
+    pub hash: String,
+    /// RFC 3339, UTC, nanoseconds.
+    pub created_at: String,
+    pub note: String,
+}
+
+/// `keys.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub store_name: String,
+    pub keys: Vec<KeyEntry>,
+}
+
+/// Errors of key management.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("API key not found")]
+    NotFound,
+    #[error("no key file for store '{store}'")]
+    NoKeyFile { store: String },
+    #[error("key file {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("hashing failed: {0}")]
+    Hash(String),
+}
+
+/// A freshly made key: the secret (shown once) and its id.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub api_key: String,
+    pub key_id: String,
+}
+
+/// Makes a new random key `tsstore_<uuid v4>`; its id is the first 8 hex
+/// digits of the UUID.
+pub fn generate() -> NewKey {
+    let u = uuid::Uuid::new_v4().hyphenated().to_string();
+    NewKey {
+        key_id: u[..8].to_string(),
+        api_key: format!("{KEY_PREFIX}{u}"),
+    }
+}
+
+/// True if `key` has the shape of a store key.
+pub fn well_formed(key: &str) -> bool {
+    key.len() >= KEY_LEN && key.starts_with(KEY_PREFIX)
+}
+
+fn hash(key: &str) -> Result<String, KeyError> {
+    // 16 random bytes from the OS (a v4 UUID is 122 of them).
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .map_err(|e| KeyError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(key.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| KeyError::Hash(e.to_string()))
+}
+
+fn verify(key: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(key.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads `dir/keys.json`.
+pub fn load(dir: &Path, store: &str) -> Result<KeyFile, KeyError> {
+    let path = dir.join(KEYS_FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::NoKeyFile {
+                store: store.to_string(),
+            })
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    serde_json::from_slice(&text).map_err(|e| KeyError::Corrupt {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `dir/keys.json` atomically with mode 0600.
+pub fn save(dir: &Path, file: &KeyFile) -> Result<(), KeyError> {
+    let path = dir.join(KEYS_FILE);
+    let tmp = dir.join(format!("{KEYS_FILE}.tmp"));
+    let mut text = serde_json::to_vec_pretty(file).map_err(|e| KeyError::Hash(e.to_string()))?;
+    text.push(b'\n');
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(&text).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+/// Creates the key file of a new store with one key.
+pub fn init(dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
+    let k = generate();
+    let file = KeyFile {
+        store_name: store.to_string(),
+        keys: vec![entry(&k, note)?],
+    };
+    save(dir, &file)?;
+    Ok(k)
+}
+
+fn entry(k: &NewKey, note: &str) -> Result<KeyEntry, KeyError> {
+    Ok(KeyEntry {
+        id: k.key_id.clone(),
+        hash: hash(&k.api_key)?,
+        created_at: crate::clock::rfc3339_nanos(crate::store::now_ns()),
+        note: note.to_string(),
+    })
+}
+
+/// Replaces every key of the store with one new key.
+pub fn regenerate(dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
+    init(dir, store, note)
+}
+
+/// Adds a key beside the existing ones.
+pub fn add(dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
+    let mut file = load(dir, store)?;
+    let k = generate();
+    file.keys.push(entry(&k, note)?);
+    save(dir, &file)?;
+    Ok(k)
+}
+
+/// Removes the key with this id.
+pub fn revoke(dir: &Path, store: &str, id: &str) -> Result<(), KeyError> {
+    let mut file = load(dir, store)?;
+    let before = file.keys.len();
+    file.keys.retain(|k| k.id != id);
+    if file.keys.len() == before {
+        return Err(KeyError::NotFound);
+    }
+    save(dir, &file)
+}
+
+/// Identity of a key file version.
+type FileId = (u64, u64, i64, i64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    let m = fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+#[derive(Default)]
+struct Cached {
+    file: Option<FileId>,
+    /// Keys verified against that file version, with their ids.
+    verified: Vec<(String, String)>,
+}
+
+/// Checks store keys, caching the ones that verified.
+#[derive(Default)]
+pub struct KeyCache {
+    stores: Mutex<HashMap<String, Cached>>,
+}
+
+/// Why a key was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No key in the file matches.
+    Invalid,
+    /// The store or its key file is missing or unreadable.
+    Unavailable,
+}
+
+impl KeyCache {
+    pub fn new() -> KeyCache {
+        KeyCache::default()
+    }
+
+    /// Returns the key's id if `key` is a key of `store` (in `dir`).
+    pub fn check(&self, store: &str, dir: &Path, key: &str) -> Result<String, Rejection> {
+        let path = dir.join(KEYS_FILE);
+        let id = file_id(&path).ok_or(Rejection::Unavailable)?;
+        {
+            let map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(store).filter(|c| c.file == Some(id)) {
+                for (k, kid) in &c.verified {
+                    if k.len() == key.len() && bool::from(k.as_bytes().ct_eq(key.as_bytes())) {
+                        return Ok(kid.clone());
+                    }
+                }
+            }
+        }
+        // Not cached: verify against the file (one argon2 hash per entry).
+        let file = load(dir, store).map_err(|_| Rejection::Unavailable)?;
+        let found = file.keys.iter().find(|e| verify(key, &e.hash));
+        let Some(e) = found else {
+            return Err(Rejection::Invalid);
+        };
+        let mut map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let c = map.entry(store.to_string()).or_default();
+        if c.file != Some(id) {
+            c.file = Some(id);
+            c.verified.clear();
+        }
+        c.verified.push((key.to_string(), e.id.clone()));
+        Ok(e.id.clone())
+    }
+
+    /// Forgets a store's cached keys (after it is deleted).
+    pub fn forget(&self, store: &str) {
+        self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(store);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_original_shape() {
+        let k = generate();
+        assert_eq!(k.api_key.len(), KEY_LEN);
+        assert!(well_formed(&k.api_key));
+        assert_eq!(&k.api_key[8..16], k.key_id);
+        assert!(!well_formed("tsstore_short"));
+        assert!(!well_formed(&k.api_key.replace("tsstore_", "tsstorf_")));
+    }
+
+    #[test]
+    fn verify_cache_and_invalidation() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = init(dir.path(), "s", "Initial key").unwrap();
+        let mode = fs::metadata(dir.path().join(KEYS_FILE)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = fs::read_to_string(dir.path().join(KEYS_FILE)).unwrap();
+        assert!(text.contains("$argon2id$") && !text.contains(&k.api_key));
+        let cache = KeyCache::new();
+        assert_eq!(
+            cache.check("s", dir.path(), &k.api_key),
+            Ok(k.key_id.clone())
+        );
+        assert_eq!(
+            cache.check("s", dir.path(), &k.api_key),
+            Ok(k.key_id.clone())
+        );
+        let other = generate();
+        assert_eq!(
+            cache.check("s", dir.path(), &other.api_key),
+            Err(Rejection::Invalid)
+        );
+        let k2 = add(dir.path(), "s", "second").unwrap();
+        assert!(cache.check("s", dir.path(), &k2.api_key).is_ok());
+        revoke(dir.path(), "s", &k.key_id).unwrap();
+        assert_eq!(
+            cache.check("s", dir.path(), &k.api_key),
+            Err(Rejection::Invalid)
+        );
+        assert!(matches!(
+            revoke(dir.path(), "s", "nope"),
+            Err(KeyError::NotFound)
+        ));
+        let k3 = regenerate(dir.path(), "s", "Regenerated via CLI").unwrap();
+        assert_eq!(
+            cache.check("s", dir.path(), &k2.api_key),
+            Err(Rejection::Invalid)
+        );
+        assert!(cache.check("s", dir.path(), &k3.api_key).is_ok());
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(
+            cache.check("x", none.path(), &k3.api_key),
+            Err(Rejection::Unavailable)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The stores a server serves: every store directory under the data path,
+//! opened on first use and kept open until shutdown or deletion.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::keys::{self, NewKey};
+use crate::store::{self, Store};
+
+/// Open stores by name.
+pub struct Registry {
+    base: PathBuf,
+    open: Mutex<HashMap<String, Arc<Store>>>,
+}
+
+impl Registry {
+    pub fn new(base: PathBuf, _default_durability: store::Durability) -> Registry {
+        Registry {
+            base,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Store>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data path.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Directory of store `name` (the name must be valid).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.base.join(name)
+    }
+
+    /// True if store `name` exists on disk.
+    pub fn exists(&self, name: &str) -> bool {
+        store::exists(&self.base, name)
+    }
+
+    /// The open store `name`, opening it if needed. Blocking.
+    pub fn get(&self, name: &str) -> store::Result<Arc<Store>> {
+        store::validate_name(name)?;
+        let mut open = self.lock();
+        if let Some(s) = open.get(name) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Store::open(&self.base, name)?);
+        open.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Creates store `name` with its first API key. Blocking.
+    pub fn create(
+        &self,
+        name: &str,
+        config: store::Config,
+    ) -> Result<(Arc<Store>, NewKey), CreateError> {
+        store::validate_name(name)?;
+        std::fs::create_dir_all(&self.base).map_err(store::Error::Io)?;
+        let mut open = self.lock();
+        let s = Store::create(&self.base, name, config)?;
+        let key = match keys::init(&self.dir(name), name, "Initial key") {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = s.delete_store();
+                return Err(CreateError::Keys(e));
+            }
+        };
+        let s = Arc::new(s);
+        open.insert(name.to_string(), s.clone());
+        Ok((s, key))
+    }
+
+    /// Closes and removes store `name`. Blocking.
+    pub fn delete(&self, name: &str) -> store::Result<()> {
+        store::validate_name(name)?;
+        let mut open = self.lock();
+        match open.remove(name) {
+            Some(s) => s.delete_store(),
+            None => store::delete_store(&self.base, name),
+        }
+    }
+
+    /// Names of every store on disk, sorted.
+    pub fn list(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| store::exists(&self.base, n))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The stores open now.
+    pub fn open_stores(&self) -> Vec<(String, Arc<Store>)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Syncs and closes every open store (shutdown).
+    pub fn close_all(&self) -> Vec<(String, store::Error)> {
+        let stores: Vec<_> = self.lock().drain().collect();
+        stores
+            .into_iter()
+            .filter_map(|(n, s)| s.close().err().map(|e| (n, e)))
+            .collect()
+    }
+}
+
+/// Why a store could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Keys(keys::KeyError),
+}
