@@ -236,19 +236,25 @@ impl KeyCache {
         KeyCache::default()
     }
 
-    /// Returns the key's id if `key` is a key of `store` (in `dir`).
+    /// The key's id if `key` was verified against the current `keys.json`
+    /// (one `stat`, no hashing). `None`: not known, call [`KeyCache::check`].
+    pub fn check_cached(&self, store: &str, dir: &Path, key: &str) -> Option<String> {
+        let id = file_id(&dir.join(KEYS_FILE))?;
+        let map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        let c = map.get(store).filter(|c| c.file == Some(id))?;
+        c.verified
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && bool::from(k.as_bytes().ct_eq(key.as_bytes())))
+            .map(|(_, kid)| kid.clone())
+    }
+
+    /// Returns the key's id if `key` is a key of `store` (in `dir`). May
+    /// compute argon2 hashes: call it off the async workers.
     pub fn check(&self, store: &str, dir: &Path, key: &str) -> Result<String, Rejection> {
         let path = dir.join(KEYS_FILE);
         let id = file_id(&path).ok_or(Rejection::Unavailable)?;
-        {
-            let map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = map.get(store).filter(|c| c.file == Some(id)) {
-                for (k, kid) in &c.verified {
-                    if k.len() == key.len() && bool::from(k.as_bytes().ct_eq(key.as_bytes())) {
-                        return Ok(kid.clone());
-                    }
-                }
-            }
+        if let Some(kid) = self.check_cached(store, dir, key) {
+            return Ok(kid);
         }
         // Not cached: verify against the file (one argon2 hash per entry).
         let file = load(dir, store).map_err(|_| Rejection::Unavailable)?;

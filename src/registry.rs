@@ -41,6 +41,11 @@ impl Registry {
         store::exists(&self.base, name)
     }
 
+    /// The store `name` if it is open (never blocks on disk).
+    pub fn get_open(&self, name: &str) -> Option<Arc<Store>> {
+        self.lock().get(name).cloned()
+    }
+
     /// The open store `name`, opening it if needed. Blocking.
     pub fn get(&self, name: &str) -> store::Result<Arc<Store>> {
         store::validate_name(name)?;

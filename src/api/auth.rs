@@ -138,10 +138,16 @@ impl FromRequestParts<AppState> for StoreAccess {
             if !state.stores.exists(&name) {
                 return Err(ApiError::not_found("store not found"));
             }
-            let (keys, dir, n) = (state.keys.clone(), state.stores.dir(&name), name.clone());
-            let checked = tokio::task::spawn_blocking(move || keys.check(&n, &dir, &key))
-                .await
-                .map_err(ApiError::internal)?;
+            let dir = state.stores.dir(&name);
+            let checked = match state.keys.check_cached(&name, &dir, &key) {
+                Some(id) => Ok(id),
+                None => {
+                    let (keys, n) = (state.keys.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || keys.check(&n, &dir, &key))
+                        .await
+                        .map_err(ApiError::internal)?
+                }
+            };
             match checked {
                 Ok(_) => {}
                 Err(Rejection::Invalid) => return Err(unauthorized("invalid API key")),
@@ -150,10 +156,15 @@ impl FromRequestParts<AppState> for StoreAccess {
         } else if !state.stores.exists(&name) {
             return Err(ApiError::not_found("store not found"));
         }
-        let (stores, n) = (state.stores.clone(), name.clone());
-        let store = tokio::task::spawn_blocking(move || stores.get(&n))
-            .await
-            .map_err(ApiError::internal)??;
+        let store = match state.stores.get_open(&name) {
+            Some(s) => s,
+            None => {
+                let (stores, n) = (state.stores.clone(), name.clone());
+                tokio::task::spawn_blocking(move || stores.get(&n))
+                    .await
+                    .map_err(ApiError::internal)??
+            }
+        };
         Ok(StoreAccess { name, store })
     }
 }
