@@ -12,8 +12,17 @@ help:
 	@echo "make bench  - engine benchmark against a SQLite baseline"
 	@echo "make fuzz   - run the open-a-store fuzz target for 60 s (needs cargo-fuzz)"
 
+# Starts the server on port 21080 with data under $(DATA). Without
+# TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
+# $(DATA)/.admin_key (mode 0600) and printed.
 run:
-	$(CARGO) run --release -- serve --data-path $(DATA)
+	@mkdir -p $(DATA)
+	@if [ -z "$$TSSTORE_ADMIN_KEY" ] && [ ! -s $(DATA)/.admin_key ]; then \
+		(umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > $(DATA)/.admin_key); \
+	fi
+	@KEY="$${TSSTORE_ADMIN_KEY:-$$(cat $(DATA)/.admin_key)}"; \
+		echo "tsstore admin key: $$KEY"; \
+		TSSTORE_ADMIN_KEY="$$KEY" $(CARGO) run --release -- serve --data-path $(DATA) --socket $(DATA)/tsstore.sock
 
 build:
 	$(CARGO) build --release
