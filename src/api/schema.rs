@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::auth::StoreAccess;
 use super::{ApiError, ApiResult, AppState};
-use crate::store::{DataType, Field};
+use crate::store::{DataType, Field, FieldType};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -43,7 +43,19 @@ struct SchemaRequest {
 
 async fn schema_put(access: StoreAccess, body: Bytes) -> ApiResult<Json<Value>> {
     require_schema_store(&access)?;
-    let req: SchemaRequest = serde_json::from_slice(&body)
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid schema: {e}")))?;
+    // The original's message for a type it does not know.
+    if let Some(fields) = value.get("fields").and_then(Value::as_array) {
+        for f in fields {
+            if let Some(t) = f.get("type").and_then(Value::as_str) {
+                if serde_json::from_value::<FieldType>(Value::String(t.to_string())).is_err() {
+                    return Err(ApiError::bad_request(format!("invalid field type: {t}")));
+                }
+            }
+        }
+    }
+    let req: SchemaRequest = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("invalid schema: {e}")))?;
     let fields = req
         .fields

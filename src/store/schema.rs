@@ -155,10 +155,10 @@ impl fmt::Display for FieldChange {
 #[non_exhaustive]
 pub enum SchemaError {
     /// A schema without fields.
-    #[error("a schema needs at least one field")]
+    #[error("no fields defined")]
     NoFields,
     /// A field whose name is empty.
-    #[error("field {index} has an empty name")]
+    #[error("field name is required (field {index})")]
     EmptyFieldName { index: u32 },
     /// A name made of digits only would read like a compact key.
     #[error(
@@ -166,17 +166,17 @@ pub enum SchemaError {
     )]
     NumericFieldName { index: u32, name: String },
     /// Two fields with the same name.
-    #[error("duplicate field name {name:?}")]
+    #[error("duplicate field name: {name}")]
     DuplicateFieldName { name: String },
     /// Two fields with the same index.
-    #[error("duplicate field index {index}")]
+    #[error("duplicate field index: {index}")]
     DuplicateIndex { index: u32 },
     /// Indices start at 1.
-    #[error("invalid field index {index}: indices start at 1")]
+    #[error("field index must be positive: {index}")]
     InvalidIndex { index: u32 },
     /// An evolution that changes an existing field.
     #[error(
-        "schema evolution is append-only: field {index} ({name:?}) cannot be changed ({change})"
+        "cannot modify existing field {index} ({name:?}: {change}); schema evolution is append-only"
     )]
     FieldChanged {
         index: u32,
@@ -185,7 +185,7 @@ pub enum SchemaError {
     },
     /// An evolution that leaves out an existing field.
     #[error(
-        "schema evolution is append-only: field {index} ({name:?}) cannot be removed; list every existing field and add new ones"
+        "cannot remove existing field {index} ({name:?}); schema evolution is append-only: list every existing field and add new ones"
     )]
     FieldRemoved { index: u32, name: String },
     /// The version counter is exhausted.
@@ -197,15 +197,13 @@ pub enum SchemaError {
     )]
     NestedObject { field: String },
     /// A full-form name the schema does not have.
-    #[error("unknown field {field:?}: it is not in the schema; add it to the schema first")]
+    #[error("field not found in schema: {field}")]
     UnknownField { field: String },
     /// A compact index the schema does not have.
-    #[error("unknown field index {index}: it is not in the schema")]
+    #[error("field not found in schema: index {index}")]
     UnknownIndex { index: u32 },
     /// A compact key that is not a canonical decimal index.
-    #[error(
-        "invalid compact key {key:?}: keys are field indices written as decimal strings like \"1\""
-    )]
+    #[error("invalid compact JSON key (must be numeric): {key}")]
     InvalidCompactKey { key: String },
     /// A value of the wrong JSON type (or a non-integer for an integer type).
     #[error("field {field:?} expects {expected}, got {value}")]
@@ -228,7 +226,7 @@ pub enum SchemaError {
     #[error("invalid JSON: {reason}")]
     InvalidJson { reason: String },
     /// The store has no schema yet.
-    #[error("the store has no schema yet; set a schema before writing data")]
+    #[error("schema is required for schema data type")]
     NoSchema,
     /// The schema file exists but does not hold a valid schema.
     #[error("schema file {} is malformed: {reason}", path.display())]
@@ -816,9 +814,9 @@ mod tests {
     #[test]
     fn error_messages_are_helpful() {
         let e = SchemaError::InvalidIndex { index: 0 }.to_string();
-        assert!(e.contains("start at 1"), "{e}");
+        assert_eq!(e, "field index must be positive: 0");
         let e = SchemaError::NoSchema.to_string();
-        assert!(e.contains("no schema"), "{e}");
+        assert_eq!(e, "schema is required for schema data type");
         let e = SchemaError::FieldRemoved {
             index: 2,
             name: "humidity".to_string(),
@@ -899,7 +897,7 @@ mod tests {
                 },
             }
         );
-        assert!(err.to_string().contains("cannot be changed"));
+        assert!(err.to_string().starts_with("cannot modify existing field 1"));
     }
 
     #[test]
@@ -1256,7 +1254,7 @@ mod tests {
                 field: "pressure".to_string()
             }
         );
-        assert!(err.to_string().contains("\"pressure\""));
+        assert_eq!(err.to_string(), "field not found in schema: pressure");
         // Compact input sent to the full-form path is refused as unknown names.
         assert!(matches!(
             compact_str(&s, r#"{"1": 72.5}"#),
