@@ -21,6 +21,11 @@ use super::config::Durability;
 use super::engine::Shared;
 use super::error::{Error, Result};
 
+/// Longest a sync leader waits for more writers to join (see `gather`).
+const GATHER_MAX: Duration = Duration::from_micros(250);
+/// A leader stops waiting once no new write arrived for this long.
+const GATHER_IDLE: Duration = Duration::from_micros(50);
+
 #[derive(Debug)]
 struct SyncState {
     /// Every write with an lsn up to this one is durable.
@@ -35,6 +40,10 @@ struct SyncState {
     shutdown: bool,
     /// A sync failed: nothing after it can be promised.
     failed: Option<String>,
+    /// Writes the last sync of the data file covered (see `gather`).
+    last_batch: u64,
+    /// The leader is waiting for more writers (see `gather`).
+    gathering: bool,
 }
 
 /// Coordination of syncs for one store.
@@ -42,6 +51,8 @@ struct SyncState {
 pub(crate) struct Syncer {
     m: Mutex<SyncState>,
     cv: Condvar,
+    /// Wakes a gathering leader when a writer arrives.
+    arrived: Condvar,
     dirty: AtomicBool,
 }
 
@@ -56,8 +67,11 @@ impl Syncer {
                 index_lsn: 0,
                 shutdown: false,
                 failed: None,
+                last_batch: 0,
+                gathering: false,
             }),
             cv: Condvar::new(),
+            arrived: Condvar::new(),
             dirty: AtomicBool::new(false),
         }
     }
@@ -119,9 +133,21 @@ impl Shared {
             if !s.leader {
                 break;
             }
+            if s.gathering {
+                self.sync.arrived.notify_one();
+            }
             s = self.sync.cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.leader = true;
+        // The writers the last sync released, other than this one.
+        let expected = if with_index {
+            0
+        } else {
+            s.last_batch.saturating_sub(1)
+        };
+        if expected > 0 {
+            s = self.gather(s, expected);
+        }
         let index_due = with_index || s.last_index_sync.elapsed() >= self.cfg.durability.period();
         drop(s);
 
@@ -131,6 +157,7 @@ impl Shared {
         s.leader = false;
         match &r {
             Ok(done) => {
+                s.last_batch = done.saturating_sub(s.durable_lsn);
                 s.durable_lsn = s.durable_lsn.max(*done);
                 if index_due {
                     s.last_index_sync = Instant::now();
@@ -145,6 +172,41 @@ impl Shared {
         drop(s);
         self.sync.cv.notify_all();
         r.map(|_| ())
+    }
+
+    /// Group commit under concurrency: the writers released by the last
+    /// sync come back with their next write a moment later. A leader that
+    /// syncs at once leaves them to the sync after, and the writers split
+    /// into two halves taking turns, each sync covering only half of them.
+    /// So the leader first sleeps until `expected` more writes arrived (each
+    /// arriving writer wakes it), none arrived for `GATHER_IDLE`, or
+    /// `GATHER_MAX` passed. A lone writer (the last sync covered only its
+    /// own write) never waits.
+    fn gather<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, SyncState>,
+        expected: u64,
+    ) -> MutexGuard<'a, SyncState> {
+        let target = self.lsn.load(Ordering::Acquire) + expected;
+        let deadline = Instant::now() + GATHER_MAX;
+        s.gathering = true;
+        while self.lsn.load(Ordering::Acquire) < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let (g, t) = self
+                .sync
+                .arrived
+                .wait_timeout(s, left.min(GATHER_IDLE))
+                .unwrap_or_else(|e| e.into_inner());
+            s = g;
+            if t.timed_out() {
+                break;
+            }
+        }
+        s.gathering = false;
+        s
     }
 
     /// The leader's work: write the head block out, then sync. Returns the
@@ -175,10 +237,28 @@ impl Shared {
     }
 
     /// `never`: write the head block out (no sync) so the OS can persist it.
+    ///
+    /// Until a sync has made the head block's header durable (`flushed` is
+    /// still 0), the whole block so far goes out and `flushed` stays: an
+    /// append written without a sync can reach the disk while the earlier
+    /// write of the header does not, and land in the middle of the older
+    /// block at that position, whose index entry recovery trusts.
     fn write_back(&self) {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if !st.closed && st.poisoned.is_none() {
-            let _ = self.flush_head(&mut st);
+        if st.closed || st.poisoned.is_some() {
+            return;
+        }
+        match st.head.as_ref() {
+            Some(h) if h.flushed == 0 => {
+                let off = st.ring.pos(h.seq) as u64 * self.cfg.data_block_size as u64;
+                if let Err(e) = self.media.data.write_at(off, &h.buf[..h.len]) {
+                    st.poisoned
+                        .get_or_insert_with(|| format!("data write failed: {e}"));
+                }
+            }
+            _ => {
+                let _ = self.flush_head(&mut st);
+            }
         }
     }
 }

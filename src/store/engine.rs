@@ -64,6 +64,10 @@ pub(crate) struct HeadBuf {
     pub flushed: usize,
 }
 
+/// A located object: its block, its record offset and, for a packed
+/// object, its data.
+type Found<'a> = (u64, u32, Option<&'a [u8]>);
+
 pub(crate) struct State {
     pub ring: Ring,
     pub table: BlockTable,
@@ -366,12 +370,16 @@ impl Store {
 
     /// Inserts `data` at the current time. If the clock is behind the
     /// newest object (a clock step back), the object gets the newest
-    /// timestamp plus one nanosecond, so it is never rejected.
+    /// timestamp plus one nanosecond, so it is never rejected (unless the
+    /// newest timestamp is `i64::MAX`: `TimestampOutOfOrder`).
     pub fn insert_now(&self, data: &[u8]) -> Result<ObjectHandle> {
         let (h, lsn) = {
             let mut st = wr(&self.shared.state);
             self.shared.check_writable(&st)?;
             let ts = now_ns().max(st.last_ts.saturating_add(1));
+            // Past i64::MAX there is no later timestamp: saturating gave
+            // the newest one again, which the record walk would hide.
+            self.shared.check_ts(&st, ts)?;
             let h = self.shared.append(&mut st, ts, data)?;
             (h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1)
         };
@@ -396,7 +404,11 @@ impl Store {
                             self.shared.check_ts(&st, t)?;
                             t
                         }
-                        None => now_ns().max(st.last_ts.saturating_add(1)),
+                        None => {
+                            let t = now_ns().max(st.last_ts.saturating_add(1));
+                            self.shared.check_ts(&st, t)?;
+                            t
+                        }
                     };
                     self.shared.append(&mut st, ts, data)
                 });
@@ -512,11 +524,23 @@ impl Store {
     pub fn get_by_time(&self, timestamp: i64) -> Result<Object> {
         let st = rd(&self.shared.state);
         self.shared.check_open(&st)?;
-        let (seq, off) = self
-            .shared
-            .locate(&st, timestamp)?
-            .ok_or(Error::TimestampNotFound { timestamp })?;
-        let obj = self.shared.read_object_full(&st, seq, off)?;
+        // A packed object's data comes from the walk that found it: a second
+        // walk (with its checksums) would double the cost of a lookup.
+        let mut scratch = Vec::new();
+        let obj = match self.shared.find(&st, timestamp, &mut scratch)? {
+            Some((seq, off, Some(data))) => Some(Object {
+                handle: ObjectHandle {
+                    timestamp,
+                    block_num: st.ring.pos(seq),
+                    offset: off,
+                    size: data.len() as u32,
+                    span_count: 1,
+                },
+                data: data.to_vec(),
+            }),
+            Some((seq, off, None)) => self.shared.read_object_full(&st, seq, off)?,
+            None => None,
+        };
         obj.ok_or(Error::TimestampNotFound { timestamp })
     }
 
@@ -1128,6 +1152,20 @@ impl Shared {
 
     /// Finds the live object with timestamp `ts`: its block and offset.
     pub(crate) fn locate(&self, st: &State, ts: i64) -> Result<Option<(u64, u32)>> {
+        let mut scratch = Vec::new();
+        Ok(self
+            .find(st, ts, &mut scratch)?
+            .map(|(seq, off, _)| (seq, off)))
+    }
+
+    /// Finds the live object with timestamp `ts`: its block and offset and,
+    /// for a packed object, its data (read in the same walk).
+    fn find<'a>(
+        &'a self,
+        st: &'a State,
+        ts: i64,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Option<Found<'a>>> {
         if ts <= 0 || st.ring.is_empty() {
             return Ok(None);
         }
@@ -1142,13 +1180,12 @@ impl Shared {
         };
         match st.table.kind(r.pos(cand)) {
             Some(BlockKind::Packed) => {
-                let mut scratch = Vec::new();
-                let Some((_, bytes)) = self.block(st, cand, &mut scratch)? else {
+                let Some((_, bytes)) = self.block(st, cand, scratch)? else {
                     return Ok(None);
                 };
                 for rec in Records::new(bytes, cand) {
                     if rec.ts == ts {
-                        return Ok((!rec.deleted).then_some((cand, rec.off)));
+                        return Ok((!rec.deleted).then_some((cand, rec.off, Some(rec.data))));
                     }
                     if rec.ts > ts {
                         break;
@@ -1157,13 +1194,15 @@ impl Shared {
                 Ok(None)
             }
             Some(BlockKind::SpanStart) => {
-                let mut scratch = Vec::new();
-                let Some((h, bytes)) = self.block(st, cand, &mut scratch)? else {
+                let Some((h, bytes)) = self.block(st, cand, scratch)? else {
                     return Ok(None);
                 };
                 let rh = RecordHeader::decode(&bytes[BLOCK_HEADER_LEN..]);
-                Ok((h.first_ts == ts && rh.ts == ts && !rh.deleted)
-                    .then_some((cand, BLOCK_HEADER_LEN as u32)))
+                Ok((h.first_ts == ts && rh.ts == ts && !rh.deleted).then_some((
+                    cand,
+                    BLOCK_HEADER_LEN as u32,
+                    None,
+                )))
             }
             _ => Ok(None),
         }

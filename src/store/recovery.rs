@@ -6,12 +6,16 @@
 //!    reset point `base_seq` and the session that last wrote;
 //! 2. index entries are read in full; the highest `synced_seq` among valid
 //!    entries, `D`, is a point through which data and index were durable;
-//! 3. from `D` (or `base_seq`) block headers are followed while they hold
-//!    the expected sequence numbers: the last one is the head. If the block
-//!    at the start was overwritten by a later lap, every header is read
-//!    instead and the head is the highest valid sequence number;
-//! 4. blocks before `D` are taken from their index entries; the others are
-//!    rescanned record by record, and their entries rewritten;
+//! 3. from `D` (or `base_seq`, or the head the previous open found, if
+//!    later) block headers are followed while they hold the expected
+//!    sequence numbers: the last one is the head. If the block at the start
+//!    was overwritten by a later lap, or the walk ends at a torn header,
+//!    every header is read instead and the head is the highest valid
+//!    sequence number;
+//! 4. blocks before `D` whose headers still match their index entries are
+//!    taken from them; the others are rescanned record by record, and their
+//!    entries rewritten; dead blocks (beyond the head, or of an invalid
+//!    session) lose their headers and entries past the head are zeroed;
 //! 5. a new session starts: its number goes to meta, so blocks left behind
 //!    by the crashed session beyond the head can never be mistaken for
 //!    blocks of a later one.
@@ -49,6 +53,9 @@ pub(crate) fn read_meta(meta: &dyn Medium) -> Result<Meta> {
         let mut b = [0u8; META_SLOT_LEN];
         meta.read_at(slot * META_SLOT_STRIDE as u64, &mut b)?;
         match Meta::decode(&b) {
+            // Generations count opens and resets from 1: one this large was
+            // not written by the engine, and the next one would overflow.
+            Ok(m) if m.generation > u64::MAX / 4 => why = "generation out of range",
             Ok(m) if best.is_none_or(|x| m.generation > x.generation) => best = Some(m),
             Ok(_) => {}
             Err(e) => why = e,
@@ -121,6 +128,14 @@ impl Ctx<'_> {
         let mut b = [0u8; BLOCK_HEADER_LEN];
         self.media.data.read_at(self.off(pos_seq), &mut b)?;
         Ok(BlockHeader::decode(&b))
+    }
+
+    /// True if the header bytes at the position of `seq` are all zero
+    /// (never written), as opposed to torn.
+    fn blank(&self, pos_seq: u64) -> Result<bool> {
+        let mut b = [0u8; BLOCK_HEADER_LEN];
+        self.media.data.read_at(self.off(pos_seq), &mut b)?;
+        Ok(b.iter().all(|&x| x == 0))
     }
 
     fn read_block(&self, seq: u64, buf: &mut Vec<u8>) -> Result<()> {
@@ -215,6 +230,39 @@ fn rescan(c: &Ctx, seq: u64, head: u64, prev_last: i64, buf: &mut Vec<u8>) -> Re
     })
 }
 
+/// Does block `seq` (and, for a span start, each of its continuations)
+/// still carry the header its index entry describes? Below `D` the entries
+/// are durable, but the crashed session may have written blocks of the next
+/// lap beyond the recovered head, in any subset and torn: those land on
+/// older blocks of the ring, whose entries then describe blocks that are
+/// gone. Such a block is rescanned (and found to be a hole).
+fn still_holds(c: &Ctx, seq: u64, e: &IndexEntry) -> Result<bool> {
+    let is = |h: &Option<BlockHeader>, s: u64, kind: BlockKind, ts: i64| {
+        h.is_some_and(|h| h.seq == s && h.kind == kind && h.first_ts == ts && c.session_ok(&h))
+    };
+    let h = c.header(seq)?;
+    if !is(&h, seq, e.kind, e.first_ts) {
+        return Ok(false);
+    }
+    if e.kind == BlockKind::SpanStart {
+        let span = h.map_or(0, |h| h.span as u64);
+        if span == 0 || span > c.ring.n {
+            return Ok(false);
+        }
+        for i in 1..span {
+            if !is(
+                &c.header(seq + i)?,
+                seq + i,
+                BlockKind::SpanCont,
+                e.first_ts,
+            ) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// Sets the delete flag of the record at `off` in block `seq` if the record
 /// validates (rolls a soft delete forward).
 fn roll_forward_delete(c: &Ctx, seq: u64, off: u32, buf: &mut Vec<u8>) -> Result<()> {
@@ -280,8 +328,11 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
         .unwrap_or(0)
         .min(u64::MAX / 4);
 
-    // Step 3: the head.
-    let from = d.max(base);
+    // Step 3: the head. The previous open ended its ring at
+    // `session_start - 1` and synced it before writing meta: start no
+    // earlier, or a head found by a full scan then (past a hole) is lost
+    // now, and blocks it had reclaimed come back.
+    let from = d.max(base).max(c.meta.session_start.saturating_sub(1));
     let mut head: Option<u64> = None;
     let mut full_scan = false;
     let mut s = from;
@@ -300,9 +351,13 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
                 full_scan = true;
                 break;
             }
-            _ => {
-                if s == from && d >= base {
-                    // The synced point itself is gone: read everything.
+            h => {
+                // The synced point itself is gone: read everything. So too
+                // if a header is torn: block `s` was in flight (the end), or
+                // the ring wrapped past `D` and a write of the next lap tore
+                // it, with durable blocks after it; only reading every
+                // header tells these apart.
+                if (s == from && d >= base) || (h.is_none() && !c.blank(s)?) {
                     full_scan = true;
                 }
                 break;
@@ -350,7 +405,10 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
         if let Some(e) = entry.filter(|e| e.pending_delete != 0) {
             roll_forward_delete(&c, seq, e.pending_delete, &mut buf)?;
         }
-        let trusted = entry.filter(|e| !full_scan && seq < d && e.first_ts >= carry);
+        let trusted = match entry.filter(|e| !full_scan && seq < d && e.first_ts >= carry) {
+            Some(e) if still_holds(&c, seq, &e)? => Some(e),
+            _ => None,
+        };
         if let Some(e) = trusted {
             table.set(pos, e.first_ts, e.live, Some(e.kind));
             carry = e.first_ts;
@@ -447,6 +505,35 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
             media
                 .index
                 .write_at(cfg.index_entry_offset(pos), &[0u8; INDEX_ENTRY_LEN])?;
+        }
+    }
+    // Blocks beyond the head, and blocks whose session is not valid, are
+    // dead: the session rule keeps them out only until a later session
+    // starts past them, so their headers go. This open sees them no
+    // differently once erased, so a cut part way is harmless.
+    for pos in 0..n {
+        let off = pos as u64 * cfg.data_block_size as u64;
+        let mut b = [0u8; BLOCK_HEADER_LEN];
+        media.data.read_at(off, &mut b)?;
+        if let Some(h) = BlockHeader::decode(&b) {
+            if h.seq >= base
+                && h.seq < u64::MAX / 4
+                && c.ring.pos(h.seq) == pos
+                && (h.seq >= c.ring.next || !c.session_ok(&h))
+            {
+                media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
+            }
+        }
+    }
+    // Entries of blocks beyond the head were written by the crashed
+    // session. The new session reuses their sequence numbers, so they go
+    // before it starts: a pending delete in one would be rolled forward
+    // onto the new block with that number.
+    for (pos, e) in entries.iter().enumerate() {
+        if e.is_some_and(|e| e.seq >= c.ring.next) {
+            media
+                .index
+                .write_at(cfg.index_entry_offset(pos as u32), &[0u8; INDEX_ENTRY_LEN])?;
         }
     }
     media.data.sync()?;
