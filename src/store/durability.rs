@@ -42,8 +42,9 @@ struct SyncState {
     failed: Option<String>,
     /// Writes the last sync of the data file covered (see `gather`).
     last_batch: u64,
-    /// The leader is waiting for more writers (see `gather`).
-    gathering: bool,
+    /// While the leader waits for more writers, the lsn that completes
+    /// its batch; 0 otherwise (see `gather`).
+    gather_target: u64,
 }
 
 /// Coordination of syncs for one store.
@@ -68,7 +69,7 @@ impl Syncer {
                 shutdown: false,
                 failed: None,
                 last_batch: 0,
-                gathering: false,
+                gather_target: 0,
             }),
             cv: Condvar::new(),
             arrived: Condvar::new(),
@@ -133,7 +134,7 @@ impl Shared {
             if !s.leader {
                 break;
             }
-            if s.gathering {
+            if s.gather_target != 0 && self.lsn.load(Ordering::Acquire) >= s.gather_target {
                 self.sync.arrived.notify_one();
             }
             s = self.sync.cv.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -178,19 +179,20 @@ impl Shared {
     /// sync come back with their next write a moment later. A leader that
     /// syncs at once leaves them to the sync after, and the writers split
     /// into two halves taking turns, each sync covering only half of them.
-    /// So the leader first sleeps until `expected` more writes arrived (each
-    /// arriving writer wakes it), none arrived for `GATHER_IDLE`, or
-    /// `GATHER_MAX` passed. A lone writer (the last sync covered only its
-    /// own write) never waits.
+    /// So the leader first sleeps until `expected` more writes arrived (the
+    /// writer completing the batch wakes it), none arrived for
+    /// `GATHER_IDLE`, or `GATHER_MAX` passed. A lone writer (the last sync
+    /// covered only its own write) never waits.
     fn gather<'a>(
         &'a self,
         mut s: MutexGuard<'a, SyncState>,
         expected: u64,
     ) -> MutexGuard<'a, SyncState> {
-        let target = self.lsn.load(Ordering::Acquire) + expected;
+        let mut seen = self.lsn.load(Ordering::Acquire);
+        let target = seen + expected;
         let deadline = Instant::now() + GATHER_MAX;
-        s.gathering = true;
-        while self.lsn.load(Ordering::Acquire) < target {
+        s.gather_target = target;
+        while seen < target {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -201,11 +203,13 @@ impl Shared {
                 .wait_timeout(s, left.min(GATHER_IDLE))
                 .unwrap_or_else(|e| e.into_inner());
             s = g;
-            if t.timed_out() {
+            let lsn = self.lsn.load(Ordering::Acquire);
+            if t.timed_out() && lsn == seen {
                 break;
             }
+            seen = lsn;
         }
-        s.gathering = false;
+        s.gather_target = 0;
         s
     }
 

@@ -274,6 +274,7 @@ impl Store {
             session: 0,
             session_start: 1,
             created_ns: now_ns(),
+            clean: false,
         };
         media
             .meta
@@ -1519,15 +1520,18 @@ impl Shared {
         self.commit(lsn, false)
     }
 
-    /// Syncs and marks the store closed.
+    /// Marks the store closed (no write gets in after this), syncs it and
+    /// writes the clean-close mark.
     fn close(&self) -> Result<()> {
-        {
-            let st = rd(&self.state);
+        let poisoned = {
+            let mut st = wr(&self.state);
             if st.closed {
                 return Ok(());
             }
-        }
-        let r = if rd(&self.state).poisoned.is_none() {
+            st.closed = true;
+            st.poisoned.is_some()
+        };
+        let r = if !poisoned {
             let lsn = self.lsn.load(Ordering::Acquire);
             self.commit(lsn, true).and_then(|_| {
                 // Record that everything through the head is durable, so the
@@ -1536,15 +1540,22 @@ impl Shared {
                 if let Some(head) = st.ring.head() {
                     st.synced_seq = head;
                     self.write_entry(&mut st, head, 0)?;
-                    drop(st);
                     self.media.index.sync()?;
                 }
+                // Then the clean-close mark (FORMAT.md, "meta.tsdb").
+                let mut meta = st.meta;
+                meta.generation += 1;
+                meta.clean = true;
+                self.media
+                    .meta
+                    .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
+                self.media.meta.sync()?;
+                st.meta = meta;
                 Ok(())
             })
         } else {
             Ok(())
         };
-        wr(&self.state).closed = true;
         r
     }
 }

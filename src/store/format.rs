@@ -19,8 +19,12 @@ pub const META_MAGIC_OFF: usize = 0;
 pub const META_VERSION_OFF: usize = META_MAGIC_OFF + 8;
 pub const META_DATA_TYPE_OFF: usize = META_VERSION_OFF + 4;
 pub const META_DURABILITY_OFF: usize = META_DATA_TYPE_OFF + 1;
-pub const META_RESERVED0_OFF: usize = META_DURABILITY_OFF + 1;
-pub const META_NUM_BLOCKS_OFF: usize = META_RESERVED0_OFF + 2;
+/// Flags: bit 0 = the store was closed cleanly (see [`Meta::clean`]).
+pub const META_FLAGS_OFF: usize = META_DURABILITY_OFF + 1;
+pub const META_RESERVED0_OFF: usize = META_FLAGS_OFF + 1;
+pub const META_NUM_BLOCKS_OFF: usize = META_RESERVED0_OFF + 1;
+/// The clean-close flag in the flags byte.
+pub const META_FLAG_CLEAN: u8 = 1;
 pub const META_DATA_BLOCK_OFF: usize = META_NUM_BLOCKS_OFF + 4;
 pub const META_INDEX_BLOCK_OFF: usize = META_DATA_BLOCK_OFF + 4;
 pub const META_INTERVAL_OFF: usize = META_INDEX_BLOCK_OFF + 4;
@@ -155,6 +159,11 @@ pub struct Meta {
     /// First block sequence number written by `session`.
     pub session_start: u64,
     pub created_ns: i64,
+    /// Written by a clean close, cleared by the next open: everything up
+    /// to the head is synced, its index entry says so, and no block beyond
+    /// the head was written. Open then trusts the index without reading
+    /// every block header.
+    pub clean: bool,
 }
 
 impl Meta {
@@ -164,6 +173,7 @@ impl Meta {
         put_u32(&mut b, META_VERSION_OFF, FORMAT_VERSION);
         b[META_DATA_TYPE_OFF] = self.data_type;
         b[META_DURABILITY_OFF] = self.durability;
+        b[META_FLAGS_OFF] = if self.clean { META_FLAG_CLEAN } else { 0 };
         put_u32(&mut b, META_NUM_BLOCKS_OFF, self.num_blocks);
         put_u32(&mut b, META_DATA_BLOCK_OFF, self.data_block_size);
         put_u32(&mut b, META_INDEX_BLOCK_OFF, self.index_block_size);
@@ -204,6 +214,7 @@ impl Meta {
             session: get_u32(b, META_SESSION_OFF),
             session_start: get_u64(b, META_SESSION_START_OFF),
             created_ns: get_i64(b, META_CREATED_OFF),
+            clean: b[META_FLAGS_OFF] & META_FLAG_CLEAN != 0,
         })
     }
 
@@ -400,6 +411,7 @@ mod tests {
         assert_eq!(BLOCK_HEADER_LEN, 32);
         assert_eq!(RECORD_HEADER_LEN, 16);
         assert_eq!(REC_DELETED_BYTE_OFF, 11);
+        assert_eq!((META_FLAGS_OFF, META_NUM_BLOCKS_OFF), (14, 16));
         assert_eq!(INDEX_ENTRY_LEN, 32);
         assert_eq!(BLOCK_SEQ_OFF, 8);
         assert_eq!(IDX_PENDING_OFF, 24);
@@ -419,6 +431,7 @@ mod tests {
             session: 3,
             session_start: 99,
             created_ns: 1_700_000_000_000_000_000,
+            clean: true,
         };
         let mut b = m.encode();
         assert_eq!(Meta::decode(&b), Ok(m));

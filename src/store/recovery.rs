@@ -12,13 +12,18 @@
 //!    was overwritten by a later lap, or the walk ends at a torn header,
 //!    every header is read instead and the head is the highest valid
 //!    sequence number;
-//! 4. blocks before `D` whose headers still match their index entries are
-//!    taken from them; the others are rescanned record by record, and their
-//!    entries rewritten; dead blocks (beyond the head, or of an invalid
-//!    session) lose their headers and entries past the head are zeroed;
-//! 5. a new session starts: its number goes to meta, so blocks left behind
-//!    by the crashed session beyond the head can never be mistaken for
-//!    blocks of a later one.
+//! 4. a new session starts, before any repair: its number and start (the
+//!    head just found) go to meta, so blocks left behind by the crashed
+//!    session beyond the head can never be mistaken for blocks of a later
+//!    one, and a cut during the repairs cannot move the next walk back;
+//! 5. blocks before `D` are taken from their index entries (after a power
+//!    cut, only if their headers still match them); the others are
+//!    rescanned record by record, and their entries rewritten; after a
+//!    power cut, dead blocks (beyond the head, or of an invalid session)
+//!    lose their headers and entries past the head are zeroed.
+//!
+//! After a clean close (the meta flag) open reads only the index and the
+//! head block's header; after a power cut it reads every block header.
 //!
 //! Recovery never fails because of a torn write; it fails with `Corrupted`
 //! only if no valid meta slot exists or the files do not match it.
@@ -303,6 +308,7 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
     let cfg = config_of(&meta, media)?;
     let n = cfg.num_blocks;
     let base = meta.base_seq;
+    let clean = meta.clean;
     let mut c = Ctx {
         media,
         cfg,
@@ -406,7 +412,9 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
             roll_forward_delete(&c, seq, e.pending_delete, &mut buf)?;
         }
         let trusted = match entry.filter(|e| !full_scan && seq < d && e.first_ts >= carry) {
-            Some(e) if still_holds(&c, seq, &e)? => Some(e),
+            // After a clean close no block beyond the head was written, so
+            // none can have replaced a block below it.
+            Some(e) if clean || still_holds(&c, seq, &e)? => Some(e),
             _ => None,
         };
         if let Some(e) = trusted {
@@ -482,21 +490,38 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
         }
     }
 
+    // Step 5, done before any repair: a new session. Its meta records the
+    // head just found (`session_start - 1`), where the next open's walk
+    // starts whatever this one's repairs got done before a cut: the
+    // repairs erase and rewrite index entries, and an entry carrying `D`
+    // may be among them.
+    let mut meta = c.meta;
+    meta.generation += 1;
+    meta.session = meta.session.wrapping_add(1);
+    meta.session_start = c.ring.next;
+    meta.clean = false;
+    media
+        .meta
+        .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
+    media.meta.sync()?;
+
     // Step 4b: repair the index; nothing claims more than was durable.
-    for &s in &repaired {
+    let entry_of = |s: u64| {
         let pos = c.ring.pos(s);
-        if let Some(kind) = table.kind(pos) {
-            let e = IndexEntry {
-                seq: s,
-                first_ts: table.key(pos),
-                synced_seq: d.min(s),
-                live: table.live(pos),
-                kind,
-                pending_delete: 0,
-            };
+        table.kind(pos).map(|kind| IndexEntry {
+            seq: s,
+            first_ts: table.key(pos),
+            synced_seq: d.min(s),
+            live: table.live(pos),
+            kind,
+            pending_delete: 0,
+        })
+    };
+    for &s in &repaired {
+        if let Some(e) = entry_of(s) {
             media
                 .index
-                .write_at(cfg.index_entry_offset(pos), &e.encode())?;
+                .write_at(cfg.index_entry_offset(c.ring.pos(s)), &e.encode())?;
         }
     }
     for &s in &holes {
@@ -510,8 +535,10 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
     // Blocks beyond the head, and blocks whose session is not valid, are
     // dead: the session rule keeps them out only until a later session
     // starts past them, so their headers go. This open sees them no
-    // differently once erased, so a cut part way is harmless.
-    for pos in 0..n {
+    // differently once erased, so a cut part way is harmless. After a clean
+    // close there are none: the open before erased them, and the session
+    // wrote nothing past its head.
+    for pos in (0..n).filter(|_| !clean) {
         let off = pos as u64 * cfg.data_block_size as u64;
         let mut b = [0u8; BLOCK_HEADER_LEN];
         media.data.read_at(off, &mut b)?;
@@ -538,16 +565,6 @@ pub(crate) fn recover(media: &Media) -> Result<(Config, State)> {
     }
     media.data.sync()?;
     media.index.sync()?;
-
-    // Step 5: a new session.
-    let mut meta = c.meta;
-    meta.generation += 1;
-    meta.session = meta.session.wrapping_add(1);
-    meta.session_start = c.ring.next;
-    media
-        .meta
-        .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
-    media.meta.sync()?;
 
     let synced_seq = c.ring.head().unwrap_or(0);
     let state = State {

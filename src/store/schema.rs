@@ -897,7 +897,9 @@ mod tests {
                 },
             }
         );
-        assert!(err.to_string().starts_with("cannot modify existing field 1"));
+        assert!(err
+            .to_string()
+            .starts_with("cannot modify existing field 1"));
     }
 
     #[test]

@@ -698,3 +698,35 @@ fn open_rejects_damaged_files_with_corrupted() {
     let e = Store::open(dir.path(), "n").err().unwrap();
     assert!(matches!(e, Error::Corrupted { .. }), "{e}");
 }
+
+#[test]
+fn a_clean_open_reads_the_index_and_not_every_block() {
+    let cfg = small(4096, 128);
+    let media = sim_media(&cfg);
+    let s = Store::create_on(media.clone(), cfg).unwrap();
+    for ts in 1..=40_000i64 {
+        s.insert(ts, &payload(ts, 40)).unwrap();
+    }
+    let before = s.stats().unwrap();
+    assert_eq!(before.active_blocks, 4096, "the ring wrapped");
+    s.close().unwrap();
+    drop(s);
+    let reads = media.data.stats().snapshot().bytes_read;
+    let s = Store::open_on(media.clone(), None).unwrap();
+    let read = media.data.stats().snapshot().bytes_read - reads;
+    // One block header and the head block, not 4096 headers (131072 bytes).
+    assert!(read <= 4 * 128, "a clean open read {read} bytes of data");
+    let after = s.stats().unwrap();
+    assert_eq!(
+        (
+            after.object_count,
+            after.oldest_timestamp,
+            after.newest_timestamp
+        ),
+        (
+            before.object_count,
+            before.oldest_timestamp,
+            before.newest_timestamp
+        )
+    );
+}

@@ -204,6 +204,7 @@ pub fn images_from_input(input: &[u8]) -> (Images, Level) {
                 session,
                 session_start,
                 created_ns: 1,
+                clean: false,
             };
             let mut meta_img = vec![0u8; META_FILE_LEN as usize];
             let at = Meta::slot_offset(generation) as usize;
