@@ -77,13 +77,24 @@ pub async fn serve(
     let app = api::router(state.clone());
     match tls {
         None => {
-            axum::serve(
+            // In-flight requests get GRACE after the signal, no more: a
+            // stalled client must not keep the server from stopping.
+            let (stop_tx, mut stop_rx) = watch::channel(false);
+            let server = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server")?;
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            });
+            tokio::select! {
+                r = std::future::IntoFuture::into_future(server) => r.context("HTTP server")?,
+                _ = async {
+                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
+                    tokio::time::sleep(GRACE).await;
+                } => tracing::warn!("connections still open after the grace period"),
+            }
         }
         Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
     }
@@ -183,13 +194,23 @@ pub async fn run(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr().context("local address")?;
+    let _server_lock = crate::registry::lock_server(
+        &config.base_path,
+        &format!("pid {}, {}", std::process::id(), local),
+    )
+    .context("Failed to lock the data directory")?;
     tracing::info!(
         "Starting tsstore server on {} ({})",
         local,
         if tls.is_some() { "HTTPS" } else { "HTTP" }
     );
     if config.mode == Mode::Debug {
-        tracing::debug!(?config, "configuration");
+        // Never the admin key itself.
+        let shown = Config {
+            admin_key: config.admin_key.as_ref().map(|_| "<redacted>".into()),
+            ..config.clone()
+        };
+        tracing::debug!(config = ?shown, "configuration");
     }
     if let (Some(tls), Some(files)) = (&tls, config.tls.clone()) {
         spawn_tls_reloader(tls.clone(), files);

@@ -130,9 +130,11 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
         .filter(|n| store::exists(&base, n))
         .collect();
     names.sort();
+    let server = crate::registry::running_server(&base);
     writeln!(out, "Data path: {}", base.display())?;
     if names.is_empty() {
         writeln!(out, "No stores.")?;
+        writeln!(out, "{}", server_line(&server, false))?;
         return Ok(());
     }
     writeln!(
@@ -173,16 +175,19 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
             Err(e) => writeln!(out, "{n:<24} error: {e}")?,
         }
     }
-    writeln!(
-        out,
-        "Server: {}",
-        if any_running {
-            "running (stores are held open by it)"
-        } else {
-            "not running"
-        }
-    )?;
+    writeln!(out, "{}", server_line(&server, any_running))?;
     Ok(())
+}
+
+/// `Server: ...`: from the server's lock file, or (a server of an older
+/// version, without one) from stores held open by another process.
+fn server_line(lock: &Option<String>, stores_held: bool) -> String {
+    match lock {
+        Some(info) if !info.is_empty() => format!("Server: running ({info})"),
+        Some(_) => "Server: running".to_string(),
+        None if stores_held => "Server: running (stores are held open by it)".to_string(),
+        None => "Server: not running".to_string(),
+    }
 }
 
 fn human_bytes(n: u64) -> String {
@@ -236,6 +241,12 @@ pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
     if a.rate.is_nan() || a.rate <= 0.0 {
         bail!("--rate must be greater than 0");
     }
+    let retention = match &a.retention {
+        Some(r) => {
+            Some(crate::api::duration::parse(r).map_err(|e| anyhow::anyhow!("--retention: {e}"))?)
+        }
+        None => None,
+    };
     let (objs, span) = per_block(a.data_size, a.object_size);
     writeln!(out, "Data block size:   {} bytes", a.data_size)?;
     writeln!(out, "Object size:       {} bytes", a.object_size)?;
@@ -245,8 +256,7 @@ pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "Blocks per object: {span}")?;
     }
     writeln!(out, "Insert rate:       {}/s", a.rate)?;
-    if let Some(r) = &a.retention {
-        let d = crate::api::duration::parse(r).map_err(|e| anyhow::anyhow!("--retention: {e}"))?;
+    if let (Some(r), Some(d)) = (&a.retention, retention) {
         let need_objects = (d.as_secs_f64() * a.rate).ceil() as u64;
         let blocks = if span == 1 {
             need_objects.div_ceil(objs)

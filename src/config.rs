@@ -143,26 +143,37 @@ struct FileConfig {
     store: FileStore,
 }
 
-const KNOWN_KEYS: &[&str] = &[
-    "server",
-    "server.host",
-    "server.port",
-    "server.mode",
-    "server.socket_path",
-    "server.admin_key",
-    "server.tls",
-    "server.tls.cert_file",
-    "server.tls.key_file",
-    "server.max_body_bytes",
-    "store",
-    "store.base_path",
-    "store.data_block_size",
-    "store.index_block_size",
-    "store.num_blocks",
-    "store.durability",
+/// What a config key holds; checked before deserialising so that a wrong
+/// value is reported with its key (serde's messages do not name it).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Object,
+    Str,
+    /// An unsigned integer up to this maximum.
+    Uint(u64),
+}
+
+const KNOWN_KEYS: &[(&str, Kind)] = &[
+    ("server", Kind::Object),
+    ("server.host", Kind::Str),
+    ("server.port", Kind::Uint(u16::MAX as u64)),
+    ("server.mode", Kind::Str),
+    ("server.socket_path", Kind::Str),
+    ("server.admin_key", Kind::Str),
+    ("server.tls", Kind::Object),
+    ("server.tls.cert_file", Kind::Str),
+    ("server.tls.key_file", Kind::Str),
+    ("server.max_body_bytes", Kind::Uint(usize::MAX as u64)),
+    ("store", Kind::Object),
+    ("store.base_path", Kind::Str),
+    ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
+    ("store.index_block_size", Kind::Uint(u32::MAX as u64)),
+    ("store.num_blocks", Kind::Uint(u32::MAX as u64)),
+    ("store.durability", Kind::Str),
 ];
 
-fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+/// Collects the unknown keys of `v` and checks the type of the known ones.
+fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) -> Result<(), ConfigError> {
     if let Value::Object(m) = v {
         for (k, v) in m {
             let key = if prefix.is_empty() {
@@ -170,13 +181,33 @@ fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
             } else {
                 format!("{prefix}.{k}")
             };
-            if !KNOWN_KEYS.contains(&key.as_str()) {
-                out.push(key);
-            } else {
-                collect_keys(&key, v, out);
+            match KNOWN_KEYS.iter().find(|(n, _)| *n == key) {
+                None => out.push(key),
+                Some((_, kind)) => {
+                    check_kind(&key, *kind, v)?;
+                    collect_keys(&key, v, out)?;
+                }
             }
         }
     }
+    Ok(())
+}
+
+fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
+    let ok = match kind {
+        Kind::Object => v.is_object(),
+        Kind::Str => v.is_string() || v.is_null(),
+        Kind::Uint(max) => v.is_null() || v.as_u64().is_some_and(|n| n <= max),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match kind {
+        Kind::Object => "an object".to_string(),
+        Kind::Str => "a string".to_string(),
+        Kind::Uint(max) => format!("an integer from 0 to {max}"),
+    };
+    Err(err(key, format!("invalid value {v}: expected {expected}")))
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -381,7 +412,9 @@ fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
     let mut unknown = Vec::new();
-    collect_keys("", &v, &mut unknown);
+    collect_keys("", &v, &mut unknown)?;
+    // The same order whether or not serde_json preserves the file's order.
+    unknown.sort();
     let f: FileConfig = serde_json::from_value(v)
         .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
     Ok((f, unknown))
@@ -469,6 +502,21 @@ mod tests {
         };
         let e = Config::load(&flags, &env_of(&[])).unwrap_err();
         assert!(e.reason.contains("data_block_size"), "{e}");
+        // A value of the wrong type names its key (serde's message does not).
+        for (text, key) in [
+            (r#"{"server":{"port":"abc"}}"#, "server.port"),
+            (r#"{"server":{"port":70000}}"#, "server.port"),
+            (
+                r#"{"server":{"tls":{"cert_file":1}}}"#,
+                "server.tls.cert_file",
+            ),
+            (r#"{"store":{"num_blocks":-1}}"#, "store.num_blocks"),
+            (r#"{"store":[]}"#, "store"),
+        ] {
+            std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
+            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -220,6 +220,10 @@ struct Cached {
 #[derive(Default)]
 pub struct KeyCache {
     stores: Mutex<HashMap<String, Cached>>,
+    /// One verification at a time per store: concurrent first requests
+    /// with the same new key then cost one argon2 hash, not one each
+    /// (each hash takes ~19 MiB and tens of milliseconds).
+    verifying: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Why a key was not accepted.
@@ -256,6 +260,18 @@ impl KeyCache {
         if let Some(kid) = self.check_cached(store, dir, key) {
             return Ok(kid);
         }
+        let one = self
+            .verifying
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(store.to_string())
+            .or_default()
+            .clone();
+        let _one = one.lock().unwrap_or_else(|e| e.into_inner());
+        // Another request may have verified this key while we waited.
+        if let Some(kid) = self.check_cached(store, dir, key) {
+            return Ok(kid);
+        }
         // Not cached: verify against the file (one argon2 hash per entry).
         let file = load(dir, store).map_err(|_| Rejection::Unavailable)?;
         let found = file.keys.iter().find(|e| verify(key, &e.hash));
@@ -275,6 +291,10 @@ impl KeyCache {
     /// Forgets a store's cached keys (after it is deleted).
     pub fn forget(&self, store: &str) {
         self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(store);
+        self.verifying
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(store);

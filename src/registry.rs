@@ -124,6 +124,66 @@ impl Registry {
     }
 }
 
+/// The lock file a running server holds in its data path, so that the CLI
+/// (`tsstore status`) can tell a server runs even before it opens a store,
+/// and a second server on the same data path refuses to start.
+pub const SERVER_LOCK_FILE: &str = ".tsstore-server.lock";
+
+/// A held server lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct ServerLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the server lock of `base` and writes `info` (pid, address) into
+/// it. Fails with the current holder's info if another process has it.
+pub fn lock_server(base: &Path, info: &str) -> std::io::Result<ServerLock> {
+    use std::io::Write;
+    let path = base.join(SERVER_LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    let mut lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| {
+            if e == nix::errno::Errno::EWOULDBLOCK {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "another tsstore server is running on data path {} ({})",
+                        base.display(),
+                        holder.trim()
+                    ),
+                )
+            } else {
+                std::io::Error::from(e)
+            }
+        })?;
+    lock.set_len(0)?;
+    lock.write_all(info.as_bytes())?;
+    Ok(ServerLock { _lock: lock })
+}
+
+/// What the server running on `base` wrote into its lock (pid, address),
+/// or `None` if no server runs there.
+pub fn running_server(base: &Path) -> Option<String> {
+    let path = base.join(SERVER_LOCK_FILE);
+    let f = std::fs::File::open(&path).ok()?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_free) => None,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Some(
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        Err(_) => None,
+    }
+}
+
 /// Why a store could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {

@@ -3,6 +3,15 @@
 mod engine {
     mod api;
     mod crash;
+    mod format_v1;
     mod kill;
     mod model;
+}
+
+#[cfg(feature = "server")]
+mod server {
+    mod cli;
+    mod common;
+    mod http;
+    mod openapi;
 }

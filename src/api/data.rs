@@ -90,6 +90,7 @@ struct Params {
     since: Option<String>,
     start_time: Option<String>,
     end_time: Option<String>,
+    after: Option<String>,
     timestamp: Option<String>,
 }
 
@@ -106,6 +107,7 @@ impl Params {
                 "since" => &mut p.since,
                 "start_time" => &mut p.start_time,
                 "end_time" => &mut p.end_time,
+                "after" => &mut p.after,
                 "timestamp" => &mut p.timestamp,
                 _ => continue,
             };
@@ -242,23 +244,32 @@ async fn data_range(
             now.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),
             now,
         )
+    } else if let Some(a) = p.after.as_deref().filter(|s| !s.is_empty()) {
+        // The original's `after=N`: timestamps in (N, now].
+        let a = parse_ts("after timestamp", a)?;
+        (a.saturating_add(1), now)
     } else {
         let start = p.start_time.as_deref().filter(|s| !s.is_empty());
         let end = p.end_time.as_deref().filter(|s| !s.is_empty());
         if start.is_none() && end.is_none() {
             return Err(ApiError::bad_request(
-                "start_time, end_time, or since parameter required",
+                "start_time, end_time, after, or since parameter required",
             ));
         }
+        // As in the original, an omitted bound or 0 means "from the
+        // oldest" / "until now".
         let s = match start {
             Some(v) => parse_ts("start_time", v)?,
-            None => i64::MIN,
+            None => 0,
         };
         let e = match end {
             Some(v) => parse_ts("end_time", v)?,
-            None => now,
+            None => 0,
         };
-        (s, e)
+        (
+            if s == 0 { i64::MIN } else { s },
+            if e == 0 { now } else { e },
+        )
     };
     if start > end {
         return Err(ApiError::bad_request(
@@ -304,8 +315,14 @@ async fn data_delete(
 struct Wrapper<'a> {
     #[serde(default)]
     timestamp: Option<i64>,
-    #[serde(borrow, default)]
+    /// `None` only when the key is absent: `"data": null` is data (as in
+    /// the original), which a plain `Option` would turn into `None`.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Turns one `{"timestamp"?, "data"}` item into what to store.
