@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(cors())
                 .layer(axum::middleware::map_response_with_state(
                     state.clone(),
                     json_errors,
@@ -76,6 +77,31 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(limit)),
         )
         .with_state(state)
+}
+
+/// CORS as the original sends it, so browser clients keep working: any
+/// origin, the API's methods and headers, a day of preflight caching. No
+/// credentials: the API authenticates with headers, never cookies.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-admin-key"),
+        ])
+        .max_age(Duration::from_secs(86_400))
 }
 
 async fn not_found() -> ApiError {

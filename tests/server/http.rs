@@ -57,6 +57,38 @@ fn metric(text: &str, name: &str) -> f64 {
 
 // ------------------------------------------------------------ health
 
+/// Browser clients of the original rely on its CORS headers.
+#[test]
+fn cors_headers_and_preflight() {
+    let srv = Server::start();
+    let r = srv
+        .get("/health")
+        .header("Origin", "http://example.test")
+        .send();
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let p = srv
+        .req("OPTIONS", "/api/stores/x/data")
+        .header("Origin", "http://example.test")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "x-api-key, content-type")
+        .send();
+    assert!(p.status == 200 || p.status == 204, "{}", p.status);
+    let methods = p
+        .header("access-control-allow-methods")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let headers = p
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(headers.contains("x-api-key"), "{headers}");
+    assert_eq!(p.header("access-control-allow-credentials"), None);
+}
+
 #[test]
 fn health_needs_no_auth() {
     let srv = Server::start();
