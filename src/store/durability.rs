@@ -84,8 +84,13 @@ impl Syncer {
     /// Marks the store clean if nothing after `done` was written. A write
     /// racing with this either sees the flag cleared (and sets it again) or
     /// is seen by the re-check.
-    fn clear_dirty(&self, s: &mut SyncState, lsn: &AtomicU64, done: u64) {
+    /// `started` is when the sync (or write-back) began: a write it did not
+    /// cover was acknowledged after that, so the next one is due an
+    /// interval after `started`, not at once (back-to-back syncs under a
+    /// steady stream of writes would wear flash for nothing).
+    fn clear_dirty(&self, s: &mut SyncState, lsn: &AtomicU64, done: u64, started: Instant) {
         if lsn.load(Ordering::Acquire) > done {
+            s.dirty_since = Some(s.dirty_since.map_or(started, |t| t.max(started)));
             return;
         }
         self.dirty.store(false, Ordering::Release);
@@ -152,6 +157,7 @@ impl Shared {
         let index_due = with_index || s.last_index_sync.elapsed() >= self.cfg.durability.period();
         drop(s);
 
+        let started = Instant::now();
         let r = self.lead(index_due);
 
         let mut s = self.sync.lock();
@@ -164,7 +170,7 @@ impl Shared {
                     s.last_index_sync = Instant::now();
                     s.index_lsn = s.index_lsn.max(*done);
                 }
-                self.sync.clear_dirty(&mut s, &self.lsn, *done);
+                self.sync.clear_dirty(&mut s, &self.lsn, *done, started);
             }
             Err(e) => {
                 s.failed.get_or_insert_with(|| e.to_string());
@@ -320,9 +326,10 @@ fn flusher(weak: Weak<Shared>, policy: Durability, period: Duration) {
             match policy {
                 Durability::Never => {
                     let lsn = shared.lsn.load(Ordering::Acquire);
+                    let started = Instant::now();
                     shared.write_back();
                     let mut s = shared.sync.lock();
-                    shared.sync.clear_dirty(&mut s, &shared.lsn, lsn);
+                    shared.sync.clear_dirty(&mut s, &shared.lsn, lsn, started);
                 }
                 _ => {
                     let lsn = shared.lsn.load(Ordering::Acquire);

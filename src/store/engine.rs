@@ -274,7 +274,8 @@ impl Store {
             session: 0,
             session_start: 1,
             created_ns: now_ns(),
-            clean: false,
+            // Nothing written yet: the first open has nothing to repair.
+            clean: true,
         };
         media
             .meta
@@ -630,7 +631,9 @@ impl Store {
 
     /// The objects the query selects, with their data.
     pub fn objects(&self, q: &Query) -> Result<Vec<Object>> {
-        let mut out = Vec::new();
+        // Sized for the limit (up to a bound: a limit is not a promise of
+        // results), so that collecting does not reallocate and copy.
+        let mut out = Vec::with_capacity(q.limit.min(1024));
         self.visit(q, |h, d| {
             out.push(Object {
                 handle: *h,

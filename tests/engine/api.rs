@@ -730,3 +730,27 @@ fn a_clean_open_reads_the_index_and_not_every_block() {
         )
     );
 }
+
+/// Regression: under a steady stream of writes, `interval` synced back to
+/// back (thousands of fsyncs a second) instead of once an interval.
+#[test]
+fn interval_syncs_about_once_an_interval_under_steady_writes() {
+    let cfg = Config {
+        durability: Durability::Interval(Duration::from_millis(100)),
+        ..small(64, 256)
+    };
+    let media = sim_media(&cfg);
+    let data = media.data.clone();
+    let s = Store::create_on(media, cfg).unwrap();
+    let before = data.stats().snapshot().syncs;
+    let t = Instant::now();
+    let mut ts = 0i64;
+    while t.elapsed() < Duration::from_millis(600) {
+        ts += 1;
+        s.insert(ts, b"steady").unwrap();
+    }
+    let syncs = data.stats().snapshot().syncs - before;
+    // 600 ms at one sync per 100 ms: about 6; never hundreds.
+    assert!(syncs <= 15, "{syncs} data syncs in 600 ms");
+    assert!(syncs >= 1, "no sync at all");
+}
