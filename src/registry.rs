@@ -15,7 +15,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(base: PathBuf, _default_durability: store::Durability) -> Registry {
+    pub fn new(base: PathBuf) -> Registry {
         Registry {
             base,
             open: Mutex::new(HashMap::new()),

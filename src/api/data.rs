@@ -204,6 +204,12 @@ fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Jso
     Ok(Json(json!({ "objects": objects, "count": count })))
 }
 
+/// `[now - d, now]`: the window of `since`, as the original reads it.
+fn since_window(d: Duration) -> (i64, i64) {
+    let now = now_ns();
+    (store::since_start(d).min(now), now)
+}
+
 async fn data_oldest(
     access: StoreAccess,
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -223,9 +229,7 @@ async fn data_newest(
     let p = Params::parse(q.as_deref());
     let mut query = Query::newest(p.limit()?);
     if let Some(d) = p.since()? {
-        let now = now_ns();
-        query.start = now.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64);
-        query.end = now;
+        (query.start, query.end) = since_window(d);
     }
     query.filter = p.filter();
     list(&state, &access.store, &query, &p)
@@ -240,10 +244,7 @@ async fn data_range(
     let limit = p.limit()?;
     let now = now_ns();
     let (start, end) = if let Some(d) = p.since()? {
-        (
-            now.saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),
-            now,
-        )
+        since_window(d)
     } else if let Some(a) = p.after.as_deref().filter(|s| !s.is_empty()) {
         // The original's `after=N`: timestamps in (N, now].
         let a = parse_ts("after timestamp", a)?;

@@ -40,7 +40,7 @@ impl AppState {
     pub fn new(config: Config) -> AppState {
         let config = Arc::new(config);
         AppState {
-            stores: Arc::new(Registry::new(config.base_path.clone(), config.durability)),
+            stores: Arc::new(Registry::new(config.base_path.clone())),
             keys: Arc::new(KeyCache::new()),
             metrics: Arc::new(metrics::Metrics::default()),
             config,

@@ -12,7 +12,7 @@ use super::auth::{Admin, StoreAccess};
 use super::{ApiError, ApiResult, AppState};
 use crate::clock;
 use crate::registry::CreateError;
-use crate::store::{self, DataType};
+use crate::store;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -136,9 +136,4 @@ pub fn stats_json(st: &store::Stats) -> Value {
         "footprint_bytes": st.footprint_bytes,
         "durability": st.durability,
     })
-}
-
-/// Data type names for messages.
-pub fn type_name(t: DataType) -> &'static str {
-    t.as_str()
 }

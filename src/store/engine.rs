@@ -1108,12 +1108,7 @@ impl Shared {
 
     /// Reads and validates the whole object of the span starting at `seq`.
     /// `None` if any part fails validation or it is deleted.
-    fn read_span(
-        &self,
-        st: &State,
-        seq: u64,
-        want_deleted: bool,
-    ) -> Result<Option<(RecordHeader, Vec<u8>)>> {
+    fn read_span(&self, st: &State, seq: u64) -> Result<Option<(RecordHeader, Vec<u8>)>> {
         let mut scratch = Vec::new();
         let Some((hdr, bytes)) = self.block(st, seq, &mut scratch)? else {
             return Ok(None);
@@ -1122,7 +1117,7 @@ impl Shared {
             return Ok(None);
         }
         let rh = RecordHeader::decode(&bytes[BLOCK_HEADER_LEN..]);
-        if rh.deleted && !want_deleted {
+        if rh.deleted {
             return Ok(None);
         }
         let len = rh.len as usize;
@@ -1229,20 +1224,18 @@ impl Shared {
     fn read_object_full(&self, st: &State, seq: u64, off: u32) -> Result<Option<Object>> {
         let pos = st.ring.pos(seq);
         match st.table.kind(pos) {
-            Some(BlockKind::SpanStart) => {
-                Ok(self.read_span(st, seq, false)?.map(|(rh, data)| Object {
-                    handle: ObjectHandle {
-                        timestamp: rh.ts,
-                        block_num: pos,
-                        offset: off,
-                        size: rh.len,
-                        span_count: (RECORD_HEADER_LEN + data.len())
-                            .div_ceil(self.block_size() - BLOCK_HEADER_LEN)
-                            as u32,
-                    },
-                    data,
-                }))
-            }
+            Some(BlockKind::SpanStart) => Ok(self.read_span(st, seq)?.map(|(rh, data)| Object {
+                handle: ObjectHandle {
+                    timestamp: rh.ts,
+                    block_num: pos,
+                    offset: off,
+                    size: rh.len,
+                    span_count: (RECORD_HEADER_LEN + data.len())
+                        .div_ceil(self.block_size() - BLOCK_HEADER_LEN)
+                        as u32,
+                },
+                data,
+            })),
             Some(BlockKind::Packed) => {
                 let mut scratch = Vec::new();
                 let Some((_, bytes)) = self.block(st, seq, &mut scratch)? else {
@@ -1295,7 +1288,7 @@ impl Shared {
         };
         let span_obj = |seq: u64, pos: u32| -> Result<Option<(ObjectHandle, Vec<u8>)>> {
             if need_data {
-                return Ok(self.read_span(st, seq, false)?.map(|(rh, data)| {
+                return Ok(self.read_span(st, seq)?.map(|(rh, data)| {
                     let k = (RECORD_HEADER_LEN + data.len()).div_ceil(payload) as u32;
                     let h = ObjectHandle {
                         timestamp: rh.ts,
