@@ -75,6 +75,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = api::router(state.clone());
+    let stopping = state.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    };
     match tls {
         None => {
             // In-flight requests get GRACE after the signal, no more: a

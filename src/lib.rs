@@ -8,7 +8,8 @@
 //! - Behind the `server` feature (default): [`config`] (layered
 //!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
 //!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
-//!   axum) and [`app`] (wiring, TLS, ordered shutdown).
+//!   axum), [`stream`] (WebSocket streams) and [`app`] (wiring, TLS,
+//!   ordered shutdown).
 
 pub mod store;
 
@@ -28,6 +29,8 @@ pub mod config;
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod registry;
+#[cfg(feature = "server")]
+pub mod stream;
 
 /// The README's library example, compiled and run as a doctest.
 #[cfg(doctest)]

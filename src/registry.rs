@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::watch;
+
 use crate::keys::{self, NewKey};
 use crate::store::{self, Store};
 
@@ -12,6 +14,14 @@ use crate::store::{self, Store};
 pub struct Registry {
     base: PathBuf,
     open: Mutex<HashMap<String, Arc<Store>>>,
+    /// Per open store, a counter bumped after every acknowledged write:
+    /// what live readers wait on (see [`Registry::watch`]).
+    live: Mutex<HashMap<String, Arc<watch::Sender<u64>>>>,
+}
+
+/// Wakes everyone watching a store.
+fn bump(tx: &watch::Sender<u64>) {
+    tx.send_modify(|n| *n = n.wrapping_add(1));
 }
 
 impl Registry {
@@ -19,7 +29,43 @@ impl Registry {
         Registry {
             base,
             open: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Hooks a newly opened store's writes to its watch counter.
+    fn attach(&self, name: &str, store: &Store) {
+        let tx = Arc::new(watch::channel(0u64).0);
+        let hook = tx.clone();
+        store.on_write(move || bump(&hook));
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), tx);
+    }
+
+    /// Wakes the watchers of `name` (its store closed or went away) and
+    /// forgets them.
+    fn detach(&self, name: &str) {
+        if let Some(tx) = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+        {
+            bump(&tx);
+        }
+    }
+
+    /// A receiver that sees a change after every acknowledged write to the
+    /// open store `name` (and once when it closes); `None` if it is not
+    /// open.
+    pub fn watch(&self, name: &str) -> Option<watch::Receiver<u64>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|tx| tx.subscribe())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Store>>> {
@@ -54,6 +100,7 @@ impl Registry {
             return Ok(s.clone());
         }
         let s = Arc::new(Store::open(&self.base, name)?);
+        self.attach(name, &s);
         open.insert(name.to_string(), s.clone());
         Ok(s)
     }
@@ -76,6 +123,7 @@ impl Registry {
             }
         };
         let s = Arc::new(s);
+        self.attach(name, &s);
         open.insert(name.to_string(), s.clone());
         Ok((s, key))
     }
@@ -84,10 +132,12 @@ impl Registry {
     pub fn delete(&self, name: &str) -> store::Result<()> {
         store::validate_name(name)?;
         let mut open = self.lock();
-        match open.remove(name) {
+        let r = match open.remove(name) {
             Some(s) => s.delete_store(),
             None => store::delete_store(&self.base, name),
-        }
+        };
+        self.detach(name);
+        r
     }
 
     /// Names of every store on disk, sorted.
@@ -117,10 +167,14 @@ impl Registry {
     /// Syncs and closes every open store (shutdown).
     pub fn close_all(&self) -> Vec<(String, store::Error)> {
         let stores: Vec<_> = self.lock().drain().collect();
-        stores
-            .into_iter()
-            .filter_map(|(n, s)| s.close().err().map(|e| (n, e)))
-            .collect()
+        let errors = stores
+            .iter()
+            .filter_map(|(n, s)| s.close().err().map(|e| (n.clone(), e)))
+            .collect();
+        for (n, _) in &stores {
+            self.detach(n);
+        }
+        errors
     }
 }
 

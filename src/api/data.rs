@@ -160,26 +160,42 @@ fn parse_ts(name: &str, v: &str) -> ApiResult<i64> {
 
 /// Renders stored bytes as the JSON value a client sees.
 pub fn render_data(store: &Store, stored: &[u8], compact: bool) -> Value {
-    match store.config().data_type {
-        DataType::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(stored)),
-        DataType::Text => Value::String(String::from_utf8_lossy(stored).into_owned()),
+    let text = data_json(store, stored, compact);
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The JSON text of stored bytes as a client sees them: binary as a
+/// base64 string, text as a JSON string, json as stored, schema expanded
+/// to field names (or as stored when `compact`). Stored JSON that does not
+/// parse (written by another tool) is sent as a string.
+pub fn data_json(store: &Store, stored: &[u8], compact: bool) -> String {
+    let dt = store.config().data_type;
+    match dt {
+        DataType::Binary => {
+            let mut out = String::with_capacity(stored.len() * 4 / 3 + 4);
+            out.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(stored, &mut out);
+            out.push('"');
+            out
+        }
+        DataType::Text => json_string(&String::from_utf8_lossy(stored)),
         DataType::Json | DataType::Schema => {
-            let bytes = if compact {
-                stored.to_vec()
+            let bytes = if compact || dt == DataType::Json {
+                None
             } else {
-                store
-                    .decode_value(stored, false)
-                    .unwrap_or_else(|_| stored.to_vec())
+                store.decode_value(stored, false).ok()
             };
-            match String::from_utf8(bytes)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok())
-            {
-                Some(raw) => serde_json::to_value(raw).unwrap_or(Value::Null),
-                None => Value::String(String::from_utf8_lossy(stored).into_owned()),
+            let bytes = bytes.as_deref().unwrap_or(stored);
+            match std::str::from_utf8(bytes) {
+                Ok(t) if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() => t.to_string(),
+                _ => json_string(&String::from_utf8_lossy(stored)),
             }
         }
     }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 fn object_json(store: &Store, h: &ObjectHandle, data: Option<&[u8]>, compact: bool) -> Value {
@@ -326,6 +342,18 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// Parses one `{"timestamp"?, "data"}` message (WebSocket write stream,
+/// pull connections) into what to store: its timestamp (`None`: now) and
+/// bytes. The error is the message a client gets.
+pub fn decode_message(
+    store: &Store,
+    msg: &[u8],
+    compact: bool,
+) -> Result<(Option<i64>, Vec<u8>), String> {
+    let w: Wrapper<'_> = serde_json::from_slice(msg).map_err(|e| format!("invalid JSON: {e}"))?;
+    encode_item(store, &w, compact).map_err(|e| e.message)
+}
+
 /// Turns one `{"timestamp"?, "data"}` item into what to store.
 fn encode_item(store: &Store, w: &Wrapper<'_>, compact: bool) -> ApiResult<(Option<i64>, Vec<u8>)> {
     let Some(data) = w.data else {
@@ -427,7 +455,8 @@ async fn data_insert(
     }
 }
 
-fn reason_of(e: &ApiError) -> &'static str {
+/// The `reason` label of a rejected insert in `/metrics`.
+pub fn reason_of(e: &ApiError) -> &'static str {
     match e.message.as_str() {
         "timestamp must be greater than newest entry" => "out_of_order",
         "invalid timestamp" => "invalid_timestamp",

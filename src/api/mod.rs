@@ -34,6 +34,9 @@ pub struct AppState {
     pub stores: Arc<Registry>,
     pub keys: Arc<KeyCache>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Set to true when the server starts shutting down: long-lived
+    /// streams close themselves (1001) instead of holding it up.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             stores: Arc::new(Registry::new(config.base_path.clone())),
             keys: Arc::new(KeyCache::new()),
             metrics: Arc::new(metrics::Metrics::default()),
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             config,
         }
     }
@@ -58,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(stores::routes())
         .merge(data::routes())
+        .merge(crate::stream::ws::routes())
         .merge(schema::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())

@@ -74,6 +74,10 @@ pub(crate) struct State {
     pub head: Option<HeadBuf>,
     pub last_ts: i64,
     pub live_objects: u64,
+    /// Counts since open, for followers (see [`Progress`]).
+    pub appended: u64,
+    pub deleted: u64,
+    pub resets: u64,
     /// Blocks before this one are sealed with durable index entries, and
     /// data and index are durable through it.
     pub synced_seq: u64,
@@ -93,6 +97,8 @@ pub(crate) struct Shared {
     pub schema: RwLock<Option<Schema>>,
     /// Serializes soft deletes, which write in two phases.
     delete_lock: Mutex<()>,
+    /// Called after every acknowledged write (see [`Store::on_write`]).
+    on_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Held for the store's life: keeps a second process out.
     _lock: Option<nix::fcntl::Flock<fs::File>>,
 }
@@ -122,6 +128,31 @@ pub struct Stats {
     pub oldest_timestamp: i64,
     /// Timestamp of the newest live object, 0 when empty.
     pub newest_timestamp: i64,
+}
+
+/// Counters of a store since it was opened, with its oldest and newest
+/// live timestamps, taken together under one lock by [`Store::progress`].
+///
+/// A follower (a live reader that has read every object up to some
+/// timestamp `t`) uses it to tell objects it missed because the ring
+/// overwrote them: if it knew of `r` unread objects when `appended` was
+/// `a`, has read `n` since, and now the oldest live object is newer than
+/// `t`, then `r + (appended - a) - n - (deleted since) - live_objects`
+/// objects were overwritten before it read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Objects inserted since open.
+    pub appended: u64,
+    /// Objects soft-deleted since open.
+    pub deleted: u64,
+    /// Resets since open.
+    pub resets: u64,
+    /// Live objects now.
+    pub live_objects: u64,
+    /// Timestamp of the oldest live object.
+    pub oldest_timestamp: Option<i64>,
+    /// Timestamp of the newest object written (`None` when empty).
+    pub newest_timestamp: Option<i64>,
 }
 
 /// An open store. All methods take `&self` and are safe to call from many
@@ -322,6 +353,7 @@ impl Store {
             lsn: AtomicU64::new(0),
             schema: RwLock::new(schema),
             delete_lock: Mutex::new(()),
+            on_write: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let flusher = super::durability::spawn_flusher(&shared)?;
@@ -366,8 +398,9 @@ impl Store {
             let h = self.shared.append(&mut st, timestamp, data)?;
             (h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1)
         };
-        self.shared.after_write(lsn)?;
-        Ok(h)
+        let r = self.shared.after_write(lsn);
+        self.shared.notify();
+        r.map(|()| h)
     }
 
     /// Inserts `data` at the current time. If the clock is behind the
@@ -385,8 +418,9 @@ impl Store {
             let h = self.shared.append(&mut st, ts, data)?;
             (h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1)
         };
-        self.shared.after_write(lsn)?;
-        Ok(h)
+        let r = self.shared.after_write(lsn);
+        self.shared.notify();
+        r.map(|()| h)
     }
 
     /// Inserts many objects under one lock and one commit. Each item gets
@@ -422,7 +456,9 @@ impl Store {
             self.shared.lsn.load(Ordering::Acquire)
         };
         if out.iter().any(|r| r.is_ok()) {
-            if let Err(e) = self.shared.after_write(lsn) {
+            let synced = self.shared.after_write(lsn);
+            self.shared.notify();
+            if let Err(e) = synced {
                 let msg = e.to_string();
                 for r in out.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(Error::Poisoned {
@@ -503,7 +539,10 @@ impl Store {
         st.head = None;
         st.last_ts = 0;
         st.live_objects = 0;
+        st.resets += 1;
+        drop(st);
         self.shared.lsn.fetch_add(1, Ordering::AcqRel);
+        self.shared.notify();
         Ok(())
     }
 
@@ -725,6 +764,36 @@ impl Store {
         })
     }
 
+    /// Sets the hook called after every acknowledged write: insert, batch,
+    /// soft delete and reset, once the write is as durable as the policy
+    /// promises and no lock is held. It must be quick and must not call
+    /// back into the store's write path (a wake-up of waiting readers is
+    /// what it is for). Only the first hook set is kept; returns false if
+    /// one was already set.
+    pub fn on_write(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
+        self.shared.on_write.set(Box::new(f)).is_ok()
+    }
+
+    /// Where the store stands now, read under one lock (see [`Progress`]).
+    pub fn progress(&self) -> Result<Progress> {
+        let st = rd(&self.shared.state);
+        self.shared.check_open(&st)?;
+        let mut oldest = None;
+        self.shared
+            .scan(&st, &Query::oldest(1), false, &mut |h, _| {
+                oldest = Some(h.timestamp);
+                ControlFlow::Break(())
+            })?;
+        Ok(Progress {
+            appended: st.appended,
+            deleted: st.deleted,
+            resets: st.resets,
+            live_objects: st.live_objects,
+            oldest_timestamp: oldest,
+            newest_timestamp: (st.live_objects > 0).then_some(st.last_ts),
+        })
+    }
+
     /// I/O done through the store's files since it was opened.
     pub fn io_stats(&self) -> IoSnapshot {
         self.shared.media.io()
@@ -912,6 +981,7 @@ impl Shared {
         let live = st.table.live(pos) + 1;
         st.table.set_live(pos, live);
         st.live_objects += 1;
+        st.appended += 1;
         st.last_ts = ts;
         Ok(ObjectHandle {
             timestamp: ts,
@@ -986,6 +1056,7 @@ impl Shared {
             self.write_entry(st, first + i, 0)?;
         }
         st.live_objects += 1;
+        st.appended += 1;
         st.last_ts = ts;
         Ok(ObjectHandle {
             timestamp: ts,
@@ -1476,6 +1547,7 @@ impl Shared {
                 let live = st.table.live(pos).saturating_sub(1);
                 st.table.set_live(pos, live);
                 st.live_objects -= 1;
+                st.deleted += 1;
             } else {
                 // Phase 1: record the delete in the block's index entry.
                 let live = st.table.live(pos).saturating_sub(1);
@@ -1511,9 +1583,19 @@ impl Shared {
             let live = st.table.live(pos).saturating_sub(1);
             st.table.set_live(pos, live);
             st.live_objects -= 1;
+            st.deleted += 1;
         }
         let lsn = self.lsn.fetch_add(1, Ordering::AcqRel) + 1;
-        self.commit(lsn, false)
+        let r = self.commit(lsn, false);
+        self.notify();
+        r
+    }
+
+    /// Runs the write hook, if one is set.
+    pub(crate) fn notify(&self) {
+        if let Some(f) = self.on_write.get() {
+            f();
+        }
     }
 
     /// Marks the store closed (no write gets in after this), syncs it and
