@@ -143,40 +143,118 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
         "STORE", "TYPE", "SIZE", "FILL", "OBJECTS", "OLDEST", "NEWEST"
     )?;
     let mut any_running = false;
+    let row = |out: &mut dyn Write, n: &str, st: &store::Stats, held: bool| -> Result<()> {
+        let fill = 100.0 * st.active_blocks as f64 / st.num_blocks.max(1) as f64;
+        let t = |ns: i64| {
+            if ns == 0 {
+                "-".to_string()
+            } else {
+                crate::clock::rfc3339_secs(ns)
+            }
+        };
+        writeln!(
+            out,
+            "{:<24} {:<7} {:>10} {:>5.1}% {:>10}  {:<20}  {:<20}  {}",
+            n,
+            st.data_type.as_str(),
+            human_bytes(st.footprint_bytes),
+            fill,
+            st.object_count,
+            t(st.oldest_timestamp),
+            t(st.newest_timestamp),
+            if held { "yes" } else { "no" }
+        )?;
+        Ok(())
+    };
     for n in &names {
         match Store::open(&base, n) {
             Ok(s) => {
-                let st = s.stats()?;
-                let fill = 100.0 * st.active_blocks as f64 / st.num_blocks.max(1) as f64;
-                let t = |ns: i64| {
-                    if ns == 0 {
-                        "-".to_string()
-                    } else {
-                        crate::clock::rfc3339_secs(ns)
-                    }
-                };
-                writeln!(
-                    out,
-                    "{:<24} {:<7} {:>10} {:>5.1}% {:>10}  {:<20}  {:<20}  no",
-                    n,
-                    st.data_type.as_str(),
-                    human_bytes(st.footprint_bytes),
-                    fill,
-                    st.object_count,
-                    t(st.oldest_timestamp),
-                    t(st.newest_timestamp)
-                )?;
+                row(out, n, &s.stats()?, false)?;
                 s.close()?;
             }
             Err(store::Error::InvalidConfig { reason }) if reason.contains("already open") => {
                 any_running = true;
-                writeln!(out, "{n:<24} (open in a running server)                                                  yes")?;
+                match server_stats(config, server.as_deref(), n) {
+                    Ok(st) => row(out, n, &st, true)?,
+                    Err(why) => writeln!(
+                        out,
+                        "{n:<24} (open in a running server; {why})                          yes"
+                    )?,
+                }
             }
             Err(e) => writeln!(out, "{n:<24} error: {e}")?,
         }
     }
     writeln!(out, "{}", server_line(&server, any_running))?;
     Ok(())
+}
+
+/// Stats of a store held by the running server, asked over its REST API
+/// with the admin key (the store's files are locked by the server). The
+/// reason they cannot be had otherwise.
+fn server_stats(config: &Config, lock: Option<&str>, name: &str) -> Result<store::Stats, String> {
+    use std::io::Read;
+    let Some(key) = config.admin_key.as_deref().filter(|k| !k.is_empty()) else {
+        return Err("set TSSTORE_ADMIN_KEY to see its stats".into());
+    };
+    if config.tls.is_some() {
+        return Err("stats over HTTPS are not fetched".into());
+    }
+    let mut addr: std::net::SocketAddr = lock
+        .and_then(|l| l.rsplit(", ").next())
+        .and_then(|a| a.trim().parse().ok())
+        .ok_or("server address unknown")?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("server not reachable: {e}"))?;
+    let _ = conn.set_read_timeout(Some(timeout));
+    write!(
+        conn,
+        "GET /api/stores/{name}/stats HTTP/1.1\r\nHost: {addr}\r\nX-Admin-Key: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("server not reachable: {e}"))?;
+    let mut resp = Vec::new();
+    conn.read_to_end(&mut resp)
+        .map_err(|e| format!("no answer from the server: {e}"))?;
+    let resp = String::from_utf8_lossy(&resp);
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or("bad answer from the server")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "the server answered {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|_| "bad answer from the server")?;
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let ts = |k: &str| v[k].as_i64().unwrap_or(0);
+    Ok(store::Stats {
+        num_blocks: n("num_blocks") as u32,
+        data_block_size: n("data_block_size") as u32,
+        index_block_size: n("index_block_size") as u32,
+        data_type: v["data_type"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .ok_or("bad answer from the server")?,
+        durability: v["durability"].as_str().unwrap_or_default().to_string(),
+        head_block: n("head_block") as u32,
+        tail_block: n("tail_block") as u32,
+        active_blocks: n("active_blocks") as u32,
+        object_count: n("object_count"),
+        bytes_used: n("bytes_used"),
+        footprint_bytes: n("footprint_bytes"),
+        oldest_timestamp: ts("oldest_timestamp"),
+        newest_timestamp: ts("newest_timestamp"),
+    })
 }
 
 /// `Server: ...`: from the server's lock file, or (a server of an older

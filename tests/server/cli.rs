@@ -349,6 +349,27 @@ fn status_lists_stores_and_sees_a_running_server() {
         out.lines().any(|l| l.starts_with("Server: running")),
         "{out}"
     );
+    // Without the admin key the held store's stats cannot be asked for...
+    let gamma_row = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("gamma"))
+            .unwrap_or_else(|| panic!("no gamma row: {out}"))
+            .to_string()
+    };
+    assert!(gamma_row(&out).contains("TSSTORE_ADMIN_KEY"), "{out}");
+    // ...with it, the server answers them.
+    let o = common::command(dir.path())
+        .args(["status", "--path", d])
+        .env("TSSTORE_ADMIN_KEY", common::ADMIN)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = gamma_row(&out);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[1], "json", "{out}");
+    assert_eq!(cols[cols.len() - 4], "1", "one object: {out}");
+    assert_eq!(*cols.last().unwrap(), "yes", "{out}");
     drop(srv);
     let (ok, out, _) = run(dir.path(), &["status", "--path", d]);
     assert!(ok);
