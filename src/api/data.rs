@@ -207,17 +207,40 @@ fn object_json(store: &Store, h: &ObjectHandle, data: Option<&[u8]>, compact: bo
     })
 }
 
-fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Json<Value>> {
+/// A list response, `{"objects":[...],"count":N}`, written as text: the
+/// stored JSON goes into the body as is, never parsed into a tree.
+fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Response> {
+    use std::fmt::Write as _;
     let with_data = p.include_data();
     let compact = p.compact();
-    let mut objects = Vec::new();
+    let mut body = String::with_capacity(256);
+    body.push_str(r#"{"objects":["#);
+    let mut count = 0usize;
     store.visit(q, |h, d| {
-        objects.push(object_json(store, h, with_data.then_some(d), compact));
+        if count > 0 {
+            body.push(',');
+        }
+        count += 1;
+        let _ = write!(
+            body,
+            r#"{{"timestamp":{},"block_num":{},"size":{},"data":"#,
+            h.timestamp, h.block_num, h.size
+        );
+        if with_data {
+            body.push_str(&data_json(store, d, compact));
+        } else {
+            body.push_str("null");
+        }
+        body.push('}');
         std::ops::ControlFlow::Continue(())
     })?;
+    let _ = write!(body, r#"],"count":{count}}}"#);
     state.metrics.query();
-    let count = objects.len();
-    Ok(Json(json!({ "objects": objects, "count": count })))
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// `[now - d, now]`: the window of `since`, as the original reads it.
@@ -230,7 +253,7 @@ async fn data_oldest(
     access: StoreAccess,
     axum::extract::State(state): axum::extract::State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let mut query = Query::oldest(p.limit()?);
     query.filter = p.filter();
@@ -241,7 +264,7 @@ async fn data_newest(
     access: StoreAccess,
     axum::extract::State(state): axum::extract::State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let mut query = Query::newest(p.limit()?);
     if let Some(d) = p.since()? {
@@ -255,7 +278,7 @@ async fn data_range(
     access: StoreAccess,
     axum::extract::State(state): axum::extract::State<AppState>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let limit = p.limit()?;
     let now = now_ns();
