@@ -439,3 +439,139 @@ async fn streams_close_on_shutdown_and_end_when_the_store_is_deleted() {
         "streams did not hold up shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_vanishing_mid_message_loses_nothing_acknowledged() {
+    use tokio::io::AsyncWriteExt;
+    let srv = Server::start();
+    let s = srv.json_store("vanish");
+    let mut ws = connect(&url(&srv, &s, "write", "")).await;
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        ws.send(Message::Text(
+            json!({ "data": { "i": i } }).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        let f = next_json(&mut ws).await;
+        assert_eq!(f["type"], "ack", "{f}");
+        acked.push(f["timestamp"].as_i64().unwrap());
+    }
+    // Half a frame: a masked text frame header announcing 1000 bytes, then
+    // 10 of them, then the connection is gone.
+    let MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("plain TCP expected")
+    };
+    let mut partial = vec![0x81u8, 0xFE, 0x03, 0xE8, 1, 2, 3, 4];
+    partial.extend_from_slice(&[b'x'; 10]);
+    tcp.write_all(&partial).await.unwrap();
+    tcp.flush().await.unwrap();
+    drop(ws);
+    // Every acknowledged object is there, and nothing else.
+    let r = srv.get(&s.path("/stats")).key(&s.key).send();
+    assert_eq!(r.json()["object_count"], 50);
+    for (i, t) in acked.iter().enumerate() {
+        let r = srv
+            .get(&s.path(&format!("/data/time/{t}")))
+            .key(&s.key)
+            .send();
+        assert_eq!(r.json()["data"], json!({ "i": i }));
+    }
+    // And the server still serves streams.
+    let mut again = connect(&url(&srv, &s, "write", "")).await;
+    again
+        .send(Message::Text(json!({ "data": 1 }).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut again).await["type"], "ack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_encode_every_data_type_as_the_rest_api_does() {
+    let srv = Server::start();
+    let text = srv.create_store("t", json!({ "num_blocks": 16, "data_type": "text" }));
+    let bin = srv.create_store("b", json!({ "num_blocks": 16, "data_type": "binary" }));
+    let sch = srv.create_store("s", json!({ "num_blocks": 16, "data_type": "schema" }));
+    let schema = json!({ "fields": [
+        { "index": 1, "name": "temp", "type": "float64" },
+        { "index": 2, "name": "room", "type": "string" }
+    ]});
+    let r = srv
+        .put(&sch.path("/schema"))
+        .key(&sch.key)
+        .json(&schema)
+        .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (s, msg, stored) in [
+        (
+            &text,
+            json!({ "timestamp": 5, "data": "héllo" }),
+            json!("héllo"),
+        ),
+        (
+            &bin,
+            json!({ "timestamp": 5, "data": "AAEC/w==" }),
+            json!("AAEC/w=="),
+        ),
+        (
+            &sch,
+            json!({ "timestamp": 5, "data": { "temp": 21.5, "room": "a" } }),
+            json!({ "temp": 21.5, "room": "a" }),
+        ),
+    ] {
+        let mut w = connect(&url(&srv, s, "write", "")).await;
+        w.send(Message::Text(msg.to_string().into())).await.unwrap();
+        let a = next_json(&mut w).await;
+        assert_eq!(a["type"], "ack", "{}: {a}", s.name);
+        let mut r = connect(&url(&srv, s, "read", "&from=0")).await;
+        let f = next_json(&mut r).await;
+        assert_eq!(f["data"], stored, "{}", s.name);
+        assert_eq!(f["size"], a["size"]);
+        let rest = srv.get(&s.path("/data/time/5")).key(&s.key).send().json();
+        assert_eq!(
+            rest["data"], f["data"],
+            "same encoding as REST for {}",
+            s.name
+        );
+    }
+    // Schema stores: format=compact reads the stored form, and writes it.
+    let mut r = connect(&url(&srv, &sch, "read", "&from=0&format=compact")).await;
+    assert_eq!(
+        next_json(&mut r).await["data"],
+        json!({ "1": 21.5, "2": "a" })
+    );
+    let mut w = connect(&url(&srv, &sch, "write", "&format=compact")).await;
+    w.send(Message::Text(
+        json!({ "timestamp": 6, "data": { "1": 22.0, "2": "b" } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut w).await["type"], "ack");
+    let rest = srv
+        .get(&sch.path("/data/time/6"))
+        .key(&sch.key)
+        .send()
+        .json();
+    assert_eq!(rest["data"], json!({ "temp": 22.0, "room": "b" }));
+    // A schema violation is an error frame, and the stream goes on.
+    let mut w = connect(&url(&srv, &sch, "write", "")).await;
+    w.send(Message::Text(
+        json!({ "timestamp": 7, "data": { "temp": "hot" } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let e = next_json(&mut w).await;
+    assert_eq!(e["type"], "error", "{e}");
+    w.send(Message::Text(
+        json!({ "timestamp": 8, "data": { "temp": 1.5 } })
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut w).await["type"], "ack");
+}
