@@ -6,7 +6,8 @@
 //! `server.{host,port,mode,socket_path,admin_key,tls.{cert_file,key_file}}`,
 //! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
-//! Beyond the original: `server.max_body_bytes` and `store.durability`.
+//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`
+//! and `store.durability`.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,9 @@ pub struct Config {
     pub num_blocks: u32,
     pub durability: Durability,
     pub max_body_bytes: usize,
+    /// Seconds between pings on an idle WebSocket; a client silent for 2.5
+    /// times this is dropped.
+    pub ws_ping_seconds: u32,
     /// Keys of the config file that were not recognised (warned about).
     pub unknown_keys: Vec<String>,
 }
@@ -73,6 +77,7 @@ impl Default for Config {
             num_blocks: 1024,
             durability: Durability::default(),
             max_body_bytes: DEFAULT_MAX_BODY,
+            ws_ping_seconds: 30,
             unknown_keys: Vec::new(),
         }
     }
@@ -124,6 +129,7 @@ struct FileServer {
     admin_key: Option<String>,
     tls: FileTls,
     max_body_bytes: Option<usize>,
+    ws_ping_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +170,7 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.tls.cert_file", Kind::Str),
     ("server.tls.key_file", Kind::Str),
     ("server.max_body_bytes", Kind::Uint(usize::MAX as u64)),
+    ("server.ws_ping_seconds", Kind::Uint(u32::MAX as u64)),
     ("store", Kind::Object),
     ("store.base_path", Kind::Str),
     ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
@@ -255,6 +262,9 @@ impl Config {
         let (mut cert, mut key) = (non_empty(s.tls.cert_file), non_empty(s.tls.key_file));
         if let Some(v) = s.max_body_bytes {
             c.max_body_bytes = v;
+        }
+        if let Some(v) = s.ws_ping_seconds {
+            c.ws_ping_seconds = v;
         }
         let st = file.store;
         if let Some(v) = non_empty(st.base_path) {
@@ -354,6 +364,9 @@ impl Config {
         cfg.validate().map_err(|e| err("store", e.to_string()))?;
         if self.max_body_bytes < 1024 {
             return Err(err("server.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=3600).contains(&self.ws_ping_seconds) {
+            return Err(err("server.ws_ping_seconds", "must be from 1 to 3600"));
         }
         Ok(())
     }

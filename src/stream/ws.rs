@@ -13,8 +13,9 @@
 //! that arrive together are stored as one batch (one commit).
 //!
 //! Both authenticate before the upgrade (401 JSON, as the REST API), ping
-//! the client every [`PING_EVERY`] and drop it after [`DEAD_AFTER`] without
-//! a frame from it, and close with 1001 when the server shuts down.
+//! the client every `server.ws_ping_seconds` (30 s) and drop it after 2.5
+//! times that without a frame from it, and close with 1001 when the server
+//! shuts down.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,10 +36,26 @@ use crate::api::metrics::Metrics;
 use crate::api::AppState;
 use crate::store::{Filter, Store};
 
-/// How often an idle stream pings its client.
-pub const PING_EVERY: Duration = Duration::from_secs(30);
-/// A client silent (not even a pong) for this long is dropped.
-pub const DEAD_AFTER: Duration = Duration::from_secs(75);
+/// When to ping a client and when to give up on a silent one.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub ping_every: Duration,
+    pub dead_after: Duration,
+}
+
+impl Liveness {
+    pub fn of(state: &AppState) -> Liveness {
+        let every = Duration::from_secs(state.config.ws_ping_seconds.max(1) as u64);
+        Liveness {
+            ping_every: every,
+            dead_after: every * 5 / 2,
+        }
+    }
+
+    fn timer(&self) -> tokio::time::Interval {
+        tokio::time::interval_at(Instant::now() + self.ping_every, self.ping_every)
+    }
+}
 /// Most messages of the write stream stored as one batch.
 const WRITE_BATCH: usize = 256;
 
@@ -180,8 +197,9 @@ async fn read_session(
         Err(e) => return fail(socket, &super::store_error_message(e)).await,
     };
     let mut shutdown = state.shutdown.subscribe();
+    let live = Liveness::of(&state);
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping = live.timer();
     let mut caught_up_sent = false;
     loop {
         written.borrow_and_update();
@@ -222,6 +240,7 @@ async fn read_session(
                 &mut shutdown,
                 &mut ping,
                 &mut last_heard,
+                live.dead_after,
             )
             .await
             {
@@ -241,6 +260,7 @@ async fn wait(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ping: &mut tokio::time::Interval,
     last_heard: &mut Instant,
+    dead_after: Duration,
 ) -> Wake {
     if *shutdown.borrow() {
         going_away(socket).await;
@@ -260,8 +280,8 @@ async fn wait(
             }
         },
         _ = ping.tick() => {
-            if last_heard.elapsed() > DEAD_AFTER {
-                tracing::info!("dropping a WebSocket client silent for {:?}", DEAD_AFTER);
+            if last_heard.elapsed() > dead_after {
+                tracing::info!("dropping a WebSocket client silent for {:?}", dead_after);
                 return Wake::End;
             }
             if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
@@ -287,8 +307,9 @@ fn payload(m: Message) -> Option<Vec<u8>> {
 
 async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>, compact: bool) {
     let mut shutdown = state.shutdown.subscribe();
+    let live = Liveness::of(&state);
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let mut ping = live.timer();
     // A write stream never wakes on writes: a receiver that never changes.
     let (_never_tx, mut never) = tokio::sync::watch::channel(0u64);
     loop {
@@ -298,6 +319,7 @@ async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>
             &mut shutdown,
             &mut ping,
             &mut last_heard,
+            live.dead_after,
         )
         .await
         {

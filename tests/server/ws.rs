@@ -575,3 +575,47 @@ async fn streams_encode_every_data_type_as_the_rest_api_does() {
     .unwrap();
     assert_eq!(next_json(&mut w).await["type"], "ack");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_live_clients_and_drop_silent_ones() {
+    let srv = Server::builder()
+        .config(r#"{"server": {"ws_ping_seconds": 1}}"#)
+        .start();
+    let s = srv.json_store("ping");
+    let mut live = connect(&url(&srv, &s, "write", "")).await;
+    let mut silent = connect(&url(&srv, &s, "read", "")).await;
+    // The live client reads (and so answers pings) for 4 s.
+    let (mut pings, t0) = (0, std::time::Instant::now());
+    while t0.elapsed() < Duration::from_secs(4) {
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(200), live.next()).await {
+            match m.expect("live client still connected").unwrap() {
+                Message::Ping(_) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(pings >= 2, "pinged every second: {pings}");
+    live.send(Message::Text(json!({ "data": 1 }).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut live).await["type"], "ack");
+    // The silent one never answered: the server has dropped it. Reading now
+    // drains the pings it got before, then the end (within 3 s at most).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut ended = false;
+    while let Ok(m) = tokio::time::timeout_at(deadline, silent.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => continue,
+            _ => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "silent client dropped");
+    let m = srv.get("/metrics").send().text();
+    assert!(
+        m.contains("\ntsstore_ws_clients 1\n"),
+        "only the live one is left: {m}"
+    );
+}
