@@ -619,3 +619,57 @@ async fn pings_keep_live_clients_and_drop_silent_ones() {
         "only the live one is left: {m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_when_the_server_runs_https() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cert) = super::common::test_cert(dir.path()) else {
+        eprintln!("openssl is not installed: WSS test skipped");
+        return;
+    };
+    let mut srv = Server::builder()
+        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
+        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
+        .start();
+    srv.set_tls_client(super::common::TlsClient::trusting(&cert.root));
+    let s = srv.json_store("wss");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert.root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(cfg));
+    let u = format!(
+        "wss://localhost:{}{}?api_key={}",
+        srv.addr.port(),
+        s.path("/ws/write"),
+        s.key
+    );
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(&u, None, false, Some(connector.clone()))
+            .await
+            .unwrap();
+    ws.send(Message::Text(
+        json!({ "timestamp": 9, "data": "tls" }).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["timestamp"], 9);
+    let u = u.replace("/ws/write", "/ws/read") + "&from=0";
+    let (mut r, _) =
+        tokio_tungstenite::connect_async_tls_with_config(&u, None, false, Some(connector))
+            .await
+            .unwrap();
+    let f = next_json(&mut r).await;
+    assert_eq!(
+        (f["timestamp"].as_i64(), f["data"].as_str()),
+        (Some(9), Some("tls"))
+    );
+}
