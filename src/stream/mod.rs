@@ -24,6 +24,7 @@ use crate::api::ApiError;
 use crate::store::{self, Durability, Object, ObjectHandle, Store};
 
 pub mod follow;
+pub mod outbound;
 pub mod ws;
 
 pub use follow::{Batch, Follower, Gap, Start};
