@@ -1,6 +1,7 @@
 //! Streaming: the inbound WebSocket read and write streams
-//! (`/api/stores/:store/ws/read`, `/ws/write`), and the pieces the
-//! outbound connections share with them: the follower that reads a store
+//! (`/api/stores/:store/ws/read`, `/ws/write`), the outbound connections
+//! ([`outbound`]: push and pull, supervised, resumable), and the pieces
+//! they share: the follower that reads a store
 //! in order ([`follow`]), the JSON frames, and message ingestion.
 //!
 //! Frames (one JSON text message each, keys in this order):

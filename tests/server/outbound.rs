@@ -630,3 +630,47 @@ async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
         panic!("a connection of the deleted store came back: {e:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_another_tsstore_over_wss_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cert) = super::common::test_cert(dir.path()) else {
+        eprintln!("openssl is not installed: wss test skipped");
+        return;
+    };
+    let mut dst = Server::builder()
+        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
+        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
+        .start();
+    dst.set_tls_client(super::common::TlsClient::trusting(&cert.root));
+    let d = dst.json_store("dst");
+    let src = Server::start();
+    let s = src.json_store("src");
+    insert_n(&src, &s, 1, 5);
+    let url = format!(
+        "wss://localhost:{}{}?api_key={}",
+        dst.addr.port(),
+        d.path("/ws/write"),
+        d.key
+    );
+    // Without the CA the certificate is refused.
+    let bad = create(&src, &s, json!({ "mode": "push", "url": url }));
+    let bad_id = bad["id"].as_str().unwrap().to_string();
+    wait_status(&src, &s, &bad_id, "certificate refused", |v| {
+        v["status"] == "error" && v["last_error"].as_str().unwrap().contains("dial failed")
+    });
+    let good = create(
+        &src,
+        &s,
+        json!({ "mode": "push", "url": url, "ca_file": cert.root.to_str().unwrap() }),
+    );
+    let id = good["id"].as_str().unwrap().to_string();
+    // The remote tsstore acks each object: the cursor follows its acks.
+    wait_status(&src, &s, &id, "acked by the remote", |v| {
+        v["status"] == "connected" && v["last_timestamp"] == 5 && v["errors"] == 0
+    });
+    let r = dst.get(&d.path("/stats")).key(&d.key).send();
+    assert_eq!(r.json()["object_count"], 5);
+    let r = dst.get(&d.path("/data/time/3")).key(&d.key).send();
+    assert_eq!(r.json()["data"], json!({ "n": 3 }));
+}
