@@ -20,7 +20,8 @@
 //! object the remote *received*. A remote that answers with
 //! `{"type":"ack","timestamp":T}` frames (another tsstore's `/ws/write`)
 //! received everything up to the highest acked `T`; once a remote has acked
-//! anything, only acks advance the cursor. For a remote that never acks,
+//! anything, only acks advance the cursor (for the life of the process;
+//! after a restart, until its first ack). For a remote that never acks,
 //! "received" is "written and flushed to the socket". A session resumes
 //! after the cursor: delivery is at least once, in timestamp order.
 //!
@@ -272,6 +273,9 @@ struct Live {
     connected_since: Option<i64>,
     /// The cursor moved since it was last persisted.
     dirty: bool,
+    /// The remote acks what it receives: only acks move the cursor from
+    /// then on (for the life of the process).
+    acking: bool,
 }
 
 /// One connection: its spec, live state and task.
@@ -294,6 +298,7 @@ impl Conn {
                 last_error: String::new(),
                 connected_since: None,
                 dirty: false,
+                acking: false,
             }),
             stop: watch::channel(false).0,
             task: Mutex::new(None),
@@ -853,11 +858,12 @@ impl Session {
                 if let Err(e) = sent {
                     return Exit::Failed(format!("send failed: {e}"));
                 }
-                {
+                let acking = {
                     let mut l = self.conn.live();
                     l.sent += n;
-                }
-                if !peer.acking {
+                    l.acking
+                };
+                if !acking {
                     self.conn.advance(newest);
                 }
                 // Take the replies already there, so that a peer blocked on
@@ -911,7 +917,7 @@ impl Session {
                 match v["type"].as_str() {
                     Some("ack") => {
                         if let Some(ts) = v["timestamp"].as_i64() {
-                            peer.acking = true;
+                            self.conn.live().acking = true;
                             self.conn.advance(ts);
                         }
                     }
@@ -1010,8 +1016,6 @@ struct Peer {
     last_ping: Instant,
     /// When the unanswered ping was sent.
     waiting_since: Option<Instant>,
-    /// The peer acks what it receives.
-    acking: bool,
 }
 
 impl Peer {
@@ -1019,7 +1023,6 @@ impl Peer {
         Peer {
             last_ping: Instant::now(),
             waiting_since: None,
-            acking: false,
         }
     }
 
