@@ -1,6 +1,8 @@
 //! Wiring of `tsstore serve`: open the listener, serve HTTP or HTTPS until
 //! SIGTERM/SIGINT, then shut down in a fixed order: stop accepting, finish
-//! in-flight requests (bounded), sync and close every store.
+//! in-flight requests (bounded), stop the outbound connections (persisting
+//! their cursors), sync and close every store. Persisted outbound
+//! connections restart before the server starts serving.
 //!
 //! HTTPS uses rustls with the ring provider; SIGHUP reloads the certificate
 //! and key for new connections without dropping open ones.
@@ -104,6 +106,9 @@ pub async fn serve(
         Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
     }
     tracing::info!("Shutting down server...");
+    // Outbound connections stop (and persist their cursors) before the
+    // stores they read and write close.
+    state.outbound.stop_all().await;
     let stores = state.stores.clone();
     let errors = tokio::task::spawn_blocking(move || stores.close_all())
         .await
@@ -221,6 +226,7 @@ pub async fn run(config: Config) -> Result<()> {
         spawn_tls_reloader(tls.clone(), files);
     }
     let state = AppState::new(config);
+    state.outbound.start().await;
     serve(listener, state, tls, shutdown_signal()).await
 }
 

@@ -14,5 +14,6 @@ mod server {
     mod common;
     mod http;
     mod openapi;
+    mod outbound;
     mod ws;
 }

@@ -123,6 +123,17 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     );
     let _ = writeln!(
         out,
+        "# HELP tsstore_outbound_connections Outbound WebSocket connections, by status.\n# TYPE tsstore_outbound_connections gauge"
+    );
+    for (status, n) in state.outbound.count_by_status() {
+        let _ = writeln!(
+            out,
+            "tsstore_outbound_connections{{status=\"{}\"}} {n}",
+            status.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP tsstore_process_resident_memory_bytes Resident memory of the server.\n# TYPE tsstore_process_resident_memory_bytes gauge\ntsstore_process_resident_memory_bytes {}",
         rss_bytes()
     );

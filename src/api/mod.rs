@@ -19,6 +19,7 @@ use crate::registry::Registry;
 use crate::store;
 
 pub mod auth;
+pub mod connections;
 pub mod data;
 pub mod duration;
 pub mod health;
@@ -37,16 +38,26 @@ pub struct AppState {
     /// Set to true when the server starts shutting down: long-lived
     /// streams close themselves (1001) instead of holding it up.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The outbound WebSocket connections of every store.
+    pub outbound: Arc<crate::stream::outbound::Outbound>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> AppState {
         let config = Arc::new(config);
+        let stores = Arc::new(Registry::new(config.base_path.clone()));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let outbound = Arc::new(crate::stream::outbound::Outbound::new(
+            stores.clone(),
+            metrics.clone(),
+            crate::stream::outbound::Timing::default(),
+        ));
         AppState {
-            stores: Arc::new(Registry::new(config.base_path.clone())),
+            stores,
             keys: Arc::new(KeyCache::new()),
-            metrics: Arc::new(metrics::Metrics::default()),
+            metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            outbound,
             config,
         }
     }
@@ -63,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stores::routes())
         .merge(data::routes())
         .merge(crate::stream::ws::routes())
+        .merge(connections::routes())
         .merge(schema::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())

@@ -98,6 +98,8 @@ async fn stores_delete(
 ) -> ApiResult<Json<Value>> {
     let (stores, name) = (state.stores.clone(), access.name.clone());
     drop(access);
+    // Its outbound connections stop before the store goes away.
+    state.outbound.remove_store(&name).await;
     tokio::task::spawn_blocking(move || stores.delete(&name))
         .await
         .map_err(ApiError::internal)??;

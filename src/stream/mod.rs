@@ -1,6 +1,7 @@
 //! Streaming: the inbound WebSocket read and write streams
-//! (`/api/stores/:store/ws/read`, `/ws/write`), and the pieces the
-//! outbound connections share with them: the follower that reads a store
+//! (`/api/stores/:store/ws/read`, `/ws/write`), the outbound connections
+//! ([`outbound`]: push and pull, supervised, resumable), and the pieces
+//! they share: the follower that reads a store
 //! in order ([`follow`]), the JSON frames, and message ingestion.
 //!
 //! Frames (one JSON text message each, keys in this order):
@@ -24,6 +25,7 @@ use crate::api::ApiError;
 use crate::store::{self, Durability, Object, ObjectHandle, Store};
 
 pub mod follow;
+pub mod outbound;
 pub mod ws;
 
 pub use follow::{Batch, Follower, Gap, Start};
