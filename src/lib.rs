@@ -8,8 +8,10 @@
 //! - Behind the `server` feature (default): [`config`] (layered
 //!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
 //!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
-//!   axum) and [`app`] (wiring, TLS, ordered shutdown).
+//!   axum), [`ingest`] (the Unix-socket line protocol; its parser builds
+//!   without the feature) and [`app`] (wiring, TLS, ordered shutdown).
 
+pub mod ingest;
 pub mod store;
 
 #[cfg(feature = "server")]

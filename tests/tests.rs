@@ -14,4 +14,5 @@ mod server {
     mod common;
     mod http;
     mod openapi;
+    mod unix;
 }
