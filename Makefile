@@ -9,8 +9,8 @@ help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
-	@echo "make bench  - engine benchmark against a SQLite baseline"
-	@echo "make fuzz   - run the open-a-store fuzz target for 60 s (needs cargo-fuzz)"
+	@echo "make bench  - engine benchmark against a SQLite baseline, then socket ingestion"
+	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -42,9 +42,11 @@ fmt:
 
 bench:
 	$(CARGO) bench --bench engine
+	$(CARGO) bench --bench stream
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ingest_line -- -max_total_time=60
 
 clean:
 	$(CARGO) clean

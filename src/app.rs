@@ -1,8 +1,10 @@
-//! Wiring of `tsstore serve`: open the listener, serve HTTP or HTTPS until
-//! SIGTERM/SIGINT, then shut down in a fixed order: stop accepting, finish
-//! in-flight requests (bounded), stop the outbound connections (persisting
-//! their cursors), sync and close every store. Persisted outbound
-//! connections restart before the server starts serving.
+//! Wiring of `tsstore serve`: open the listeners (TCP, and the Unix socket
+//! unless disabled), restart the persisted outbound connections, serve HTTP
+//! or HTTPS and the socket until SIGTERM/SIGINT, then shut down in a fixed
+//! order: stop accepting (the socket file is removed), close the WebSocket
+//! streams (1001), finish in-flight requests and socket sessions (bounded),
+//! stop the outbound connections (persisting their cursors), sync and close
+//! every store.
 //!
 //! HTTPS uses rustls with the ring provider; SIGHUP reloads the certificate
 //! and key for new connections without dropping open ones.
@@ -22,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, Mode, TlsFiles};
+use crate::ingest::{self, SocketListener};
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -68,43 +71,40 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs the server on `listener` until `shutdown` resolves, then closes
-/// every store. `tls` serves HTTPS when given.
+/// Runs the server on `listener`, and on the Unix `socket` if given, until
+/// `shutdown` resolves. Then, in order: both stop accepting (the socket
+/// file is removed), in-flight requests and sessions get [`GRACE`] to
+/// finish, and every store is synced and closed. `tls` serves HTTPS.
 pub async fn serve(
     listener: TcpListener,
+    socket: Option<SocketListener>,
     state: AppState,
     tls: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = api::router(state.clone());
-    let stopping = state.shutdown.clone();
-    let shutdown = async move {
+    // One trigger for every part: the state's, so that WebSocket streams
+    // see it too.
+    let stop_tx = state.shutdown.clone();
+    let stop_rx = stop_tx.subscribe();
+    let trigger = stop_tx.clone();
+    tokio::spawn(async move {
         shutdown.await;
-        stopping.send_replace(true);
+        let _ = trigger.send(true);
+    });
+    let ingest = socket.map(|s| tokio::spawn(ingest::serve(s, state.clone(), stop_rx.clone())));
+    let http = match tls {
+        None => serve_http(listener, app, stop_rx.clone()).await,
+        Some(tls) => serve_tls(listener, app, tls, stopped(stop_rx)).await,
     };
-    match tls {
-        None => {
-            // In-flight requests get GRACE after the signal, no more: a
-            // stalled client must not keep the server from stopping.
-            let (stop_tx, mut stop_rx) = watch::channel(false);
-            let server = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            });
-            tokio::select! {
-                r = std::future::IntoFuture::into_future(server) => r.context("HTTP server")?,
-                _ = async {
-                    let _ = stop_rx.wait_for(|stopped| *stopped).await;
-                    tokio::time::sleep(GRACE).await;
-                } => tracing::warn!("connections still open after the grace period"),
-            }
+    // The HTTP server may also have ended by itself (an error).
+    let _ = stop_tx.send(true);
+    if let Some(ingest) = ingest {
+        if let Err(e) = ingest.await {
+            tracing::error!(error = %e, "unix socket listener failed");
         }
-        Some(tls) => serve_tls(listener, app, tls, shutdown).await?,
     }
+    http?;
     tracing::info!("Shutting down server...");
     // Outbound connections stop (and persist their cursors) before the
     // stores they read and write close.
@@ -122,6 +122,29 @@ pub async fn serve(
     } else {
         anyhow::bail!("{} store(s) failed to close cleanly", errors.len())
     }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn serve_http(listener: TcpListener, app: Router, stop: watch::Receiver<bool>) -> Result<()> {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop.clone()));
+    // In-flight requests get GRACE after the signal, no more: a stalled
+    // client must not keep the server from stopping.
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(server) => r.context("HTTP server")?,
+        _ = async {
+            stopped(stop).await;
+            tokio::time::sleep(GRACE).await;
+        } => tracing::warn!("connections still open after the grace period"),
+    }
+    Ok(())
 }
 
 async fn serve_tls(
@@ -209,11 +232,28 @@ pub async fn run(config: Config) -> Result<()> {
         &format!("pid {}, {}", std::process::id(), local),
     )
     .context("Failed to lock the data directory")?;
+    // A socket another server answers on is a conflict the user must
+    // resolve; any other failure (typically no permission for the default
+    // path) leaves the HTTP server running, as in the original.
+    let socket = match &config.socket_path {
+        None => None,
+        Some(path) => match SocketListener::bind(path).await {
+            Ok(s) => Some(s),
+            Err(e @ ingest::BindError::InUse { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!("Warning: Unix socket listener failed to start: {e}");
+                None
+            }
+        },
+    };
     tracing::info!(
         "Starting tsstore server on {} ({})",
         local,
         if tls.is_some() { "HTTPS" } else { "HTTP" }
     );
+    if let Some(s) = &socket {
+        tracing::info!("Unix socket listening on {}", s.path().display());
+    }
     if config.mode == Mode::Debug {
         // Never the admin key itself.
         let shown = Config {
@@ -227,7 +267,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let state = AppState::new(config);
     state.outbound.start().await;
-    serve(listener, state, tls, shutdown_signal()).await
+    serve(listener, socket, state, tls, shutdown_signal()).await
 }
 
 /// Reloads the certificate on SIGHUP; a bad file keeps the old one.

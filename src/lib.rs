@@ -8,9 +8,11 @@
 //! - Behind the `server` feature (default): [`config`] (layered
 //!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
 //!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
-//!   axum), [`stream`] (WebSocket streams) and [`app`] (wiring, TLS,
-//!   ordered shutdown).
+//!   axum), [`stream`] (WebSocket streams and outbound connections),
+//!   [`ingest`] (the Unix-socket line protocol; its parser builds without
+//!   the feature) and [`app`] (wiring, TLS, ordered shutdown).
 
+pub mod ingest;
 pub mod store;
 
 #[cfg(feature = "server")]

@@ -15,5 +15,6 @@ mod server {
     mod http;
     mod openapi;
     mod outbound;
+    mod unix;
     mod ws;
 }

@@ -387,12 +387,20 @@ fn encode_item(store: &Store, w: &Wrapper<'_>, compact: bool) -> ApiResult<(Opti
         Some(t) if t < 0 => return Err(ApiError::bad_request("invalid timestamp")),
         Some(t) => Some(t),
     };
-    let raw = data.get().as_bytes();
-    let bytes = match store.config().data_type {
+    Ok((ts, encode_data(store, data.get(), compact)?))
+}
+
+/// Turns the JSON text of a `data` value into the bytes to store: json as
+/// sent, schema validated and compacted (`compact`: the input is compact
+/// already), text from a JSON string, binary from a base64 string. Shared
+/// with the Unix socket, so that a value means the same on both.
+pub fn encode_data(store: &Store, data: &str, compact: bool) -> ApiResult<Vec<u8>> {
+    let raw = data.as_bytes();
+    Ok(match store.config().data_type {
         DataType::Json => raw.to_vec(),
         DataType::Schema if compact => store.encode_compact_value(raw)?,
         DataType::Schema => store.encode_value(raw)?,
-        DataType::Text => match serde_json::from_str::<String>(data.get()) {
+        DataType::Text => match serde_json::from_str::<String>(data) {
             Ok(s) => s.into_bytes(),
             Err(_) => {
                 return Err(ApiError::bad_request(
@@ -401,15 +409,14 @@ fn encode_item(store: &Store, w: &Wrapper<'_>, compact: bool) -> ApiResult<(Opti
             }
         },
         DataType::Binary => {
-            let s: String = serde_json::from_str(data.get()).map_err(|_| {
+            let s: String = serde_json::from_str(data).map_err(|_| {
                 ApiError::bad_request("data must be a base64 string for a binary store")
             })?;
             base64::engine::general_purpose::STANDARD
                 .decode(s.as_bytes())
                 .map_err(|e| ApiError::bad_request(format!("data is not valid base64: {e}")))?
         }
-    };
-    Ok((ts, bytes))
+    })
 }
 
 fn ack(h: &ObjectHandle) -> Value {

@@ -23,6 +23,8 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Connected WebSocket clients (the streaming issue adds them).
     pub ws_clients: AtomicU64,
+    /// Open Unix-socket connections.
+    pub unix_clients: AtomicU64,
 }
 
 impl Metrics {
@@ -132,6 +134,11 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
             status.as_str()
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_unix_clients Open Unix-socket connections.\n# TYPE tsstore_unix_clients gauge\ntsstore_unix_clients {}",
+        m.unix_clients.load(Ordering::Relaxed)
+    );
     let _ = writeln!(
         out,
         "# HELP tsstore_process_resident_memory_bytes Resident memory of the server.\n# TYPE tsstore_process_resident_memory_bytes gauge\ntsstore_process_resident_memory_bytes {}",

@@ -69,6 +69,17 @@ pub fn now_ns() -> i64 {
         .as_nanos() as i64
 }
 
+/// The Unix socket of a test server.
+#[derive(Clone, Debug)]
+enum Socket {
+    /// `--no-socket` (the default: tests must not touch `/var/run`).
+    Off,
+    /// `--socket <path>`.
+    At(PathBuf),
+    /// Neither flag: the environment or the config file decides.
+    Unset,
+}
+
 /// How to start a server.
 pub struct ServerBuilder {
     data: Option<PathBuf>,
@@ -76,6 +87,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     config: Option<String>,
+    socket: Socket,
 }
 
 impl ServerBuilder {
@@ -101,6 +113,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves the Unix socket at `p` (`--socket p`) instead of passing
+    /// `--no-socket`.
+    pub fn socket(mut self, p: &Path) -> Self {
+        self.socket = Socket::At(p.to_path_buf());
+        self
+    }
+
+    /// Passes neither `--socket` nor `--no-socket`: the socket path comes
+    /// from the environment or the config file (give one: the default is
+    /// `/var/run/tsstore/tsstore.sock`).
+    pub fn socket_unset(mut self) -> Self {
+        self.socket = Socket::Unset;
+        self
+    }
+
     /// Writes this text as `config.json` and points `TSSTORE_CONFIG` at it.
     pub fn config(mut self, json: &str) -> Self {
         self.config = Some(json.into());
@@ -119,10 +146,17 @@ impl ServerBuilder {
         let work = tempfile::tempdir().unwrap();
         let data = self.data.unwrap_or_else(|| work.path().join("data"));
         let mut c = command(work.path());
-        c.args(["serve", "--host", "127.0.0.1", "--port", "0", "--no-socket"])
-            .arg("--data-path")
-            .arg(&data)
-            .args(&self.args);
+        c.args(["serve", "--host", "127.0.0.1", "--port", "0"]);
+        match &self.socket {
+            Socket::Off => {
+                c.arg("--no-socket");
+            }
+            Socket::At(p) => {
+                c.arg("--socket").arg(p);
+            }
+            Socket::Unset => {}
+        }
+        c.arg("--data-path").arg(&data).args(&self.args);
         if let Some(k) = &self.admin {
             c.env("TSSTORE_ADMIN_KEY", k);
         }
@@ -156,8 +190,13 @@ impl ServerBuilder {
     }
 
     /// Starts the server and waits for its `Starting tsstore server on`
-    /// line. Panics (with the log) if it exits first.
+    /// line (the socket, if any, is bound before it). Panics (with the
+    /// log) if it exits first.
     pub fn start(self) -> Server {
+        let socket = match &self.socket {
+            Socket::At(p) => Some(p.clone()),
+            _ => None,
+        };
         let (child, work, data, log, rx) = self.spawn();
         let mut srv = Server {
             child: Some(child),
@@ -166,6 +205,7 @@ impl ServerBuilder {
             log,
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: None,
+            socket,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -244,6 +284,7 @@ pub struct Server {
     log: Arc<Mutex<String>>,
     pub addr: SocketAddr,
     tls: Option<TlsClient>,
+    socket: Option<PathBuf>,
 }
 
 impl Server {
@@ -254,7 +295,15 @@ impl Server {
             env: Vec::new(),
             args: Vec::new(),
             config: None,
+            socket: Socket::Off,
         }
+    }
+
+    /// The Unix socket path given with [`ServerBuilder::socket`].
+    pub fn socket(&self) -> &Path {
+        self.socket
+            .as_deref()
+            .expect("server started without --socket")
     }
 
     /// A server with the test admin key on a fresh data dir.

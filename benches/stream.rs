@@ -1,0 +1,368 @@
+//! `make bench` (`cargo bench --bench stream`): ingestion through the
+//! streaming interfaces of the real `tsstore` binary (built with the bench
+//! profile), started as the integration tests start it.
+//!
+//! Unix socket, one connection, a json store under the default durability
+//! (`interval`), 64-byte objects:
+//! - pipelined: a writer thread sends lines through a 64 KiB buffer while
+//!   a reader thread reads the answers; the rate counts from the first byte
+//!   written to the last answer read;
+//! - lock-step: one line, then wait for its answer, then the next.
+//!
+//! Each figure is the median of [`ROUNDS`] rounds (all rounds are printed);
+//! every answer is checked to be `OK <timestamp>`. Server CPU time per
+//! object comes from `/proc/<pid>/stat`. Nothing asserts on time: a slow
+//! figure is reported as MISSED, never turned into a failure. The
+//! machine-readable line starts with `bench-unix: `.
+
+use std::error::Error;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+const ADMIN: &str = "bench-admin-key-0123456789";
+/// Lines of one pipelined round.
+const PIPELINED: usize = 1_000_000;
+/// Lines of one lock-step round.
+const LOCKSTEP: usize = 100_000;
+const ROUNDS: usize = 3;
+/// Distinct payloads, cycled through.
+const POOL: usize = 1024;
+const TARGET_PIPELINED: f64 = 300_000.0;
+const TARGET_LOCKSTEP: f64 = 30_000.0;
+
+fn main() -> Res<()> {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("stream-bench-")
+        .tempdir_in(&target)?;
+    let mut srv = BenchServer::start(tmp.path())?;
+    let key = srv.create_store("bench")?;
+    let pool = payloads();
+
+    println!("== environment");
+    println!(
+        "cpus: {}; load average: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "server: {} (pid {}), socket {}",
+        srv.addr,
+        srv.pid(),
+        srv.socket.display()
+    );
+    println!(
+        "workload: json store, 16,384 blocks of 4 KiB, durability interval; {}-byte lines, e.g. {}",
+        pool[0].len(),
+        String::from_utf8_lossy(&pool[7]).trim_end()
+    );
+
+    // Warm-up: opens the store, caches the key, faults the ring in.
+    pipelined(&srv.socket, &key, &pool, 50_000)?;
+
+    println!();
+    println!("== Unix socket, one connection");
+    let mut pipe = Vec::new();
+    let mut cpu_pipe = Vec::new();
+    for _ in 0..ROUNDS {
+        let cpu = srv.cpu_ticks();
+        pipe.push(pipelined(&srv.socket, &key, &pool, PIPELINED)?);
+        cpu_pipe.push(srv.cpu_ticks() - cpu);
+    }
+    let mut lock = Vec::new();
+    let mut cpu_lock = Vec::new();
+    for _ in 0..ROUNDS {
+        let cpu = srv.cpu_ticks();
+        lock.push(lockstep(&srv.socket, &key, &pool, LOCKSTEP)?);
+        cpu_lock.push(srv.cpu_ticks() - cpu);
+    }
+    let unix_pipelined = median(&pipe);
+    let unix_lockstep = median(&lock);
+    println!(
+        "pipelined: {:>10} objects/s  (median of {ROUNDS} rounds of {} lines: {}; server CPU {:.2} us/object)",
+        fmt_int(unix_pipelined),
+        fmt_int(PIPELINED as f64),
+        fmt_rounds(&pipe),
+        per_object_us(&cpu_pipe, PIPELINED)
+    );
+    println!(
+        "lock-step: {:>10} objects/s  (median of {ROUNDS} rounds of {} lines: {}; {:.1} us per round trip; server CPU {:.2} us/object)",
+        fmt_int(unix_lockstep),
+        fmt_int(LOCKSTEP as f64),
+        fmt_rounds(&lock),
+        1e6 / unix_lockstep,
+        per_object_us(&cpu_lock, LOCKSTEP)
+    );
+
+    println!();
+    println!("== targets");
+    for (what, ok, got) in [
+        (
+            "unix pipelined >= 300,000 objects/s",
+            unix_pipelined >= TARGET_PIPELINED,
+            unix_pipelined,
+        ),
+        (
+            "unix lock-step >= 30,000 objects/s",
+            unix_lockstep >= TARGET_LOCKSTEP,
+            unix_lockstep,
+        ),
+    ] {
+        println!(
+            "[{}] {what}: {} /s",
+            if ok { "met   " } else { "MISSED" },
+            fmt_int(got)
+        );
+    }
+    println!(
+        "load average after: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    srv.stop()?;
+    println!();
+    println!(
+        "bench-unix: unix_pipelined={:.0} unix_lockstep={:.0}",
+        unix_pipelined, unix_lockstep
+    );
+    Ok(())
+}
+
+/// The lines sent: sensor readings of 64 bytes with the newline.
+fn payloads() -> Vec<Vec<u8>> {
+    (0..POOL)
+        .map(|i| {
+            let mut l = format!(
+                "{{\"temp\":{:.2},\"humidity\":{:.1},\"sensor\":\"room-{:02}\"",
+                18.0 + (i % 700) as f64 / 100.0,
+                30.0 + (i % 300) as f64 / 10.0,
+                i % 100
+            );
+            while l.len() < 62 {
+                l.push(' ');
+            }
+            l.push_str("}\n");
+            l.into_bytes()
+        })
+        .collect()
+}
+
+/// Connects and authenticates.
+fn connect(socket: &Path, key: &str) -> Res<(UnixStream, BufReader<UnixStream>)> {
+    let s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut r = BufReader::with_capacity(64 * 1024, s.try_clone()?);
+    let mut w = s;
+    w.write_all(format!("AUTH bench {key}\n").as_bytes())?;
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if line != "OK\n" {
+        return Err(format!("AUTH answered {line:?}").into());
+    }
+    Ok((w, r))
+}
+
+/// Reads `n` answers; each must be `OK <timestamp>`.
+fn read_answers(r: &mut BufReader<UnixStream>, n: usize) -> Res<()> {
+    let mut line = Vec::with_capacity(64);
+    for i in 0..n {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Err(format!("connection closed after {i} answers").into());
+        }
+        if !line.starts_with(b"OK ") {
+            return Err(format!("answer {i}: {}", String::from_utf8_lossy(&line)).into());
+        }
+    }
+    Ok(())
+}
+
+/// Objects per second of `n` lines written by one thread while another
+/// reads the answers.
+fn pipelined(socket: &Path, key: &str, pool: &[Vec<u8>], n: usize) -> Res<f64> {
+    let (w, mut r) = connect(socket, key)?;
+    let start = Instant::now();
+    let writer = {
+        let pool = pool.to_vec();
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            for i in 0..n {
+                w.write_all(&pool[i % pool.len()])?;
+            }
+            w.flush()
+        })
+    };
+    read_answers(&mut r, n)?;
+    let elapsed = start.elapsed();
+    writer.join().map_err(|_| "writer panicked")??;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// Objects per second of `n` lines, each sent once the previous one was
+/// answered.
+fn lockstep(socket: &Path, key: &str, pool: &[Vec<u8>], n: usize) -> Res<f64> {
+    let (mut w, mut r) = connect(socket, key)?;
+    let start = Instant::now();
+    for i in 0..n {
+        w.write_all(&pool[i % pool.len()])?;
+        read_answers(&mut r, 1)?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+// ================================================================ server
+
+/// A `tsstore serve` of the bench profile on a loopback port and a socket
+/// in the temp dir; SIGTERM on drop.
+struct BenchServer {
+    child: Child,
+    addr: SocketAddr,
+    socket: PathBuf,
+}
+
+impl BenchServer {
+    fn start(dir: &Path) -> Res<BenchServer> {
+        let socket = dir.join("tsstore.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsstore"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TSSTORE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .current_dir(dir)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--socket"])
+            .arg(&socket)
+            .arg("--data-path")
+            .arg(dir.join("data"))
+            .env("TSSTORE_ADMIN_KEY", ADMIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                return Err("server exited before it started".into());
+            };
+            let line = line?;
+            if let Some(i) = line.find("Starting tsstore server on ") {
+                let rest = &line[i + "Starting tsstore server on ".len()..];
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .ok_or("no address")?
+                    .parse()?;
+            }
+        };
+        // Keep draining the log so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(BenchServer {
+            child,
+            addr,
+            socket,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates a json store; returns its API key.
+    fn create_store(&self, name: &str) -> Res<String> {
+        let body = format!(r#"{{"name":"{name}","data_type":"json","num_blocks":16384}}"#);
+        let mut tcp = TcpStream::connect(self.addr)?;
+        write!(
+            tcp,
+            "POST /api/stores HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nX-Admin-Key: {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )?;
+        let mut resp = String::new();
+        tcp.read_to_string(&mut resp)?;
+        let json = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("create store: {e}: {resp}"))?;
+        Ok(v["api_key"]
+            .as_str()
+            .ok_or_else(|| format!("create store: {resp}"))?
+            .to_string())
+    }
+
+    /// CPU ticks (USER_HZ) the server used so far.
+    fn cpu_ticks(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                let f: Vec<u64> = s
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                // utime and stime: fields 14 and 15, 12 and 13 after the name
+                // and the state (which does not parse as a number).
+                Some(f.get(10)? + f.get(11)?)
+            })
+            .unwrap_or(0)
+    }
+
+    fn stop(&mut self) -> Res<()> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ================================================================ output
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn per_object_us(ticks: &[u64], n: usize) -> f64 {
+    // USER_HZ is 100: a tick is 10 ms.
+    ticks.iter().sum::<u64>() as f64 * 10_000.0 / (n * ticks.len()) as f64
+}
+
+fn fmt_int(x: f64) -> String {
+    let s = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_rounds(v: &[f64]) -> String {
+    v.iter().map(|&r| fmt_int(r)).collect::<Vec<_>>().join(", ")
+}
