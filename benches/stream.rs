@@ -9,11 +9,15 @@
 //!   written to the last answer read;
 //! - lock-step: one line, then wait for its answer, then the next.
 //!
+//! WebSocket (`stream/ws.rs`), against a second server: write-stream
+//! throughput (acks/s, 1,024 messages in flight) and insert-to-reader
+//! latency (one message at a time from `/ws/write` to a `/ws/read` client).
+//!
 //! Each figure is the median of [`ROUNDS`] rounds (all rounds are printed);
 //! every answer is checked to be `OK <timestamp>`. Server CPU time per
 //! object comes from `/proc/<pid>/stat`. Nothing asserts on time: a slow
 //! figure is reported as MISSED, never turned into a failure. The
-//! machine-readable line starts with `bench-unix: `.
+//! machine-readable line starts with `bench-stream: `.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -22,6 +26,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "stream/ws.rs"]
+mod ws;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -35,6 +42,8 @@ const ROUNDS: usize = 3;
 const POOL: usize = 1024;
 const TARGET_PIPELINED: f64 = 300_000.0;
 const TARGET_LOCKSTEP: f64 = 30_000.0;
+const TARGET_WS_WRITE: f64 = 50_000.0;
+const TARGET_WS_LIVE_P50_MS: f64 = 2.0;
 
 fn main() -> Res<()> {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -103,6 +112,15 @@ fn main() -> Res<()> {
         per_object_us(&cpu_lock, LOCKSTEP)
     );
 
+    srv.stop()?;
+
+    println!();
+    println!("== WebSocket, one connection each");
+    let ws_srv = ws::Server::start(&["--no-socket"])?;
+    let w = ws::run(&ws_srv)?;
+    println!("ws server peak RSS: {:.1} MiB", ws_srv.peak_rss_mib());
+    drop(ws_srv);
+
     println!();
     println!("== targets");
     for (what, ok, got) in [
@@ -116,6 +134,11 @@ fn main() -> Res<()> {
             unix_lockstep >= TARGET_LOCKSTEP,
             unix_lockstep,
         ),
+        (
+            "ws write >= 50,000 acks/s",
+            w.write_acks_per_s >= TARGET_WS_WRITE,
+            w.write_acks_per_s,
+        ),
     ] {
         println!(
             "[{}] {what}: {} /s",
@@ -124,16 +147,25 @@ fn main() -> Res<()> {
         );
     }
     println!(
+        "[{}] ws live p50 <= 2 ms: {:.3} ms (p99 {:.3} ms)",
+        if w.live_p50_ms <= TARGET_WS_LIVE_P50_MS {
+            "met   "
+        } else {
+            "MISSED"
+        },
+        w.live_p50_ms,
+        w.live_p99_ms
+    );
+    println!(
         "load average after: {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
     );
-    srv.stop()?;
     println!();
     println!(
-        "bench-unix: unix_pipelined={:.0} unix_lockstep={:.0}",
-        unix_pipelined, unix_lockstep
+        "bench-stream: unix_pipelined={:.0} unix_lockstep={:.0} ws_write={:.0} ws_live_p50_ms={:.2} ws_live_p99_ms={:.2}",
+        unix_pipelined, unix_lockstep, w.write_acks_per_s, w.live_p50_ms, w.live_p99_ms
     );
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! WebSocket figures of `make bench`, against the real binary on loopback:
+//! WebSocket figures of `make bench` (part of `benches/stream.rs`), against
+//! the real binary on loopback:
 //! write-stream throughput (acks/s, pipelined with a window of messages in
 //! flight) and insert-to-reader latency (a message written on `/ws/write`
 //! until a `/ws/read` client receives it, one at a time).
@@ -242,18 +243,4 @@ pub fn run(srv: &Server) -> Res<WsFigures> {
             live_p99_ms: p99,
         })
     })
-}
-
-#[allow(dead_code)]
-fn main() -> Res<()> {
-    let srv = Server::start(&["--no-socket"])?;
-    let f = run(&srv)?;
-    println!(
-        "bench-ws: ws_write={:.0} ws_live_p50_ms={:.2} ws_live_p99_ms={:.2} rss_mb={:.0}",
-        f.write_acks_per_s,
-        f.live_p50_ms,
-        f.live_p99_ms,
-        srv.peak_rss_mib()
-    );
-    Ok(())
 }
