@@ -9,7 +9,7 @@ help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
-	@echo "make bench  - engine benchmark against a SQLite baseline, then socket ingestion"
+	@echo "make bench  - engine benchmark against a SQLite baseline, then the streams (socket, WebSocket)"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 
 # Starts the server on port 21080 with data under $(DATA). Without
