@@ -158,16 +158,11 @@ fn parse_ts(name: &str, v: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::bad_request(format!("invalid {name}")))
 }
 
-/// Renders stored bytes as the JSON value a client sees.
-pub fn render_data(store: &Store, stored: &[u8], compact: bool) -> Value {
-    let text = data_json(store, stored, compact);
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
 /// The JSON text of stored bytes as a client sees them: binary as a
 /// base64 string, text as a JSON string, json as stored, schema expanded
-/// to field names (or as stored when `compact`). Stored JSON that does not
-/// parse (written by another tool) is sent as a string.
+/// to field names (or as stored when `compact`), byte for byte. Stored
+/// JSON that is not valid by the insert path's own check (written by
+/// another tool) is sent as a string.
 pub fn data_json(store: &Store, stored: &[u8], compact: bool) -> String {
     let dt = store.config().data_type;
     match dt {
@@ -187,7 +182,7 @@ pub fn data_json(store: &Store, stored: &[u8], compact: bool) -> String {
             };
             let bytes = bytes.as_deref().unwrap_or(stored);
             match std::str::from_utf8(bytes) {
-                Ok(t) if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() => t.to_string(),
+                Ok(t) if serde_json::from_str::<&RawValue>(t).is_ok() => t.to_string(),
                 _ => json_string(&String::from_utf8_lossy(stored)),
             }
         }
@@ -198,13 +193,35 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn object_json(store: &Store, h: &ObjectHandle, data: Option<&[u8]>, compact: bool) -> Value {
-    json!({
-        "timestamp": h.timestamp,
-        "block_num": h.block_num,
-        "size": h.size,
-        "data": data.map(|d| render_data(store, d, compact)).unwrap_or(Value::Null),
-    })
+/// Appends `{"timestamp","block_num","size","data"}` to `out`; `data` is
+/// `null` when not wanted.
+fn write_object(
+    out: &mut String,
+    store: &Store,
+    h: &ObjectHandle,
+    data: Option<&[u8]>,
+    compact: bool,
+) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        r#"{{"timestamp":{},"block_num":{},"size":{},"data":"#,
+        h.timestamp, h.block_num, h.size
+    );
+    match data {
+        Some(d) => out.push_str(&data_json(store, d, compact)),
+        None => out.push_str("null"),
+    }
+    out.push('}');
+}
+
+/// A JSON body written as text.
+fn json_text(body: String) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// A list response, `{"objects":[...],"count":N}`, written as text: the
@@ -221,26 +238,12 @@ fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Res
             body.push(',');
         }
         count += 1;
-        let _ = write!(
-            body,
-            r#"{{"timestamp":{},"block_num":{},"size":{},"data":"#,
-            h.timestamp, h.block_num, h.size
-        );
-        if with_data {
-            body.push_str(&data_json(store, d, compact));
-        } else {
-            body.push_str("null");
-        }
-        body.push('}');
+        write_object(&mut body, store, h, with_data.then_some(d), compact);
         std::ops::ControlFlow::Continue(())
     })?;
     let _ = write!(body, r#"],"count":{count}}}"#);
     state.metrics.query();
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(json_text(body))
 }
 
 /// `[now - d, now]`: the window of `since`, as the original reads it.
@@ -326,17 +329,20 @@ async fn data_get(
     axum::extract::State(state): axum::extract::State<AppState>,
     Path((_, ts)): Path<(String, String)>,
     RawQuery(q): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let ts = parse_ts("timestamp", &ts)?;
     let o = access.store.get_by_time(ts)?;
     state.metrics.query();
-    Ok(Json(object_json(
+    let mut body = String::with_capacity(o.data.len() + 96);
+    write_object(
+        &mut body,
         &access.store,
         &o.handle,
         Some(&o.data),
         p.compact(),
-    )))
+    );
+    Ok(json_text(body))
 }
 
 async fn data_delete(

@@ -1708,3 +1708,23 @@ fn debug_mode_logs_more_but_never_the_admin_key() {
         "an API key leaked into the log: {log}"
     );
 }
+
+/// Stored JSON goes back out byte for byte, even numbers no f64 holds.
+#[test]
+fn json_data_is_returned_as_stored() {
+    let srv = Server::start();
+    let s = srv.json_store("exact");
+    let body = r#"{"timestamp": 7, "data": {"v": 3e442, "big": 123456789012345678901234567890, "s": "a\u00e9"}}"#;
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .body("application/json", body)
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let stored = r#"{"v": 3e442, "big": 123456789012345678901234567890, "s": "a\u00e9"}"#;
+    let one = srv.get(&s.path("/data/time/7")).key(&s.key).send().text();
+    assert!(one.contains(&format!(r#""data":{stored}"#)), "{one}");
+    let list = srv.get(&s.path("/data/newest")).key(&s.key).send().text();
+    assert!(list.contains(&format!(r#""data":{stored}"#)), "{list}");
+    assert!(list.ends_with(r#"],"count":1}"#), "{list}");
+}
