@@ -37,6 +37,10 @@ use tsstore::store::{
     INDEX_FILE, META_FILE,
 };
 
+#[path = "common/fmt.rs"]
+mod fmt;
+use fmt::{fmt_int, fmt_rounds};
+
 type Res<T> = Result<T, Box<dyn Error>>;
 
 /// Data block size of every store in the run.
@@ -174,7 +178,7 @@ fn main() -> Res<()> {
             (r.syncs - r.data_syncs) as f64 / r.objects as f64,
             r.objects,
             r.syncs,
-            fmt_rounds(&r.rates)
+            fmt_rounds(&r.rates, " / ")
         );
     }
     for (who, r) in [("sqlite 1 writer ", &sa1), ("sqlite 8 writers", &sa8)] {
@@ -183,7 +187,7 @@ fn main() -> Res<()> {
              at every commit, no group commit across connections; {} objects; rounds {})",
             fmt_int(r.rate()),
             r.objects,
-            fmt_rounds(&r.rates)
+            fmt_rounds(&r.rates, " / ")
         );
     }
     let always_8w = ea8.rate() / ea1.rate();
@@ -1444,26 +1448,6 @@ fn proc_status_kib(key: &str) -> Option<u64> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn fmt_int(x: f64) -> String {
-    let s = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn fmt_rounds(rates: &[f64]) -> String {
-    rates
-        .iter()
-        .map(|&r| fmt_int(r))
-        .collect::<Vec<_>>()
-        .join(" / ")
 }
 
 fn fmt_ns(ns: f64) -> String {

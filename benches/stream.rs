@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 #[path = "stream/ws.rs"]
 mod ws;
 
+#[path = "common/fmt.rs"]
+mod fmt;
+use fmt::{fmt_int, fmt_rounds};
+
 type Res<T> = Result<T, Box<dyn Error>>;
 
 const ADMIN: &str = "bench-admin-key-0123456789";
@@ -100,14 +104,14 @@ fn main() -> Res<()> {
         "pipelined: {:>10} objects/s  (median of {ROUNDS} rounds of {} lines: {}; server CPU {:.2} us/object)",
         fmt_int(unix_pipelined),
         fmt_int(PIPELINED as f64),
-        fmt_rounds(&pipe),
+        fmt_rounds(&pipe, ", "),
         per_object_us(&cpu_pipe, PIPELINED)
     );
     println!(
         "lock-step: {:>10} objects/s  (median of {ROUNDS} rounds of {} lines: {}; {:.1} us per round trip; server CPU {:.2} us/object)",
         fmt_int(unix_lockstep),
         fmt_int(LOCKSTEP as f64),
-        fmt_rounds(&lock),
+        fmt_rounds(&lock, ", "),
         1e6 / unix_lockstep,
         per_object_us(&cpu_lock, LOCKSTEP)
     );
@@ -381,20 +385,4 @@ fn median(v: &[f64]) -> f64 {
 fn per_object_us(ticks: &[u64], n: usize) -> f64 {
     // USER_HZ is 100: a tick is 10 ms.
     ticks.iter().sum::<u64>() as f64 * 10_000.0 / (n * ticks.len()) as f64
-}
-
-fn fmt_int(x: f64) -> String {
-    let s = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn fmt_rounds(v: &[f64]) -> String {
-    v.iter().map(|&r| fmt_int(r)).collect::<Vec<_>>().join(", ")
 }

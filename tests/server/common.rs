@@ -813,6 +813,21 @@ pub fn test_cert(dir: &Path) -> Option<TestCert> {
     Some(c)
 }
 
+/// A server serving HTTPS with a fresh test certificate made in `dir`, its
+/// client trusting it; `None` (and a note on stderr) without openssl.
+pub fn https_server(dir: &Path, what: &str) -> Option<(Server, TestCert)> {
+    let Some(cert) = test_cert(dir) else {
+        eprintln!("openssl is not installed: {what} skipped");
+        return None;
+    };
+    let mut srv = Server::builder()
+        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
+        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
+        .start();
+    srv.set_tls_client(TlsClient::trusting(&cert.root));
+    Some((srv, cert))
+}
+
 /// Polls `f` every 20 ms until it returns true or `within` has passed.
 pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

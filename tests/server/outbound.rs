@@ -634,15 +634,9 @@ async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_another_tsstore_over_wss_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cert) = super::common::test_cert(dir.path()) else {
-        eprintln!("openssl is not installed: wss test skipped");
+    let Some((dst, cert)) = super::common::https_server(dir.path(), "wss test") else {
         return;
     };
-    let mut dst = Server::builder()
-        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
-        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
-        .start();
-    dst.set_tls_client(super::common::TlsClient::trusting(&cert.root));
     let d = dst.json_store("dst");
     let src = Server::start();
     let s = src.json_store("src");

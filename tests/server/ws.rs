@@ -624,15 +624,9 @@ async fn pings_keep_live_clients_and_drop_silent_ones() {
 async fn wss_when_the_server_runs_https() {
     use rustls::pki_types::pem::PemObject;
     let dir = tempfile::tempdir().unwrap();
-    let Some(cert) = super::common::test_cert(dir.path()) else {
-        eprintln!("openssl is not installed: WSS test skipped");
+    let Some((srv, cert)) = super::common::https_server(dir.path(), "WSS test") else {
         return;
     };
-    let mut srv = Server::builder()
-        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
-        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
-        .start();
-    srv.set_tls_client(super::common::TlsClient::trusting(&cert.root));
     let s = srv.json_store("wss");
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert.root).unwrap() {
