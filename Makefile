@@ -9,7 +9,7 @@ help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
-	@echo "make bench  - engine benchmark against a SQLite baseline, then the streams (socket, WebSocket)"
+	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 
 # Starts the server on port 21080 with data under $(DATA). Without
@@ -40,8 +40,11 @@ test: lint
 fmt:
 	$(CARGO) fmt --all
 
+# The engine first, then the HTTP server (benches/http.rs starts the
+# binary built for the bench profile and loads it over loopback).
 bench:
 	$(CARGO) bench --bench engine
+	$(CARGO) bench --bench http
 	$(CARGO) bench --bench stream
 
 fuzz:
