@@ -37,6 +37,8 @@ pub struct AppState {
     /// Set to true when the server starts shutting down: long-lived
     /// streams close themselves (1001) instead of holding it up.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The web console's sessions and start time.
+    pub console: Arc<crate::console::Console>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             keys: Arc::new(KeyCache::new()),
             metrics: Arc::new(metrics::Metrics::default()),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+            console: Arc::new(crate::console::Console::new()),
             config,
         }
     }
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schema::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
@@ -123,11 +127,14 @@ async fn json_errors(
     res: Response,
 ) -> Response {
     let status = res.status();
-    let is_json = res
+    // JSON errors and the console's HTML error pages are answered as is.
+    let keep = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || keep {
         return res;
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE

@@ -98,9 +98,11 @@ async fn stores_delete(
 ) -> ApiResult<Json<Value>> {
     let (stores, name) = (state.stores.clone(), access.name.clone());
     drop(access);
+    let deleted = name.clone();
     tokio::task::spawn_blocking(move || stores.delete(&name))
         .await
         .map_err(ApiError::internal)??;
+    state.console.sessions.remove_store(&deleted);
     Ok(Json(json!({ "message": "store deleted" })))
 }
 
