@@ -2,6 +2,8 @@
 // `windowMs` of points, colours from the stylesheet (--c0..--c7).
 
 const MAX_POINTS = 5000;
+/** Points older than this are dropped whatever the window shown. */
+const KEEP_MS = 15 * 60 * 1000;
 
 export class LiveChart {
   constructor(canvas, windowMs) {
@@ -52,8 +54,8 @@ export class LiveChart {
     let lo = Infinity, hi = -Infinity;
     for (const [f, s] of this.series) {
       if (!this.selected.has(f)) continue;
-      while (s.points.length && s.points[0][0] < t0) s.points.shift();
-      for (const [, v] of s.points) { if (v < lo) lo = v; if (v > hi) hi = v; }
+      while (s.points.length && s.points[0][0] < now - KEEP_MS) s.points.shift();
+      for (const [ms, v] of s.points) { if (ms >= t0) { if (v < lo) lo = v; if (v > hi) hi = v; } }
     }
     const muted = getComputedStyle(document.body).color;
     g.font = '11px system-ui, sans-serif';
@@ -79,13 +81,12 @@ export class LiveChart {
     for (const [f, s] of this.series) {
       if (!this.selected.has(f) || !s.points.length) continue;
       g.strokeStyle = this.color(s.index);
+      const shown = s.points.filter(([ms]) => ms >= t0);
       g.beginPath();
-      s.points.forEach(([ms, v], i) => (i ? g.lineTo(x(ms), y(v)) : g.moveTo(x(ms), y(v))));
+      shown.forEach(([ms, v], i) => (i ? g.lineTo(x(ms), y(v)) : g.moveTo(x(ms), y(v))));
       g.stroke();
-      if (s.points.length === 1) {
-        g.fillStyle = g.strokeStyle;
-        g.fillRect(x(s.points[0][0]) - 2, y(s.points[0][1]) - 2, 4, 4);
-      }
+      g.fillStyle = g.strokeStyle;
+      for (const [ms, v] of shown.length <= 60 ? shown : []) g.fillRect(x(ms) - 1.5, y(v) - 1.5, 3, 3);
     }
   }
 }

@@ -25,16 +25,20 @@ function show(list) {
   }));
 }
 
+let timer = 0;
+
 async function refresh() {
   const r = await api('GET', base);
   if (r.ok) {
     show(r.body.connections || []);
     if (!statusLine.classList.contains('error')) statusLine.textContent = (r.body.connections || []).length + ' connection(s)';
   } else {
-    statusLine.textContent = r.status === 404 && r.error === 'not found'
+    const missing = r.status === 404 && r.error === 'not found';
+    statusLine.textContent = missing
       ? 'Outbound connections are not available in this server build.'
       : 'Error: ' + r.error;
     statusLine.className = 'error';
+    if (missing) clearInterval(timer);
   }
 }
 
@@ -72,5 +76,5 @@ document.getElementById('conn-create').addEventListener('submit', async (ev) => 
   refresh();
 });
 
+timer = setInterval(refresh, 2000);
 refresh();
-setInterval(refresh, 2000);

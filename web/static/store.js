@@ -95,6 +95,24 @@ async function start() {
   setInterval(() => chart.draw(), 1000);
 }
 
+document.getElementById('window').addEventListener('change', (ev) => {
+  chart.windowMs = Number(ev.target.value) * 60 * 1000;
+  chart.draw();
+});
+
+// The figures, refreshed from the stats (the rate stays as rendered).
+async function refreshFacts() {
+  const r = await api('GET', storePath(name, '/stats'));
+  if (!r.ok || !r.body) return;
+  const st = r.body;
+  const set = (id, v) => { document.getElementById(id).textContent = v; };
+  set('f-objects', String(st.object_count));
+  set('f-fill', (st.num_blocks ? (st.active_blocks * 100 / st.num_blocks) : 0).toFixed(1) + '%');
+  set('f-oldest', st.oldest_timestamp ? st.oldest_time : '—');
+  set('f-newest', st.newest_timestamp ? st.newest_time : '—');
+}
+setInterval(refreshFacts, 3000);
+
 document.getElementById('soft-delete').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const ts = document.getElementById('del-ts').value.trim();
