@@ -94,7 +94,11 @@ async function signIn(page, key, store = '') {
   await page.goto(base + '/login');
   await page.fill('#key', key);
   if (store) await page.fill('#store', store);
-  await Promise.all([page.waitForLoadState('load'), page.click('button[type=submit]')]);
+  const posted = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/login');
+  await page.click('button[type=submit]');
+  const r = await posted;
+  if (r.status() === 303) await page.waitForURL(base + '/');
+  await page.waitForLoadState('load');
 }
 
 async function shoot(page, name) {
@@ -314,6 +318,33 @@ test('a store session cannot see another store', async () => {
   const create = await page.goto(base + '/create');
   assert.equal(create.status(), 403);
   await page.context().close();
+});
+
+test('the schema page appends a field and shows the API refusal', async () => {
+  await createStore('typed', { data_type: 'schema' });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/typed/schema');
+  await page.fill('#f-name', 'temperature');
+  await page.selectOption('#f-type', 'float32');
+  await Promise.all([page.waitForLoadState('load'), page.click('#append button[type=submit]')]);
+  await page.locator('#fields tbody tr', { hasText: 'temperature' }).waitFor({ timeout: 3000 });
+  await page.fill('#f-name', 'temperature');
+  await page.click('#append button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('schema-result').textContent));
+  const msg = await page.textContent('#schema-result');
+  assert.match(msg, /schema/i, msg);
+  await page.context().close();
+});
+
+test('the dark theme follows the system setting', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'dark' });
+  const page = await context.newPage();
+  await signIn(page, ADMIN);
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, 'rgb(15, 19, 24)');
+  await shoot(page, 'overview-dark-1280');
+  await context.close();
 });
 
 test('creating a store shows the calc figures and the key once', async () => {

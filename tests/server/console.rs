@@ -582,3 +582,44 @@ fn calc_figures_match_the_cli() {
         "{text} vs {v}"
     );
 }
+
+#[test]
+fn cookies_are_secure_under_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cert) = super::common::test_cert(dir.path()) else {
+        eprintln!("openssl is not installed: HTTPS console test skipped");
+        return;
+    };
+    let mut srv = Server::builder()
+        .env("TSSTORE_TLS_CERT", cert.cert.to_str().unwrap())
+        .env("TSSTORE_TLS_KEY", cert.key.to_str().unwrap())
+        .start();
+    srv.set_tls_client(super::common::TlsClient::trusting(&cert.root));
+    let page = srv.get("/login").send();
+    assert_eq!(page.status, 200);
+    let pre = set_cookies(&page).join("\n");
+    assert!(pre.contains("; Secure"), "{pre}");
+    let token = cookie_value(&page, "tsstore_login_csrf").unwrap();
+    let r = srv
+        .post("/login")
+        .header("Cookie", &format!("tsstore_login_csrf={token}"))
+        .body(
+            "application/x-www-form-urlencoded",
+            form(&[("key", ADMIN), ("csrf", &token)]),
+        )
+        .send();
+    assert_eq!(r.status, 303);
+    let c = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("tsstore_session="))
+        .unwrap();
+    assert!(c.contains("; Secure") && c.contains("HttpOnly"), "{c}");
+    // The console answers under the same TLS as the API.
+    let cookie = cookie_value(&r, "tsstore_session").unwrap();
+    let home = srv
+        .get("/")
+        .header("Cookie", &format!("tsstore_session={cookie}"))
+        .send();
+    assert_eq!(home.status, 200);
+    assert_eq!(home.header("content-security-policy"), Some(CSP));
+}

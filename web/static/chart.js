@@ -12,6 +12,8 @@ export class LiveChart {
     this.series = new Map(); // field -> {points: [[ms, value]], color}
     this.selected = new Set();
     this.pending = false;
+    // Redraw at the new size when the layout changes (rotation, resize).
+    if (window.ResizeObserver) new ResizeObserver(() => this.schedule()).observe(canvas);
   }
 
   color(i) {

@@ -53,8 +53,11 @@ function plot(o) {
   }
 }
 
+let factsSoon = 0;
+
 function receive(o) {
   plot(o);
+  if (!factsSoon) factsSoon = setTimeout(() => { factsSoon = 0; refreshFacts(); }, 500);
   if (paused) held.push(o); else show([o]);
 }
 
@@ -112,6 +115,7 @@ async function refreshFacts() {
   set('f-newest', st.newest_timestamp ? st.newest_time : '—');
 }
 setInterval(refreshFacts, 3000);
+refreshFacts();
 
 document.getElementById('soft-delete').addEventListener('submit', async (ev) => {
   ev.preventDefault();
