@@ -122,6 +122,7 @@ async fn verify(state: &AppState, key: &str, store: &str) -> Option<Scope> {
     } else {
         return None;
     };
+    let _turn = state.console.sign_in.acquire().await.ok()?;
     let (st, key) = (state.clone(), key.to_string());
     tokio::task::spawn_blocking(move || {
         candidates.into_iter().find_map(|name| {

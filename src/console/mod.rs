@@ -47,6 +47,10 @@ pub struct Console {
     pub sessions: Sessions,
     /// When the server started (uptime on the overview).
     pub started: Instant,
+    /// One sign-in verified at a time: a store key without a store name
+    /// is tried against every store (an argon2 hash each), so parallel
+    /// sign-ins must not take every core.
+    pub sign_in: tokio::sync::Semaphore,
 }
 
 impl Console {
@@ -54,6 +58,7 @@ impl Console {
         Console {
             sessions: Sessions::new(),
             started: Instant::now(),
+            sign_in: tokio::sync::Semaphore::new(1),
         }
     }
 }
