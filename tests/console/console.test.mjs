@@ -365,6 +365,45 @@ test('creating a store shows the calc figures and the key once', async () => {
   await page.context().close();
 });
 
+test('soft delete of an object by its timestamp', async () => {
+  const key = await createStore('soft');
+  for (const n of [1, 2, 3]) await rest('POST', '/api/stores/soft/data', { key, body: { data: { n } } });
+  const newest = await rest('GET', '/api/stores/soft/data/newest?limit=3', { key });
+  const ts = newest.text.match(/"timestamp":(\d+)/g).map((m) => m.split(':')[1]);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/soft');
+  await page.locator('#tail tbody tr').nth(2).waitFor();
+  await page.fill('#del-ts', ts[1]);
+  await page.click('#soft-delete button[type=submit]');
+  await page.waitForFunction(() => /deleted/.test(document.getElementById('del-result').textContent));
+  assert.equal(await page.locator('#tail tbody tr', { hasText: ts[1] }).count(), 0);
+  assert.equal((await rest('GET', '/api/stores/soft/data/time/' + ts[1], { key })).status, 404);
+  assert.equal((await rest('GET', '/api/stores/soft/data/time/' + ts[0], { key })).status, 200);
+  await page.context().close();
+});
+
+test('forms work from the keyboard', async () => {
+  const page = await newPage();
+  await page.goto(base + '/login');
+  // The key field has the focus; Tab reaches the store field, then the button.
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'key');
+  await page.keyboard.type(ADMIN);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'store');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Sign in');
+  await Promise.all([page.waitForURL(base + '/'), page.keyboard.press('Enter')]);
+  // Every form control of every page has a label.
+  for (const p of ['/create', '/stores/soft', '/stores/soft/query', '/stores/soft/connections']) {
+    await page.goto(base + p);
+    const unlabelled = await page.$$eval('input:not([type=hidden]), select, textarea', (els) =>
+      els.filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map((e) => e.id || e.name));
+    assert.deepEqual(unlabelled, [], p);
+  }
+  await page.context().close();
+});
+
 test('reset and delete need the store name typed', async () => {
   const key = await createStore('doomed');
   await rest('POST', '/api/stores/doomed/data', { key, body: { data: { a: 1 } } });
