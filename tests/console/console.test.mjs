@@ -274,6 +274,65 @@ test('creating and deleting an outbound connection', async (t) => {
   await page.context().close();
 });
 
+test('the connections page against the documented API shapes (mocked)', async () => {
+  // docs/compatibility.md section 6.3, answered by the test itself so the
+  // page is exercised before the real API is merged.
+  await createStore('mocked');
+  const list = [];
+  const bodies = [];
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.route('**/api/stores/mocked/ws/connections**', async (route) => {
+    const req = route.request();
+    const json = (status, v) => route.fulfill({ status, contentType: 'application/json', body: typeof v === 'string' ? v : JSON.stringify(v) });
+    if (req.method() !== 'GET') assert.ok(req.headers()['x-csrf-token'], 'CSRF header sent');
+    if (req.method() === 'GET') return json(200, { connections: list });
+    if (req.method() === 'POST') {
+      bodies.push(req.postData());
+      const b = JSON.parse(req.postData());
+      const c = { id: '3f2a9c1b', mode: b.mode, url: b.url, from: b.from, format: b.format, status: 'disconnected',
+        created_at: new Date().toISOString(), last_timestamp: 0, messages_sent: 0, errors: 0 };
+      list.push(c);
+      return json(201, c);
+    }
+    if (req.method() === 'DELETE') {
+      const id = new URL(req.url()).pathname.split('/').pop();
+      const i = list.findIndex((c) => c.id === id);
+      if (i < 0) return json(404, { error: 'connection not found' });
+      list.splice(i, 1);
+      return json(200, { message: 'connection deleted' });
+    }
+    return route.continue();
+  });
+  await page.goto(base + '/stores/mocked/connections');
+  await page.selectOption('#c-mode', 'push');
+  await page.fill('#c-url', 'wss://peer.example/api/stores/x/ws/write');
+  await page.fill('#c-from', '1795693581488000001');
+  await page.fill('#c-headers', 'X-API-Key: tsstore_peer\nX-Site: north');
+  await page.fill('#c-filter', 'Building A');
+  await page.check('#c-ic');
+  await page.click('#conn-create button[type=submit]');
+  const row = page.locator('#connections tbody tr', { hasText: '3f2a9c1b' });
+  await row.waitFor({ timeout: 3000 });
+  const sent = bodies[0];
+  assert.ok(sent.includes('"from":1795693581488000001'), 'from sent exactly: ' + sent);
+  const b = JSON.parse(sent);
+  assert.deepEqual(b.headers, { 'X-API-Key': 'tsstore_peer', 'X-Site': 'north' });
+  assert.equal(b.filter, 'Building A');
+  assert.equal(b.filter_ignore_case, true);
+  assert.equal(b.mode, 'push');
+  assert.equal(b.format, 'full');
+  // Live status: the page refreshes by itself.
+  list[0].status = 'connected';
+  list[0].messages_sent = 42;
+  await page.locator('#connections tbody tr td.status-connected').waitFor({ timeout: 3000 });
+  assert.match(await row.textContent(), /42/);
+  await row.locator('button', { hasText: 'Delete' }).click();
+  await row.waitFor({ state: 'detached', timeout: 3000 });
+  assert.equal(list.length, 0);
+  await page.context().close();
+});
+
 test('XSS payloads in json and text stores render inert', async () => {
   const jkey = await createStore('xjson');
   const tkey = await createStore('xtext', { data_type: 'text' });

@@ -9,7 +9,9 @@ export const csrf = meta ? meta.content : '';
 /** Timestamps are nanoseconds, beyond a double's exact range: keep the
  * ones of the API's object framing as strings before parsing. */
 export function parseJSON(text) {
-  return JSON.parse(text.replace(/("timestamp":)(-?\d+)(,"block_num":)/g, '$1"$2"$3'));
+  return JSON.parse(text
+    .replace(/("timestamp":)(-?\d+)(,"block_num":)/g, '$1"$2"$3')
+    .replace(/("(?:last_timestamp|from)":)(-?\d{16,})\b/g, '$1"$2"'));
 }
 
 /** Calls the REST API with the session cookie; the CSRF header on
@@ -20,7 +22,8 @@ export async function api(method, path, body) {
   let payload;
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
-    payload = JSON.stringify(body);
+    // A string is JSON already (e.g. with a nanosecond integer in it).
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
   }
   let res;
   try {

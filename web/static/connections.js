@@ -57,10 +57,16 @@ document.getElementById('conn-create').addEventListener('submit', async (ev) => 
     const i = line.indexOf(':');
     if (i > 0) headers[line.slice(0, i).trim()] = line.slice(i + 1).trim();
   }
+  const from = String(f.get('from') || '0').trim();
+  if (!/^\d+$/.test(from)) {
+    statusLine.textContent = 'From is a whole number of nanoseconds (0 = from the oldest).';
+    statusLine.className = 'error';
+    return;
+  }
   const body = {
     mode: f.get('mode'),
     url: String(f.get('url')).trim(),
-    from: Number(f.get('from') || 0),
+    from: 0,
     format: f.get('format'),
     headers,
   };
@@ -69,7 +75,8 @@ document.getElementById('conn-create').addEventListener('submit', async (ev) => 
     body.filter = filter;
     body.filter_ignore_case = !!f.get('filter_ignore_case');
   }
-  const r = await api('POST', base, body);
+  // Nanoseconds exceed a double's exact range: the digits go in as typed.
+  const r = await api('POST', base, JSON.stringify(body).replace('"from":0', '"from":' + from));
   statusLine.className = r.ok ? '' : 'error';
   statusLine.textContent = r.ok ? 'Connection ' + r.body.id + ' created.' : 'Refused: ' + r.error;
   if (r.ok) ev.target.reset();
