@@ -81,9 +81,15 @@ pub fn random_token() -> String {
 }
 
 /// Every live session.
-#[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    idle: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions::with_idle(IDLE)
+    }
 }
 
 impl Sessions {
@@ -91,12 +97,21 @@ impl Sessions {
         Sessions::default()
     }
 
+    /// Sessions that expire after `idle` unused.
+    pub fn with_idle(idle: Duration) -> Sessions {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            idle,
+        }
+    }
+
     /// Starts a session; returns its token.
     pub fn create(&self, scope: Scope) -> String {
         let token = random_token();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        map.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
+        let idle = self.idle;
+        map.retain(|_, s| now.duration_since(s.last_seen) < idle);
         if map.len() >= MAX_SESSIONS {
             if let Some(oldest) = map
                 .iter()
@@ -122,7 +137,7 @@ impl Sessions {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let s = map.get_mut(token)?;
-        if now.duration_since(s.last_seen) >= IDLE {
+        if now.duration_since(s.last_seen) >= self.idle {
             map.remove(token);
             return None;
         }
@@ -210,6 +225,19 @@ mod tests {
         s.remove_store("a");
         assert!(s.get(&t).is_none());
         assert!(s.get("nope").is_none());
+    }
+
+    #[test]
+    fn idle_sessions_expire() {
+        let s = Sessions::with_idle(Duration::from_millis(30));
+        let t = s.create(Scope::Admin);
+        assert!(s.get(&t).is_some());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.get(&t).is_some(), "use restarts the idle time");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(s.get(&t).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(s.get(&t).is_none(), "expired after the idle time");
     }
 
     #[test]

@@ -147,13 +147,17 @@ test('a wrong key is refused, the admin key signs in', async () => {
 });
 
 test('the overview lists a store created through the API', async () => {
-  await createStore('sensors');
+  const key = await createStore('sensors');
   const page = await newPage();
   await signIn(page, ADMIN);
   const row = page.locator('#stores tbody tr', { hasText: 'sensors' });
   await row.waitFor();
   assert.match(await row.textContent(), /json/);
   assert.match(await page.textContent('#server'), /Version/);
+  // The figures follow new data without a reload.
+  assert.equal((await row.locator('td.objects').textContent()).trim(), '0');
+  await rest('POST', '/api/stores/sensors/data', { key, body: { data: { temp: 1 } } });
+  await page.waitForFunction(() => document.querySelector('#stores tr[data-store=sensors] td.objects').textContent === '1', null, { timeout: 7000 });
   await shoot(page, 'overview-1280');
   await page.setViewportSize({ width: 390, height: 844 });
   await shoot(page, 'overview-390');
