@@ -3,12 +3,13 @@
 CARGO ?= cargo
 DATA  ?= ./data
 
-.PHONY: help run build test test-engine lint fmt bench fuzz clean
+.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
+	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 
@@ -33,9 +34,25 @@ lint:
 	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 
 # The engine must build without the server feature (no tokio, no axum).
-test: lint
+test: lint test-console
 	$(CARGO) build --no-default-features
 	$(CARGO) test
+
+# The web console in a real browser: Debian's Chromium driven by
+# playwright-core (tests/console/), against the debug binary. Installs
+# chromium (apt) and the npm package when missing. Screenshots go to
+# target/console-screenshots/.
+CHROMIUM ?= /usr/bin/chromium
+test-console:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
+	@if [ ! -d tests/console/node_modules/playwright-core ]; then \
+		cd tests/console && npm ci --no-audit --no-fund; \
+	fi
+	$(CARGO) build
+	cd tests/console && CHROMIUM=$(CHROMIUM) TSSTORE_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/tsstore" \
+		node --test console.test.mjs
 
 fmt:
 	$(CARGO) fmt --all

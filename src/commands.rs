@@ -268,7 +268,7 @@ fn server_line(lock: &Option<String>, stores_held: bool) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -284,7 +284,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Objects one block holds, or blocks one object needs (negative).
-fn per_block(data_size: u32, object_size: u32) -> (u64, u64) {
+pub fn per_block(data_size: u32, object_size: u32) -> (u64, u64) {
     let payload = (data_size as u64).saturating_sub(format::BLOCK_HEADER_LEN as u64);
     let rec = format::RECORD_HEADER_LEN as u64 + object_size as u64;
     if rec <= payload {
@@ -294,7 +294,7 @@ fn per_block(data_size: u32, object_size: u32) -> (u64, u64) {
     }
 }
 
-fn human_duration(secs: f64) -> String {
+pub fn human_duration(secs: f64) -> String {
     if !secs.is_finite() {
         return "forever".into();
     }
@@ -305,6 +305,36 @@ fn human_duration(secs: f64) -> String {
         (0, 0, m) => format!("{m}m {}s", s % 60),
         (0, h, m) => format!("{h}h {m}m"),
         (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// Capacity figures of a ring: `blocks` data blocks of `data_size`
+/// bytes holding objects of `object_size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Objects one block holds (1 when an object spans blocks).
+    pub objects_per_block: u64,
+    /// Blocks one object needs (1 when it fits in one).
+    pub blocks_per_object: u64,
+    /// Objects the ring holds.
+    pub capacity: u64,
+    /// Bytes of the data file.
+    pub data_bytes: u64,
+}
+
+/// The figures `tsstore calc` prints (and the console's create form shows).
+pub fn capacity(blocks: u64, data_size: u32, object_size: u32) -> Capacity {
+    let (objs, span) = per_block(data_size, object_size);
+    Capacity {
+        objects_per_block: objs,
+        blocks_per_object: span,
+        // One block is the one being filled: capacity counts the others whole.
+        capacity: if span == 1 {
+            blocks * objs
+        } else {
+            blocks / span
+        },
+        data_bytes: blocks * data_size as u64,
     }
 }
 
@@ -348,12 +378,7 @@ pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
         return Ok(());
     }
     let blocks = a.blocks.unwrap_or(1024) as u64;
-    // One block is the one being filled: capacity counts the others whole.
-    let capacity = if span == 1 {
-        blocks * objs
-    } else {
-        blocks / span
-    };
+    let capacity = capacity(blocks, a.data_size, a.object_size).capacity;
     writeln!(out, "Blocks:            {blocks}")?;
     writeln!(
         out,

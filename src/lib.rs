@@ -8,9 +8,10 @@
 //! - Behind the `server` feature (default): [`config`] (layered
 //!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
 //!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
-//!   axum), [`stream`] (WebSocket streams and outbound connections),
-//!   [`ingest`] (the Unix-socket line protocol; its parser builds without
-//!   the feature) and [`app`] (wiring, TLS, ordered shutdown).
+//!   axum), [`console`] (the web console: pages and embedded assets),
+//!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
+//!   (the Unix-socket line protocol; its parser builds without the
+//!   feature) and [`app`] (wiring, TLS, ordered shutdown).
 
 pub mod ingest;
 pub mod store;
@@ -27,6 +28,8 @@ pub mod clock;
 pub mod commands;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod console;
 #[cfg(feature = "server")]
 pub mod keys;
 #[cfg(feature = "server")]

@@ -12,6 +12,7 @@ mod engine {
 mod server {
     mod cli;
     mod common;
+    mod console;
     mod http;
     mod openapi;
     mod outbound;

@@ -4,6 +4,13 @@
 //! A store key is taken from `X-API-Key`, then `Authorization: Bearer`, then
 //! the `api_key` query parameter, the first one present. Keys are verified
 //! through the [`crate::keys::KeyCache`]; comparisons are constant-time.
+//!
+//! With no key at all, the web console's session cookie is a credential
+//! too: an admin session opens everything, a store session its store.
+//! Because a browser sends cookies by itself, a cookie-authenticated
+//! request that changes state must carry the session's CSRF token in
+//! `X-CSRF-Token`, and a cookie-authenticated WebSocket upgrade must come
+//! from a page of this server (`Origin` matching `Host`).
 
 use std::sync::Arc;
 
@@ -13,6 +20,7 @@ use axum::http::StatusCode;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::console::session::Scope;
 use crate::keys::{self, Rejection};
 use crate::store::{self, Store};
 
@@ -78,7 +86,46 @@ fn admin_matches(state: &AppState, given: &str) -> bool {
     }
 }
 
-/// A request authorised with the admin key.
+fn forbidden(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, msg)
+}
+
+/// True if `Origin` names the host the request was sent to.
+pub fn same_origin(parts: &Parts) -> bool {
+    let (Some(origin), Some(host)) = (header(parts, "origin"), header(parts, "host")) else {
+        return false;
+    };
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|r| r.eq_ignore_ascii_case(&host))
+}
+
+/// The scope of the console session named by the request's cookie, if
+/// any, once the request passed the cookie's extra checks (CSRF token for
+/// state-changing methods, same origin for WebSocket upgrades).
+pub fn cookie_scope(parts: &Parts, state: &AppState) -> Result<Option<Scope>, ApiError> {
+    let Some((_, session)) = state.console.sessions.from_headers(&parts.headers) else {
+        return Ok(None);
+    };
+    let is_upgrade = header(parts, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if is_upgrade && !same_origin(parts) {
+        return Err(forbidden("cross-origin WebSocket refused"));
+    }
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe {
+        let given = header(parts, "x-csrf-token").unwrap_or_default();
+        if !session.csrf_ok(&given) {
+            return Err(forbidden("missing or invalid CSRF token"));
+        }
+    }
+    Ok(Some(session.scope))
+}
+
+/// A request authorised with the admin key (or an admin console session).
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
@@ -86,7 +133,11 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
         let Some(given) = admin_key_of(parts) else {
-            return Err(unauthorized("admin key required"));
+            return match cookie_scope(parts, state)? {
+                Some(Scope::Admin) => Ok(Admin),
+                Some(Scope::Store(_)) => Err(forbidden("admin session required")),
+                None => Err(unauthorized("admin key required")),
+            };
         };
         if admin_matches(state, &given) {
             Ok(Admin)
@@ -130,7 +181,11 @@ impl FromRequestParts<AppState> for StoreAccess {
                 })
                 .or_else(|| query_param(parts, "api_key"));
             let Some(key) = key else {
-                return Err(unauthorized("API key required"));
+                return match cookie_scope(parts, state)? {
+                    Some(scope) if scope.opens(&name) => open(state, name).await,
+                    Some(_) => Err(forbidden("this session cannot open that store")),
+                    None => Err(unauthorized("API key required")),
+                };
             };
             if !keys::well_formed(&key) {
                 return Err(unauthorized("invalid API key format"));
@@ -153,20 +208,26 @@ impl FromRequestParts<AppState> for StoreAccess {
                 Err(Rejection::Invalid) => return Err(unauthorized("invalid API key")),
                 Err(Rejection::Unavailable) => return Err(unauthorized("authentication failed")),
             }
-        } else if !state.stores.exists(&name) {
-            return Err(ApiError::not_found("store not found"));
         }
-        let store = match state.stores.get_open(&name) {
-            Some(s) => s,
-            None => {
-                let (stores, n) = (state.stores.clone(), name.clone());
-                tokio::task::spawn_blocking(move || stores.get(&n))
-                    .await
-                    .map_err(ApiError::internal)??
-            }
-        };
-        Ok(StoreAccess { name, store })
+        open(state, name).await
     }
+}
+
+/// Opens store `name` (authorised by the caller).
+async fn open(state: &AppState, name: String) -> Result<StoreAccess, ApiError> {
+    if !state.stores.exists(&name) {
+        return Err(ApiError::not_found("store not found"));
+    }
+    let store = match state.stores.get_open(&name) {
+        Some(s) => s,
+        None => {
+            let (stores, n) = (state.stores.clone(), name.clone());
+            tokio::task::spawn_blocking(move || stores.get(&n))
+                .await
+                .map_err(ApiError::internal)??
+        }
+    };
+    Ok(StoreAccess { name, store })
 }
 
 #[cfg(test)]

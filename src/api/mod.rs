@@ -40,6 +40,8 @@ pub struct AppState {
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// The outbound WebSocket connections of every store.
     pub outbound: Arc<crate::stream::outbound::Outbound>,
+    /// The web console's sessions and start time.
+    pub console: Arc<crate::console::Console>,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             outbound,
+            console: Arc::new(crate::console::Console::new()),
             config,
         }
     }
@@ -78,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schema::routes())
         .merge(metrics::routes())
         .merge(openapi::routes())
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
@@ -135,11 +139,14 @@ async fn json_errors(
     res: Response,
 ) -> Response {
     let status = res.status();
-    let is_json = res
+    // JSON errors and the console's HTML error pages are answered as is.
+    let keep = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || keep {
         return res;
     }
     if status == StatusCode::PAYLOAD_TOO_LARGE

@@ -100,9 +100,11 @@ async fn stores_delete(
     drop(access);
     // Its outbound connections stop before the store goes away.
     state.outbound.remove_store(&name).await;
+    let deleted = name.clone();
     tokio::task::spawn_blocking(move || stores.delete(&name))
         .await
         .map_err(ApiError::internal)??;
+    state.console.sessions.remove_store(&deleted);
     Ok(Json(json!({ "message": "store deleted" })))
 }
 

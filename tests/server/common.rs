@@ -503,6 +503,57 @@ impl Req {
             .unwrap_or_else(|e| panic!("{what} failed: {e} ({:?})", e.kind()))
     }
 
+    /// Sends the request and reads the status line and headers only, and
+    /// a `Content-Length` body if there is one: for a WebSocket upgrade,
+    /// whose 101 answer leaves the connection open.
+    pub fn send_head(self) -> Resp {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\n",
+            self.method, self.path, self.addr
+        );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut tcp = TcpStream::connect(self.addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while find(&buf, b"\r\n\r\n").is_none() {
+            match tcp.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => buf.push(byte[0]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading the response head: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad response head {text:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .filter(|_| status != 101)
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        tcp.read_exact(&mut body).unwrap();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn try_send(self) -> std::io::Result<Resp> {
         let tcp = TcpStream::connect(self.addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;

@@ -1,0 +1,543 @@
+// Browser tests of the web console: playwright-core drives Debian's
+// Chromium (headless) against the real `tsstore` binary on a loopback
+// port. Run with `make test-console` (or `npm test` here once the binary
+// is built; TSSTORE_BIN overrides its path).
+//
+// Screenshots at 390 px and 1280 px wide go to target/console-screenshots/.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+const BIN = path.resolve(process.env.TSSTORE_BIN || path.join(targetDir, 'debug', 'tsstore'));
+const SHOTS = path.join(targetDir, 'console-screenshots');
+const ADMIN = 'console-test-admin-key-0123456789';
+const XSS_SCRIPT = '<script>alert(1)</script>';
+const XSS_IMG = '<img src=x onerror=alert(1)>';
+
+let server, base, browser, dataDir;
+
+function startServer() {
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsstore-console-'));
+  const env = { ...process.env, TSSTORE_ADMIN_KEY: ADMIN, TSSTORE_LOG: 'info' };
+  for (const k of ['TSSTORE_CONFIG', 'TSSTORE_DATA_PATH', 'TSSTORE_HOST', 'TSSTORE_PORT', 'TSSTORE_SOCKET_PATH', 'TSSTORE_TLS_CERT', 'TSSTORE_TLS_KEY']) delete env[k];
+  const child = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--no-socket', '--data-path', path.join(dataDir, 'data')],
+    { cwd: dataDir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let log = '';
+    const timer = setTimeout(() => reject(new Error('server did not start:\n' + log)), 20000);
+    child.stderr.on('data', (chunk) => {
+      log += chunk.toString();
+      // eslint-disable-next-line no-control-regex
+      const m = log.replace(/\x1b\[[0-9;]*m/g, '').match(/Starting tsstore server on (\S+)/);
+      if (m && !base) {
+        clearTimeout(timer);
+        base = 'http://' + m[1];
+        resolve(child);
+      }
+    });
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    child.on('exit', (code) => { clearTimeout(timer); if (!base) reject(new Error('server exited ' + code + ':\n' + log)); });
+  });
+}
+
+/** Calls the REST API with a key (not through the browser). */
+async function rest(method, p, { key, admin, body, type } = {}) {
+  const headers = {};
+  if (key) headers['X-API-Key'] = key;
+  if (admin) headers['X-Admin-Key'] = ADMIN;
+  let payload;
+  if (body !== undefined) {
+    headers['Content-Type'] = type || 'application/json';
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
+  }
+  const r = await fetch(base + p, { method, headers, body: payload });
+  const text = await r.text();
+  return { status: r.status, text };
+}
+
+async function createStore(name, extra = {}) {
+  const r = await rest('POST', '/api/stores', { admin: true, body: { name, num_blocks: 64, ...extra } });
+  assert.equal(r.status, 201, r.text);
+  return JSON.parse(r.text).api_key;
+}
+
+/** A fresh browser context (its own cookies) and a page in it; dialogs
+ * are recorded (an XSS payload that ran would open one). */
+async function newPage(width = 1280) {
+  const context = await browser.newContext({ viewport: { width, height: 900 }, acceptDownloads: true });
+  const page = await context.newPage();
+  page.dialogs = [];
+  page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  // Script errors and failed requests. The outbound connections API may
+  // be missing from this build (the pages say so): its 404s are expected.
+  page.consoleErrors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) page.consoleErrors.push(m.text());
+  });
+  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
+  page.on('response', (r) => {
+    if (r.status() >= 400 && !r.url().includes('/ws/connections')) page.consoleErrors.push(r.status() + ' ' + r.url());
+  });
+  return page;
+}
+
+async function signIn(page, key, store = '') {
+  await page.goto(base + '/login');
+  await page.fill('#key', key);
+  if (store) await page.fill('#store', store);
+  const posted = page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/login');
+  await page.click('button[type=submit]');
+  const r = await posted;
+  if (r.status() === 303) await page.waitForURL(base + '/');
+  await page.waitForLoadState('load');
+}
+
+async function shoot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, name + '.png'), fullPage: true });
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), 'build the binary first: ' + BIN);
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    // Playwright gives every launch a fresh temporary user-data-dir.
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (server) {
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+  }
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+test('a wrong key is refused, the admin key signs in', async () => {
+  const page = await newPage();
+  await signIn(page, 'not-the-admin-key-000000');
+  assert.equal(new URL(page.url()).pathname, '/login');
+  assert.match(await page.textContent('#login-error'), /Invalid key/);
+  await signIn(page, ADMIN);
+  assert.equal(new URL(page.url()).pathname, '/');
+  assert.equal(await page.textContent('h1'), 'Stores');
+  // Nothing of the key is kept by the browser but the session cookie.
+  const cookies = await page.context().cookies();
+  assert.deepEqual(cookies.map((c) => c.name).sort(), ['tsstore_session']);
+  const session = cookies[0];
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.sameSite, 'Strict');
+  const stored = await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage));
+  assert.ok(!stored.includes(ADMIN));
+  await page.context().close();
+});
+
+test('the overview lists a store created through the API', async () => {
+  const key = await createStore('sensors');
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  const row = page.locator('#stores tbody tr', { hasText: 'sensors' });
+  await row.waitFor();
+  assert.match(await row.textContent(), /json/);
+  assert.match(await page.textContent('#server'), /Version/);
+  // The figures follow new data without a reload.
+  assert.equal((await row.locator('td.objects').textContent()).trim(), '0');
+  await rest('POST', '/api/stores/sensors/data', { key, body: { data: { temp: 1 } } });
+  await page.waitForFunction(() => document.querySelector('#stores tr[data-store=sensors] td.objects').textContent === '1', null, { timeout: 7000 });
+  await shoot(page, 'overview-1280');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shoot(page, 'overview-390');
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+test('inserted data appears in the live tail and the chart within 2 s', async () => {
+  const key = await createStore('live');
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/live');
+  await page.waitForFunction(() => document.getElementById('live-status').textContent === 'live');
+  const blank = await page.evaluate(() => document.getElementById('chart').toDataURL());
+  const started = Date.now();
+  for (let i = 0; i < 3; i++) {
+    const r = await rest('POST', '/api/stores/live/data', { key, body: { data: { temp: 20 + i, hum: 40 - i, note: 'tick ' + i } } });
+    assert.ok(r.status < 300, r.text);
+  }
+  await page.locator('#tail tbody tr', { hasText: 'tick 2' }).waitFor({ timeout: 2000 });
+  await page.locator('#chart-fields input[value=temp]').waitFor({ timeout: 2000 });
+  assert.ok(Date.now() - started < 2000 + 500, 'shown within 2 s');
+  // Newest first.
+  assert.match(await page.locator('#tail tbody tr').first().textContent(), /tick 2/);
+  assert.equal(await page.isChecked('#chart-fields input[value=temp]'), true);
+  await page.waitForFunction((b) => document.getElementById('chart').toDataURL() !== b, blank, { timeout: 2000 });
+  // Pause holds new rows back until resumed.
+  await page.click('#pause');
+  await rest('POST', '/api/stores/live/data', { key, body: { data: { temp: 30, note: 'while paused' } } });
+  await page.waitForTimeout(300);
+  assert.equal(await page.locator('#tail tbody tr', { hasText: 'while paused' }).count(), 0);
+  await page.click('#pause');
+  await page.locator('#tail tbody tr', { hasText: 'while paused' }).waitFor({ timeout: 2000 });
+  await shoot(page, 'store-1280');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shoot(page, 'store-390');
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+/** The CSV the console builds, from the API's objects (same rules). */
+function expectedCSV(objects) {
+  const field = (v) => { const s = String(v); return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; };
+  const lines = ['timestamp,time,block_num,size,data'];
+  for (const o of objects) {
+    const ms = Number(BigInt(o.timestamp) / 1000000n);
+    const data = typeof o.data === 'string' ? o.data : JSON.stringify(o.data);
+    lines.push([o.timestamp, new Date(ms).toISOString(), o.block_num, o.size, data].map(field).join(','));
+  }
+  return lines.join('\r\n') + '\r\n';
+}
+
+test('a range query returns the right rows and the CSV download matches', async () => {
+  const key = await createStore('hist');
+  const t0 = BigInt(Date.now() - 60000) * 1000000n;
+  const ts = [];
+  for (let i = 0; i < 6; i++) {
+    const t = t0 + BigInt(i) * 1000000000n;
+    ts.push(t.toString());
+    const r = await rest('POST', '/api/stores/hist/data', { key, body: `{"timestamp":${t},"data":{"n":${i},"label":"row, \\"${i}\\""}}` });
+    assert.ok(r.status < 300, r.text);
+  }
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/hist/query');
+  await page.selectOption('#q-mode', 'range');
+  await page.fill('#q-start', ts[1]);
+  await page.fill('#q-end', ts[4]);
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(() => /object\(s\)/.test(document.getElementById('q-status').textContent));
+  const shown = await page.$$eval('#results tbody tr', (rows) => rows.map((r) => r.cells[1].textContent));
+  assert.deepEqual(shown, ts.slice(1, 5));
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#dl-csv')]);
+  const csv = fs.readFileSync(await download.path(), 'utf8');
+  // The API's own answer, timestamps kept exact.
+  const r = await rest('GET', `/api/stores/hist/data/range?start_time=${ts[1]}&end_time=${ts[4]}&limit=100`, { key });
+  const objects = JSON.parse(r.text.replace(/("timestamp":)(-?\d+)(,"block_num":)/g, '$1"$2"$3')).objects;
+  assert.equal(objects.length, 4);
+  assert.equal(csv, expectedCSV(objects));
+  const [nd] = await Promise.all([page.waitForEvent('download'), page.click('#dl-ndjson')]);
+  const lines = fs.readFileSync(await nd.path(), 'utf8').trim().split('\n');
+  assert.equal(lines.length, 4);
+  assert.ok(lines[0].startsWith('{"timestamp":' + ts[1] + ','), lines[0]);
+  // Paging: two per page.
+  await page.fill('#q-limit', '2');
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(() => /page 1/.test(document.getElementById('q-status').textContent));
+  await page.click('#q-next');
+  await page.waitForFunction(() => /page 2/.test(document.getElementById('q-status').textContent));
+  const page2 = await page.$$eval('#results tbody tr', (rows) => rows.map((r) => r.cells[1].textContent));
+  assert.deepEqual(page2, ts.slice(3, 5));
+  await shoot(page, 'query-1280');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shoot(page, 'query-390');
+  await page.context().close();
+});
+
+test('creating and deleting an outbound connection', async () => {
+  const key = await createStore('outbound');
+  const probe = await rest('GET', '/api/stores/outbound/ws/connections', { key });
+  assert.equal(probe.status, 200, probe.text);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/outbound/connections');
+  await page.selectOption('#c-mode', 'push');
+  await page.fill('#c-url', 'ws://127.0.0.1:9/api/stores/x/ws/write');
+  await page.fill('#c-headers', 'X-API-Key: tsstore_peer');
+  await page.click('#conn-create button[type=submit]');
+  const row = page.locator('#connections tbody tr', { hasText: 'ws://127.0.0.1:9/' });
+  await row.waitFor({ timeout: 3000 });
+  await row.locator('button', { hasText: 'Delete' }).click();
+  await row.waitFor({ state: 'detached', timeout: 3000 });
+  const list = JSON.parse((await rest('GET', '/api/stores/outbound/ws/connections', { key })).text);
+  assert.equal(list.connections.length, 0);
+  await page.context().close();
+});
+
+test('the connections page against the documented API shapes (mocked)', async () => {
+  // docs/compatibility.md section 6.3, answered by the test itself: pins
+  // exactly what the page sends (headers, filter, nanosecond from).
+  await createStore('mocked');
+  const list = [];
+  const bodies = [];
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.route('**/api/stores/mocked/ws/connections**', async (route) => {
+    const req = route.request();
+    const json = (status, v) => route.fulfill({ status, contentType: 'application/json', body: typeof v === 'string' ? v : JSON.stringify(v) });
+    if (req.method() !== 'GET') assert.ok(req.headers()['x-csrf-token'], 'CSRF header sent');
+    if (req.method() === 'GET') return json(200, { connections: list });
+    if (req.method() === 'POST') {
+      bodies.push(req.postData());
+      const b = JSON.parse(req.postData());
+      const c = { id: '3f2a9c1b', mode: b.mode, url: b.url, from: b.from, format: b.format, status: 'disconnected',
+        created_at: new Date().toISOString(), last_timestamp: 0, messages_sent: 0, errors: 0 };
+      list.push(c);
+      return json(201, c);
+    }
+    if (req.method() === 'DELETE') {
+      const id = new URL(req.url()).pathname.split('/').pop();
+      const i = list.findIndex((c) => c.id === id);
+      if (i < 0) return json(404, { error: 'connection not found' });
+      list.splice(i, 1);
+      return json(200, { message: 'connection deleted' });
+    }
+    return route.continue();
+  });
+  await page.goto(base + '/stores/mocked/connections');
+  await page.selectOption('#c-mode', 'push');
+  await page.fill('#c-url', 'wss://peer.example/api/stores/x/ws/write');
+  await page.fill('#c-from', '1795693581488000001');
+  await page.fill('#c-headers', 'X-API-Key: tsstore_peer\nX-Site: north');
+  await page.fill('#c-filter', 'Building A');
+  await page.check('#c-ic');
+  await page.click('#conn-create button[type=submit]');
+  const row = page.locator('#connections tbody tr', { hasText: '3f2a9c1b' });
+  await row.waitFor({ timeout: 3000 });
+  const sent = bodies[0];
+  assert.ok(sent.includes('"from":1795693581488000001'), 'from sent exactly: ' + sent);
+  const b = JSON.parse(sent);
+  assert.deepEqual(b.headers, { 'X-API-Key': 'tsstore_peer', 'X-Site': 'north' });
+  assert.equal(b.filter, 'Building A');
+  assert.equal(b.filter_ignore_case, true);
+  assert.equal(b.mode, 'push');
+  assert.equal(b.format, 'full');
+  // Live status: the page refreshes by itself.
+  list[0].status = 'connected';
+  list[0].messages_sent = 42;
+  await page.locator('#connections tbody tr td.status-connected').waitFor({ timeout: 3000 });
+  assert.match(await row.textContent(), /42/);
+  await row.locator('button', { hasText: 'Delete' }).click();
+  await row.waitFor({ state: 'detached', timeout: 3000 });
+  assert.equal(list.length, 0);
+  await page.context().close();
+});
+
+test('XSS payloads in json and text stores render inert', async () => {
+  const jkey = await createStore('xjson');
+  const tkey = await createStore('xtext', { data_type: 'text' });
+  await rest('POST', '/api/stores/xjson/data', { key: jkey, body: { data: { msg: XSS_SCRIPT, img: XSS_IMG } } });
+  await rest('POST', '/api/stores/xtext/data', { key: tkey, body: XSS_SCRIPT, type: 'text/plain' });
+  await rest('POST', '/api/stores/xtext/data', { key: tkey, body: XSS_IMG, type: 'text/plain' });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  for (const store of ['xjson', 'xtext']) {
+    await page.goto(base + '/stores/' + store);
+    await page.locator('#tail tbody tr').first().waitFor();
+    const text = await page.textContent('#tail tbody');
+    assert.ok(text.includes(XSS_SCRIPT), store + ': script payload shown as text');
+    assert.ok(text.includes(XSS_IMG), store + ': img payload shown as text');
+    assert.equal(await page.locator('#tail img, #tail script').count(), 0);
+    await page.goto(base + '/stores/' + store + '/query');
+    await page.click('#query button[type=submit]');
+    await page.locator('#results tbody tr').first().waitFor();
+    assert.ok((await page.textContent('#results tbody')).includes(XSS_IMG));
+    assert.equal(await page.locator('#results img, #results script').count(), 0);
+    assert.ok((await page.textContent('#json')).includes(XSS_SCRIPT));
+  }
+  await page.waitForTimeout(200);
+  assert.deepEqual(page.dialogs, [], 'no payload ran');
+  await page.context().close();
+});
+
+test('a store session cannot see another store', async () => {
+  const key = await createStore('mine');
+  await createStore('theirs');
+  const page = await newPage();
+  await signIn(page, key);
+  assert.equal(new URL(page.url()).pathname, '/');
+  const names = await page.$$eval('#stores tbody tr td:first-child', (c) => c.map((x) => x.textContent.trim()));
+  assert.deepEqual(names, ['mine']);
+  const r = await page.goto(base + '/stores/theirs');
+  assert.equal(r.status(), 403);
+  const api = await page.evaluate(async () => (await fetch('/api/stores/theirs/data/newest')).status);
+  assert.equal(api, 403);
+  const own = await page.evaluate(async () => (await fetch('/api/stores/mine/data/newest')).status);
+  assert.equal(own, 200);
+  const create = await page.goto(base + '/create');
+  assert.equal(create.status(), 403);
+  await page.context().close();
+});
+
+test('the schema page appends a field and shows the API refusal', async () => {
+  await createStore('typed', { data_type: 'schema' });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/typed/schema');
+  await page.fill('#f-name', 'temperature');
+  await page.selectOption('#f-type', 'float32');
+  await Promise.all([page.waitForLoadState('load'), page.click('#append button[type=submit]')]);
+  await page.locator('#fields tbody tr', { hasText: 'temperature' }).waitFor({ timeout: 3000 });
+  await page.fill('#f-name', 'temperature');
+  await page.click('#append button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('schema-result').textContent));
+  const msg = await page.textContent('#schema-result');
+  assert.match(msg, /schema/i, msg);
+  await page.context().close();
+});
+
+test('the dark theme follows the system setting', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'dark' });
+  const page = await context.newPage();
+  await signIn(page, ADMIN);
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, 'rgb(15, 19, 24)');
+  await shoot(page, 'overview-dark-1280');
+  await context.close();
+});
+
+test('creating a store shows the calc figures and the key once', async () => {
+  const page = await newPage(390);
+  await signIn(page, ADMIN);
+  await page.goto(base + '/create');
+  await page.fill('#num_blocks', '1024');
+  await page.fill('#rate', '10');
+  await page.waitForFunction(() => /capacity 4[,.\s]?0\d\d objects|capacity [\d,.\s]+ objects/.test(document.getElementById('calc').textContent));
+  assert.match(await page.textContent('#calc'), /retention/);
+  await shoot(page, 'create-390');
+  await page.fill('#name', 'made-in-browser');
+  await page.click('#create button[type=submit]');
+  const keyValue = await page.inputValue('#new-key');
+  assert.match(keyValue, /^tsstore_[0-9a-f-]{36}$/);
+  const r = await rest('GET', '/api/stores/made-in-browser/stats', { key: keyValue });
+  assert.equal(r.status, 200);
+  await page.context().close();
+});
+
+test('soft delete of an object by its timestamp', async () => {
+  const key = await createStore('soft');
+  for (const n of [1, 2, 3]) await rest('POST', '/api/stores/soft/data', { key, body: { data: { n } } });
+  const newest = await rest('GET', '/api/stores/soft/data/newest?limit=3', { key });
+  const ts = newest.text.match(/"timestamp":(\d+)/g).map((m) => m.split(':')[1]);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/soft');
+  await page.locator('#tail tbody tr').nth(2).waitFor();
+  await page.fill('#del-ts', ts[1]);
+  await page.click('#soft-delete button[type=submit]');
+  await page.waitForFunction(() => /deleted/.test(document.getElementById('del-result').textContent));
+  assert.equal(await page.locator('#tail tbody tr', { hasText: ts[1] }).count(), 0);
+  assert.equal((await rest('GET', '/api/stores/soft/data/time/' + ts[1], { key })).status, 404);
+  assert.equal((await rest('GET', '/api/stores/soft/data/time/' + ts[0], { key })).status, 200);
+  await page.context().close();
+});
+
+test('forms work from the keyboard', async () => {
+  const page = await newPage();
+  await page.goto(base + '/login');
+  // The key field has the focus; Tab reaches the store field, then the button.
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'key');
+  await page.keyboard.type(ADMIN);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'store');
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Sign in');
+  await Promise.all([page.waitForURL(base + '/'), page.keyboard.press('Enter')]);
+  // Every form control of every page has a label.
+  for (const p of ['/create', '/stores/soft', '/stores/soft/query', '/stores/soft/connections']) {
+    await page.goto(base + p);
+    const unlabelled = await page.$$eval('input:not([type=hidden]), select, textarea', (els) =>
+      els.filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map((e) => e.id || e.name));
+    assert.deepEqual(unlabelled, [], p);
+  }
+  await page.context().close();
+});
+
+test('reset and delete need the store name typed', async () => {
+  const key = await createStore('doomed');
+  await rest('POST', '/api/stores/doomed/data', { key, body: { data: { a: 1 } } });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/doomed');
+  const button = page.locator('form[action$="/delete"] button');
+  assert.equal(await button.isDisabled(), true);
+  await page.fill('#delete-confirm', 'doome');
+  assert.equal(await button.isDisabled(), true);
+  await page.fill('#delete-confirm', 'doomed');
+  await Promise.all([page.waitForURL(base + '/'), button.click()]);
+  assert.equal((await rest('GET', '/api/stores/doomed/stats', { key })).status, 404);
+  await page.context().close();
+});
+
+test('the README picture: a store with a minute of readings', async () => {
+  const key = await createStore('greenhouse');
+  const now = BigInt(Date.now()) * 1000000n;
+  const lines = [];
+  for (let i = 0; i < 48; i++) {
+    const t = now - BigInt(47 - i) * 1250000000n;
+    const temp = (21 + 2 * Math.sin(i / 6)).toFixed(2);
+    const hum = (55 + 6 * Math.cos(i / 9)).toFixed(1);
+    lines.push(`{"timestamp":${t},"data":{"temp":${temp},"humidity":${hum},"site":"north"}}`);
+  }
+  const r = await rest('POST', '/api/stores/greenhouse/data', { key, body: lines.join('\n'), type: 'application/x-ndjson' });
+  assert.ok(r.status < 300, r.text);
+  const page = await newPage(1024);
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/greenhouse');
+  await page.waitForFunction(() => document.getElementById('live-status').textContent === 'live');
+  await page.selectOption('#window', '1');
+  await page.waitForTimeout(200);
+  await page.setViewportSize({ width: 1024, height: 760 });
+  await page.screenshot({ path: path.join(SHOTS, 'readme.png') });
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+/** Bytes of an asset and of every module it imports (each counted once). */
+function assetWeight(file, seen) {
+  if (seen.has(file)) return 0;
+  seen.add(file);
+  const p = path.join(root, 'web', 'static', file);
+  const text = fs.readFileSync(p, 'utf8');
+  let n = fs.statSync(p).size;
+  if (file.endsWith('.js')) {
+    for (const m of text.matchAll(/from '\.\/([\w-]+\.js)'/g)) n += assetWeight(m[1], seen);
+  }
+  return n;
+}
+
+test('page weights and the embedded asset budget', async (t) => {
+  const staticDir = path.join(root, 'web', 'static');
+  const assets = fs.readdirSync(staticDir).reduce((n, f) => n + fs.statSync(path.join(staticDir, f)).size, 0);
+  assert.ok(assets <= 150 * 1024, 'embedded assets ' + assets + ' bytes, over 150 KB');
+  await createStore('weights', { data_type: 'schema' });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  const cookie = (await page.context().cookies()).map((c) => c.name + '=' + c.value).join('; ');
+  await page.context().close();
+  const report = ['embedded assets: ' + assets + ' bytes'];
+  for (const p of ['/login', '/', '/stores/weights', '/stores/weights/query', '/stores/weights/schema', '/stores/weights/connections', '/create']) {
+    const r = await fetch(base + p, { headers: p === '/login' ? {} : { Cookie: cookie }, redirect: 'manual' });
+    assert.equal(r.status, 200, p);
+    const html = await r.text();
+    const seen = new Set();
+    let bytes = Buffer.byteLength(html);
+    for (const m of html.matchAll(/(?:src|href)="\/static\/([\w.-]+)"/g)) bytes += assetWeight(m[1], seen);
+    report.push(p + ': ' + bytes + ' bytes (HTML ' + Buffer.byteLength(html) + ', assets ' + [...seen].join(' ') + ')');
+    assert.ok(bytes <= 64 * 1024, p + ' weighs ' + bytes + ' bytes');
+  }
+  fs.mkdirSync(SHOTS, { recursive: true });
+  fs.writeFileSync(path.join(SHOTS, 'page-weights.txt'), report.join('\n') + '\n');
+  for (const line of report) t.diagnostic(line);
+});
