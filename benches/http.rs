@@ -15,8 +15,11 @@
 //! Each scenario runs a warm-up and then a fixed measured window; its rate
 //! is the responses completed inside the window divided by the window, its
 //! latencies those of the same responses (request written to last byte
-//! read). `GET /health` at the same concurrency is the baseline the other
-//! scenarios are compared with: what the HTTP stack alone costs here.
+//! read). The scenarios take turns for a few rounds and each is reported by
+//! its median round, so that another process's burst of work does not
+//! decide a figure on a shared machine. `GET /health` at 32 connections is
+//! the baseline the other scenarios are compared with: what the HTTP stack
+//! alone costs here.
 //!
 //! Client and server share the machine's CPUs, so the figures are a floor
 //! for the server; the CPU each side used is printed with every scenario.
@@ -43,11 +46,14 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 const STORE: &str = "bench";
 const BLOCK_SIZE: u32 = 4096;
-/// 512 MiB of data file: about 11 million objects of this workload, more
-/// than a run inserts, so the ring does not wrap.
-const NUM_BLOCKS: u32 = 131_072;
+/// 2 GiB of data file (fallocated, under `target/`): about 36 million
+/// objects of this workload, more than the rounds insert on a 2-CPU machine
+/// (about 21 million), so the ring does not wrap.
+const NUM_BLOCKS: u32 = 524_288;
 const WARMUP: Duration = Duration::from_millis(500);
 const MEASURE: Duration = Duration::from_secs(3);
+/// Times each scenario runs, taking turns with the others.
+const ROUNDS: usize = 3;
 /// A request that takes longer than this aborts the run.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrency of the baseline and of the loaded insert scenario.
@@ -138,9 +144,10 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         cpus()
     );
     println!(
-        "method: {} ms warm-up, then {} s measured; rate = responses completed in the window / \
-         window; latency = request written to response read, for those responses; every \
-         response's status and body checked",
+        "method: {ROUNDS} rounds, the scenarios taking turns; each run {} ms warm-up, then {} s \
+         measured; rate = responses completed in the window / window; latency = request \
+         written to response read, for those responses; each scenario reported by its median \
+         round; every response's status and body checked",
         WARMUP.as_millis(),
         MEASURE.as_secs()
     );
@@ -221,23 +228,37 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (single_c1, single_c32) = (single(1, "insert c1"), single(HIGH, "insert c32"));
+    let scenarios = [&health, &single_c1, &single_c32, &ndjson];
+    // The scenarios take turns, round after round, so that a change in the
+    // machine's load hits them alike; each is reported by its median round.
+    let mut rounds: Vec<Vec<Outcome>> = scenarios.iter().map(|_| Vec::new()).collect();
     let mut acked = 0u64;
-    let mut run_one = |sc: &Scenario| -> Res<Outcome> {
+    for round in 1..=ROUNDS {
+        let mut line = format!("round {round} of {ROUNDS}:");
+        for (sc, runs) in scenarios.iter().zip(&mut rounds) {
+            let o = rt.block_on(drive(sc, server, &sampler))?;
+            acked += o.responses_total * sc.objects;
+            line.push_str(&format!(
+                " {} {}/s (others {:.1} CPUs),",
+                sc.label,
+                fmt_int(o.rate() * sc.objects.max(1) as f64),
+                o.other_cpus
+            ));
+            runs.push(o);
+        }
+        println!("{}", line.trim_end_matches(','));
+    }
+    let Ok([h, c1, c32, nd]) =
+        <[Outcome; 4]>::try_from(rounds.into_iter().map(median_round).collect::<Vec<_>>())
+    else {
+        return Err("one outcome per scenario expected".into());
+    };
+    for (i, (sc, o)) in scenarios.iter().zip([&h, &c1, &c32, &nd]).enumerate() {
         println!();
         println!("== {}", sc.title);
-        let o = rt.block_on(drive(sc, server, &sampler))?;
-        acked += o.responses_total * sc.objects;
-        Ok(o)
-    };
-    let (single_c1, single_c32) = (single(1, "insert c1"), single(HIGH, "insert c32"));
-    let h = run_one(&health)?;
-    print_outcome(&health, &h, None);
-    let c1 = run_one(&single_c1)?;
-    print_outcome(&single_c1, &c1, Some(&h));
-    let c32 = run_one(&single_c32)?;
-    print_outcome(&single_c32, &c32, Some(&h));
-    let nd = run_one(&ndjson)?;
-    print_outcome(&ndjson, &nd, Some(&h));
+        print_outcome(sc, o, if i == 0 { None } else { Some(&h) });
+    }
     drop(rt);
     let rss_sampled = sampler.stop();
 
@@ -316,7 +337,7 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
             format!("{} /s", fmt_int(nd.rate() * BATCH_LINES as f64)),
         ),
         (
-            "server RSS under load <= 30 MB",
+            "server RSS under load <= 30 MB (counted as MiB)",
             rss_kb <= 30 * 1024,
             format!("{rss_mb:.0} MiB"),
         ),
@@ -354,6 +375,8 @@ struct Scenario {
 
 /// What a scenario measured.
 struct Outcome {
+    /// Rates of every round, in order (filled in for the median round).
+    round_rates: Vec<f64>,
     /// Latencies of the responses completed in the window, sorted (ns).
     lat_ns: Vec<u64>,
     /// Responses over the whole scenario, warm-up and tail included.
@@ -380,6 +403,15 @@ impl Outcome {
     }
 }
 
+/// The round with the median rate, knowing the rates of all.
+fn median_round(mut runs: Vec<Outcome>) -> Outcome {
+    let rates: Vec<f64> = runs.iter().map(Outcome::rate).collect();
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.round_rates = rates;
+    m
+}
+
 fn print_outcome(sc: &Scenario, o: &Outcome, base: Option<&Outcome>) {
     let (rate, unit) = if sc.objects == 0 {
         (o.rate(), "requests/s")
@@ -393,14 +425,19 @@ fn print_outcome(sc: &Scenario, o: &Outcome, base: Option<&Outcome>) {
     };
     println!(
         "{:<11}: {:>10} {unit}{extra}  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  \
-         ({} responses in {:.1} s)",
+         ({} responses in {:.1} s; median of rounds {})",
         sc.label,
         fmt_int(rate),
         o.pct_ms(50.0),
         o.pct_ms(99.0),
         o.pct_ms(100.0),
         o.lat_ns.len(),
-        o.window.as_secs_f64()
+        o.window.as_secs_f64(),
+        o.round_rates
+            .iter()
+            .map(|r| fmt_int(r * sc.objects.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(" / ")
     );
     if let Some(b) = base {
         let mut s = format!(
@@ -498,6 +535,7 @@ async fn drive(sc: &Scenario, server: &Server, rss: &RssSampler) -> Res<Outcome>
     let own_cpus = ticks(before.own, after.own);
     let all = ticks(before.busy, after.busy);
     Ok(Outcome {
+        round_rates: Vec::new(),
         lat_ns,
         responses_total,
         window: MEASURE,
