@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -212,9 +213,17 @@ fn file_id(path: &Path) -> Option<FileId> {
 #[derive(Default)]
 struct Cached {
     file: Option<FileId>,
+    /// When `keys.json` was last seen to be `file`: within
+    /// [`RECHECK_AFTER`] the file is not looked at again.
+    seen: Option<Instant>,
     /// Keys verified against that file version, with their ids.
     verified: Vec<(String, String)>,
 }
+
+/// How long a look at `keys.json` stays good: a key revoked or regenerated
+/// by the CLI stops working at the server within this time. Saves a
+/// `stat` per request (most of the auth cost of a small insert).
+pub const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// Checks store keys, caching the ones that verified.
 #[derive(Default)]
@@ -241,11 +250,23 @@ impl KeyCache {
     }
 
     /// The key's id if `key` was verified against the current `keys.json`
-    /// (one `stat`, no hashing). `None`: not known, call [`KeyCache::check`].
+    /// (no hashing; a `stat` when the file was last looked at more than
+    /// [`RECHECK_AFTER`] ago). `None`: not known, call [`KeyCache::check`].
     pub fn check_cached(&self, store: &str, dir: &Path, key: &str) -> Option<String> {
-        let id = file_id(&dir.join(KEYS_FILE))?;
-        let map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        let c = map.get(store).filter(|c| c.file == Some(id))?;
+        let fresh = |c: &Cached| c.seen.is_some_and(|t| t.elapsed() < RECHECK_AFTER);
+        let mut map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.get(store).is_some_and(fresh) {
+            drop(map);
+            let id = file_id(&dir.join(KEYS_FILE));
+            map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+            let c = map.get_mut(store)?;
+            if id.is_none() || c.file != id {
+                c.seen = None;
+                return None;
+            }
+            c.seen = Some(Instant::now());
+        }
+        let c = map.get(store)?;
         c.verified
             .iter()
             .find(|(k, _)| k.len() == key.len() && bool::from(k.as_bytes().ct_eq(key.as_bytes())))
@@ -284,6 +305,7 @@ impl KeyCache {
             c.file = Some(id);
             c.verified.clear();
         }
+        c.seen = Some(Instant::now());
         c.verified.push((key.to_string(), e.id.clone()));
         Ok(e.id.clone())
     }

@@ -190,7 +190,8 @@ impl FromRequestParts<AppState> for StoreAccess {
             if !keys::well_formed(&key) {
                 return Err(unauthorized("invalid API key format"));
             }
-            if !state.stores.exists(&name) {
+            // An open store exists (it holds its files locked).
+            if state.stores.get_open(&name).is_none() && !state.stores.exists(&name) {
                 return Err(ApiError::not_found("store not found"));
             }
             let dir = state.stores.dir(&name);
@@ -215,12 +216,12 @@ impl FromRequestParts<AppState> for StoreAccess {
 
 /// Opens store `name` (authorised by the caller).
 async fn open(state: &AppState, name: String) -> Result<StoreAccess, ApiError> {
-    if !state.stores.exists(&name) {
-        return Err(ApiError::not_found("store not found"));
-    }
     let store = match state.stores.get_open(&name) {
         Some(s) => s,
         None => {
+            if !state.stores.exists(&name) {
+                return Err(ApiError::not_found("store not found"));
+            }
             let (stores, n) = (state.stores.clone(), name.clone());
             tokio::task::spawn_blocking(move || stores.get(&n))
                 .await
