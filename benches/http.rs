@@ -40,6 +40,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// Send: results cross the load generator's tasks.
+#[path = "common/fmt.rs"]
+mod fmt;
+use fmt::fmt_int;
+
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// Admin key of the bench's server (the server wants at least 20 characters).
@@ -994,18 +998,6 @@ fn print_environment(dir: &Path) {
     println!("kernel: {}", kernel.trim());
     println!("cpus: {} ({model})", cpus());
     println!("files: {}", dir.display());
-}
-
-fn fmt_int(x: f64) -> String {
-    let s = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn fmt_mib(kb: u64) -> String {

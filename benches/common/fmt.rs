@@ -1,4 +1,5 @@
-//! Number formatting shared by the benchmarks.
+//! Number formatting shared by the benchmarks (each uses what it needs).
+#![allow(dead_code)]
 
 /// `1234567.8` as `1,234,568`.
 pub fn fmt_int(x: f64) -> String {

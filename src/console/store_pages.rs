@@ -188,18 +188,11 @@ pub async fn query_show(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> Response {
-    let s = match open_for(&state, &viewer, &name).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    render(&QueryPage {
-        nav: viewer.nav(),
-        tabs: Tabs {
-            name,
-            current: "query",
-            schema: s.config().data_type == DataType::Schema,
-        },
+    tab_page(&state, &viewer, name, "query", |nav, tabs| QueryPage {
+        nav,
+        tabs,
     })
+    .await
 }
 
 pub struct FieldRow {
@@ -277,16 +270,28 @@ pub async fn connections_show(
     viewer: Viewer,
     Path(name): Path<String>,
 ) -> Response {
-    let s = match open_for(&state, &viewer, &name).await {
+    tab_page(&state, &viewer, name, "connections", |nav, tabs| {
+        ConnectionsPage { nav, tabs }
+    })
+    .await
+}
+
+/// A store's tab page that needs only its navigation: `page` builds it.
+async fn tab_page<T: Template>(
+    state: &AppState,
+    viewer: &Viewer,
+    name: String,
+    current: &'static str,
+    page: impl FnOnce(Nav, Tabs) -> T,
+) -> Response {
+    let s = match open_for(state, viewer, &name).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    render(&ConnectionsPage {
-        nav: viewer.nav(),
-        tabs: Tabs {
-            name,
-            current: "connections",
-            schema: s.config().data_type == DataType::Schema,
-        },
-    })
+    let tabs = Tabs {
+        name,
+        current,
+        schema: s.config().data_type == DataType::Schema,
+    };
+    render(&page(viewer.nav(), tabs))
 }
