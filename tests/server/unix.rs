@@ -558,7 +558,7 @@ fn schema_store_validates_and_compacts() {
 // ------------------------------------------------------------ keys
 
 /// A key revoked with the CLI while the server runs: a new AUTH is
-/// refused at once, an open session stops within about a second.
+/// refused within 100 ms, an open session stops within about a second.
 #[test]
 fn revoked_key_is_refused() {
     let (_d, sock) = sock_dir();
@@ -576,9 +576,15 @@ fn revoked_key_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut c = Client::connect(&sock);
-    assert_eq!(c.ask(&format!("AUTH rev {}", s.key)), AUTH_FAILED);
-    assert!(c.closed());
+    // The server looks at keys.json at most every 100 ms: a new AUTH is
+    // refused within that (1 s allowed, as for HTTP).
+    assert!(
+        common::eventually(Duration::from_secs(1), || {
+            let mut c = Client::connect(&sock);
+            c.ask(&format!("AUTH rev {}", s.key)) == AUTH_FAILED && c.closed()
+        }),
+        "a new AUTH with the revoked key is refused"
+    );
 
     let t = Instant::now();
     let mut answers = Vec::new();
