@@ -83,6 +83,8 @@ pub fn spawn_watchdog(stores: Arc<Registry>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A failing send is logged once, not every period, until one works.
+        let mut failing = false;
         loop {
             tick.tick().await;
             let probe = stores.clone();
@@ -92,7 +94,14 @@ pub fn spawn_watchdog(stores: Arc<Registry>) {
             )
             .await;
             match alive {
-                Ok(Ok(_)) => send("WATCHDOG=1"),
+                Ok(Ok(_)) => match notify("WATCHDOG=1") {
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "systemd watchdog ping failed");
+                    }
+                    Err(_) => {}
+                    Ok(_) => failing = false,
+                },
                 _ => tracing::error!("store registry unresponsive; watchdog ping withheld"),
             }
         }
