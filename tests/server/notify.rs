@@ -32,6 +32,22 @@ impl Manager {
         }
     }
 
+    /// Fills the receive queue with [`FILLER`] datagrams until a sender
+    /// blocks on it. Each comes from a fresh socket, so that the limit hit
+    /// is the queue's (`net.unix.max_dgram_qlen`), not a sender's buffer.
+    fn fill(&self) {
+        for _ in 0..100_000 {
+            let s = UnixDatagram::unbound().unwrap();
+            s.set_nonblocking(true).unwrap();
+            match s.send_to(FILLER.as_bytes(), &self.path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("filling the notify socket: {e}"),
+            }
+        }
+        panic!("the notify socket's queue never filled");
+    }
+
     /// The next message, or `None` after `timeout`.
     fn recv(&self, timeout: Duration) -> Option<String> {
         self.sock.set_read_timeout(Some(timeout)).unwrap();
@@ -85,18 +101,29 @@ fn count(msgs: &[String], state: &str) -> usize {
     msgs.iter().filter(|m| has(m, state)).count()
 }
 
+/// Filler datagrams of [`Manager::fill`].
+const FILLER: &str = "FILLER";
+
 #[test]
 fn ready_once_every_listener_is_up() {
     let m = Manager::new();
     let work = tempfile::tempdir().unwrap();
     let socket = work.path().join("tsstore.sock");
+    // With the queue full the server's (blocking) READY=1 send waits until
+    // the test reads: sent before a listener is bound, it would stall the
+    // start-up before the "Starting tsstore server on" line and `start`
+    // would fail.
+    m.fill();
     let srv = Server::builder()
         .socket(&socket)
         .env("NOTIFY_SOCKET", m.path.to_str().unwrap())
         .start();
-    let seen = m.wait_for("READY=1");
+    let seen: Vec<String> = m
+        .wait_for("READY=1")
+        .into_iter()
+        .filter(|s| s != FILLER)
+        .collect();
     assert_eq!(seen, ["READY=1"], "READY=1 must be the first message");
-    // At that point both listeners answer.
     assert_eq!(srv.get("/health").send().status, 200);
     std::os::unix::net::UnixStream::connect(&socket).expect("unix socket up at READY=1");
     // Without WATCHDOG_USEC there is nothing more to say.
