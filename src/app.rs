@@ -102,7 +102,8 @@ pub async fn serve(
     let mut stopping = stop_tx.subscribe();
     tokio::spawn(async move {
         if stopping.wait_for(|s| *s).await.is_ok() {
-            notify::send("STOPPING=1");
+            // A blocking send (see notify::notify), off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(|| notify::send("STOPPING=1")).await;
         }
     });
     let ingest = socket.map(|s| tokio::spawn(ingest::serve(s, state.clone(), stop_rx.clone())));

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use crate::registry::Registry;
 
+/// How long a send may wait on a full supervisor queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Sends `state` (`"READY=1"`, ...) to `$NOTIFY_SOCKET`; `Ok(false)` when
 /// the variable is unset (not under a supervisor).
 pub fn notify(state: &str) -> io::Result<bool> {
@@ -29,6 +32,9 @@ pub fn notify(state: &str) -> io::Result<bool> {
     };
     let addr = socket_addr(&target)?;
     let sock = UnixDatagram::unbound()?;
+    // Blocking, like libsystemd's: a full queue waits for the supervisor,
+    // but not for ever.
+    sock.set_write_timeout(Some(SEND_TIMEOUT))?;
     sock.send_to_addr(state.as_bytes(), &addr)?;
     Ok(true)
 }
@@ -88,20 +94,23 @@ pub fn spawn_watchdog(stores: Arc<Registry>) {
         loop {
             tick.tick().await;
             let probe = stores.clone();
+            // The send too runs on the blocking thread: a full supervisor
+            // queue blocks it (up to SEND_TIMEOUT), never a runtime worker.
             let alive = tokio::time::timeout(
                 period,
-                tokio::task::spawn_blocking(move || probe.open_stores().len()),
+                tokio::task::spawn_blocking(move || {
+                    probe.open_stores();
+                    notify("WATCHDOG=1")
+                }),
             )
             .await;
             match alive {
-                Ok(Ok(_)) => match notify("WATCHDOG=1") {
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!(error = %e, "systemd watchdog ping failed");
-                    }
-                    Err(_) => {}
-                    Ok(_) => failing = false,
-                },
+                Ok(Ok(Err(e))) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "systemd watchdog ping failed");
+                }
+                Ok(Ok(Err(_))) => {}
+                Ok(Ok(Ok(_))) => failing = false,
                 _ => tracing::error!("store registry unresponsive; watchdog ping withheld"),
             }
         }
