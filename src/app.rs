@@ -6,6 +6,10 @@
 //! stop the outbound connections (persisting their cursors), sync and close
 //! every store.
 //!
+//! Under systemd (`Type=notify`) it reports `READY=1` once the listeners
+//! are up, `WATCHDOG=1` while alive and `STOPPING=1` when shutdown starts
+//! (see [`crate::notify`]).
+//!
 //! HTTPS uses rustls with the ring provider; SIGHUP reloads the certificate
 //! and key for new connections without dropping open ones.
 
@@ -25,6 +29,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::{Config, Mode, TlsFiles};
 use crate::ingest::{self, SocketListener};
+use crate::notify;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -91,6 +96,15 @@ pub async fn serve(
     tokio::spawn(async move {
         shutdown.await;
         let _ = trigger.send(true);
+    });
+    // Whatever starts the shutdown (the signal, or the HTTP server ending
+    // by itself), the supervisor hears of it first.
+    let mut stopping = stop_tx.subscribe();
+    tokio::spawn(async move {
+        if stopping.wait_for(|s| *s).await.is_ok() {
+            // A blocking send (see notify::notify), off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(|| notify::send("STOPPING=1")).await;
+        }
     });
     let ingest = socket.map(|s| tokio::spawn(ingest::serve(s, state.clone(), stop_rx.clone())));
     let http = match tls {
@@ -267,6 +281,10 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let state = AppState::new(config);
     state.outbound.start().await;
+    // Every listener is bound (connections queue until `serve` accepts
+    // them), so a client the supervisor lets in now is answered.
+    notify::send("READY=1");
+    notify::spawn_watchdog(state.stores.clone());
     serve(listener, socket, state, tls, shutdown_signal()).await
 }
 

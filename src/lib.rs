@@ -11,7 +11,8 @@
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
 //!   (the Unix-socket line protocol; its parser builds without the
-//!   feature) and [`app`] (wiring, TLS, ordered shutdown).
+//!   feature), [`notify`] (systemd readiness and watchdog) and [`app`]
+//!   (wiring, TLS, ordered shutdown).
 
 pub mod ingest;
 pub mod store;
@@ -32,6 +33,8 @@ pub mod config;
 pub mod console;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod notify;
 #[cfg(feature = "server")]
 pub mod registry;
 #[cfg(feature = "server")]
