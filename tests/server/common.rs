@@ -883,6 +883,34 @@ pub fn https_server(dir: &Path, what: &str) -> Option<(Server, TestCert)> {
     Some((srv, cert))
 }
 
+/// Inserts `{"n": t}` at timestamps `from..from + n` (each must answer 201).
+pub fn insert_n(srv: &Server, s: &Store, from: i64, n: i64) {
+    for t in from..from + n {
+        let body = serde_json::json!({ "timestamp": t, "data": { "n": t } });
+        let r = srv.post(&s.path("/data")).key(&s.key).json(&body).send();
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+}
+
+/// Asserts a stream `data` frame: its keys in the read stream's order, its
+/// timestamp and its data.
+pub fn assert_data_frame(f: &Value, timestamp: i64, data: &Value) {
+    let keys: Vec<&str> = f
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {f}"))
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["type", "timestamp", "block_num", "size", "data"],
+        "{f}"
+    );
+    assert_eq!(f["type"], "data", "{f}");
+    assert_eq!(f["timestamp"], timestamp, "{f}");
+    assert_eq!(&f["data"], data, "{f}");
+}
+
 /// Polls `f` every 20 ms until it returns true or `within` has passed.
 pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;

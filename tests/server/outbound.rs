@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::common::{eventually, Server, Store};
+use super::common::{eventually, insert_n, Server, Store};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -152,14 +152,6 @@ async fn serve_one(tcp: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Event>,
                 }
             }
         }
-    }
-}
-
-fn insert_n(srv: &Server, s: &Store, from: i64, n: i64) {
-    for t in from..from + n {
-        let body = json!({ "timestamp": t, "data": { "n": t } });
-        let r = srv.post(&s.path("/data")).key(&s.key).json(&body).send();
-        assert_eq!(r.status, 201, "{}", r.text());
     }
 }
 
@@ -386,15 +378,7 @@ async fn push_sends_stored_then_live_objects_as_the_read_stream_does() {
     );
     for t in 100..105 {
         let f = remote.frame().await;
-        let keys: Vec<&str> = f.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["type", "timestamp", "block_num", "size", "data"],
-            "{f}"
-        );
-        assert_eq!(f["type"], "data");
-        assert_eq!(f["timestamp"], t);
-        assert_eq!(f["data"], json!({ "n": t }));
+        super::common::assert_data_frame(&f, t, &json!({ "n": t }));
     }
     // Live objects, in order, and no caught_up frame in between.
     insert_n(&srv, &s, 200, 3);

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::common::{Server, Store};
+use super::common::{insert_n, Server, Store};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -70,12 +70,6 @@ fn insert(srv: &Server, s: &Store, body: Value) -> Value {
     r.json()
 }
 
-fn insert_n(srv: &Server, s: &Store, from_ts: i64, n: i64) {
-    for t in from_ts..from_ts + n {
-        insert(srv, s, json!({ "timestamp": t, "data": { "n": t } }));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_from_oldest_sends_history_then_caught_up_then_live() {
     let srv = Server::start();
@@ -84,15 +78,7 @@ async fn read_from_oldest_sends_history_then_caught_up_then_live() {
     let mut ws = connect(&url(&srv, &s, "read", "&from=0")).await;
     for t in 100..105 {
         let f = next_json(&mut ws).await;
-        let keys: Vec<&str> = f.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["type", "timestamp", "block_num", "size", "data"],
-            "{f}"
-        );
-        assert_eq!(f["type"], "data");
-        assert_eq!(f["timestamp"], t);
-        assert_eq!(f["data"], json!({ "n": t }));
+        super::common::assert_data_frame(&f, t, &json!({ "n": t }));
         assert_eq!(f["size"], json!({ "n": t }).to_string().len());
     }
     assert_eq!(next_json(&mut ws).await, json!({ "type": "caught_up" }));
