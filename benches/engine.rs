@@ -37,6 +37,8 @@ use tsstore::store::{
     INDEX_FILE, META_FILE,
 };
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/fmt.rs"]
 mod fmt;
 use fmt::{fmt_int, fmt_rounds};
@@ -1290,18 +1292,9 @@ fn sqlite_slow(dir: &Path, w: &Workload) -> Res<(f64, Option<f64>)> {
 // ================================================================ environment
 
 fn print_environment(dir: &Path) {
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_default();
-    println!("kernel: {}", kernel.trim());
+    let model = env::cpu_model();
+    println!("kernel: {}", env::kernel());
     println!("cpus: {cpus} ({model})");
     println!("files: {} on {}", dir.display(), filesystem_of(dir));
 }

@@ -40,6 +40,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// Send: results cross the load generator's tasks.
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/fmt.rs"]
 mod fmt;
 use fmt::fmt_int;
@@ -985,17 +987,8 @@ fn cpus() -> usize {
 }
 
 fn print_environment(dir: &Path) {
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_default();
-    println!("kernel: {}", kernel.trim());
+    let model = env::cpu_model();
+    println!("kernel: {}", env::kernel());
     println!("cpus: {} ({model})", cpus());
     println!("files: {}", dir.display());
 }

@@ -80,14 +80,7 @@ fn try_login(srv: &Server, key: &str, store: &str) -> Result<Session, Resp> {
     let pre = cookie_value(&page, "tsstore_login_csrf").expect("login CSRF cookie");
     let token = csrf_in(&page.text());
     assert_eq!(pre, token, "double-submit token: cookie and field agree");
-    let r = srv
-        .post("/login")
-        .header("Cookie", &format!("tsstore_login_csrf={pre}"))
-        .body(
-            "application/x-www-form-urlencoded",
-            form(&[("key", key), ("store", store), ("csrf", &token)]),
-        )
-        .send();
+    let r = post_login(srv, &token, key, store);
     if r.status != 303 {
         return Err(r);
     }
@@ -100,6 +93,17 @@ fn try_login(srv: &Server, key: &str, store: &str) -> Result<Session, Resp> {
     assert_eq!(home.status, 200, "{}", home.text());
     let csrf = csrf_in(&home.text());
     Ok(Session { cookie, csrf })
+}
+
+/// Posts the sign-in form with `token` as both the CSRF cookie and field.
+fn post_login(srv: &Server, token: &str, key: &str, store: &str) -> Resp {
+    srv.post("/login")
+        .header("Cookie", &format!("tsstore_login_csrf={token}"))
+        .body(
+            "application/x-www-form-urlencoded",
+            form(&[("key", key), ("store", store), ("csrf", token)]),
+        )
+        .send()
 }
 
 fn login(srv: &Server, key: &str) -> Session {
@@ -272,14 +276,7 @@ fn session_cookie_flags_and_sign_out() {
     let s = login(&srv, ADMIN);
     // The flags of the session cookie, as set by the sign-in.
     let token = csrf_in(&srv.get("/login").send().text());
-    let r = srv
-        .post("/login")
-        .header("Cookie", &format!("tsstore_login_csrf={token}"))
-        .body(
-            "application/x-www-form-urlencoded",
-            form(&[("key", ADMIN), ("csrf", &token)]),
-        )
-        .send();
+    let r = post_login(&srv, &token, ADMIN, "");
     assert_eq!(r.status, 303);
     let c = set_cookies(&r)
         .into_iter()
@@ -487,14 +484,7 @@ fn hostile_values_are_escaped_in_pages() {
     // Echoed form values: the login form's store field, the create form.
     let page = srv.get("/login").send();
     let pre = cookie_value(&page, "tsstore_login_csrf").unwrap();
-    let r = srv
-        .post("/login")
-        .header("Cookie", &format!("tsstore_login_csrf={pre}"))
-        .body(
-            "application/x-www-form-urlencoded",
-            form(&[("key", "nope"), ("store", XSS_SCRIPT), ("csrf", &pre)]),
-        )
-        .send();
+    let r = post_login(&srv, &pre, "nope", XSS_SCRIPT);
     assert_eq!(r.status, 401);
     let html = r.text();
     assert!(!html.contains(XSS_SCRIPT), "{html}");
@@ -600,14 +590,7 @@ fn cookies_are_secure_under_tls() {
     let pre = set_cookies(&page).join("\n");
     assert!(pre.contains("; Secure"), "{pre}");
     let token = cookie_value(&page, "tsstore_login_csrf").unwrap();
-    let r = srv
-        .post("/login")
-        .header("Cookie", &format!("tsstore_login_csrf={token}"))
-        .body(
-            "application/x-www-form-urlencoded",
-            form(&[("key", ADMIN), ("csrf", &token)]),
-        )
-        .send();
+    let r = post_login(&srv, &token, ADMIN, "");
     assert_eq!(r.status, 303);
     let c = set_cookies(&r)
         .into_iter()
