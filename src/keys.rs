@@ -362,6 +362,10 @@ mod tests {
         let k2 = add(dir.path(), "s", "second").unwrap();
         assert!(cache.check("s", dir.path(), &k2.api_key).is_ok());
         revoke(dir.path(), "s", &k.key_id).unwrap();
+        // The contract: a change to keys.json applies within RECHECK_AFTER
+        // (until then the cache does not look at the file).
+        let settle = || std::thread::sleep(RECHECK_AFTER + Duration::from_millis(20));
+        settle();
         assert_eq!(
             cache.check("s", dir.path(), &k.api_key),
             Err(Rejection::Invalid)
@@ -371,6 +375,7 @@ mod tests {
             Err(KeyError::NotFound)
         ));
         let k3 = regenerate(dir.path(), "s", "Regenerated via CLI").unwrap();
+        settle();
         assert_eq!(
             cache.check("s", dir.path(), &k2.api_key),
             Err(Rejection::Invalid)
