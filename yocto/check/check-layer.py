@@ -15,7 +15,7 @@ classes standing in for OE-core's), and checks:
   own Rust 1.75 and without the systemd distro feature;
 - tsstore's do_install runs (the stub cargo class installs a placeholder
   binary) against this checkout's packaging/ files: paths, modes, owners;
-- the first-boot key script writes a 48-character key, mode 0600, once;
+- the first-boot key script writes a 64-character key, mode 0600, once;
 - the kas file loads with kas's own schema and version check.
 
 What it cannot check: the real OE-core classes, fetching, compiling with the
@@ -234,12 +234,15 @@ def check_keygen(topdir):
     script = RECIPE_DIR / "files/tsstore-keygen"
     first = subprocess.run(["sh", str(script), str(env_file)], capture_output=True, text=True)
     content = env_file.read_text() if env_file.exists() else ""
-    check(first.returncode == 0 and re.fullmatch(r"TSSTORE_ADMIN_KEY=[0-9a-f]{48}\n", content) is not None,
-          "tsstore-keygen writes TSSTORE_ADMIN_KEY=<48 hex>")
+    check(first.returncode == 0 and re.fullmatch(r"TSSTORE_ADMIN_KEY=[0-9a-f]{64}\n", content) is not None,
+          "tsstore-keygen writes TSSTORE_ADMIN_KEY=<64 hex>")
     check(env_file.exists() and stat.S_IMODE(env_file.stat().st_mode) == 0o600, "the key file has mode 0600")
     check(content.split("=")[1].strip() not in first.stdout + first.stderr, "the key is not printed")
     subprocess.run(["sh", str(script), str(env_file)], check=True, capture_output=True)
     check(env_file.read_text() == content, "a second run keeps the key")
+    other = env_file.with_name("other.env")
+    subprocess.run(["sh", str(script), str(other)], check=True, capture_output=True)
+    check(other.read_text() != content, "another device gets another key")
 
 
 def check_image(recipe, topdir):
