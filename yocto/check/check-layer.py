@@ -278,14 +278,17 @@ def main():
         topdir = Path(tmp)
         recipes = check_layer_conf(base_datastore(topdir))
         for recipe in recipes:
-            if recipe.name.startswith("tsstore_"):
-                d = check_tsstore(recipe, topdir)
-                if d is not None:
-                    run_do_install(d, topdir)
-            elif recipe.name == "tsstore-image.bb":
-                check_image(recipe, topdir)
-            else:
-                check(not parse(recipe, topdir).getVar("__SKIPPED"), f"{recipe.name}: parses")
+            try:
+                if recipe.name.startswith("tsstore_"):
+                    d = check_tsstore(recipe, topdir)
+                    if d is not None:
+                        run_do_install(d, topdir)
+                elif recipe.name == "tsstore-image.bb":
+                    check_image(recipe, topdir)
+                else:
+                    check(not parse(recipe, topdir).getVar("__SKIPPED"), f"{recipe.name}: parses")
+            except Exception as e:  # a parse error names the file and line
+                check(False, f"{recipe.name}: {type(e).__name__}: {e}")
         check_keygen(topdir)
     check_kas()
 
