@@ -2,8 +2,10 @@
 
 CARGO ?= cargo
 DATA  ?= ./data
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
+.PHONY: setup setup-deb cross deb lint-deb deb-test
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -12,6 +14,10 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
+	@echo "make setup  - install the tools of the targets below (apt, rustup, cargo install)"
+	@echo "make deb    - Debian packages of the static binaries into $(DIST)/"
+	@echo "make lint-deb - lintian on every package in $(DIST)/"
+	@echo "make deb-test - install, upgrade and purge the amd64 package in a Debian 12 root (root only)"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -70,3 +76,63 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+# --- Debian packages (issue 6) ---
+
+DIST ?= dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+CROSS_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+# The Debian architecture of each target triple.
+DEB_ARCH_x86_64-unknown-linux-musl := amd64
+DEB_ARCH_aarch64-unknown-linux-musl := arm64
+DEB_ARCH_armv7-unknown-linux-musleabihf := armhf
+
+setup: setup-deb
+
+# debootstrap and lintian (apt), curl for deb-test, cargo-deb (crates.io).
+setup-deb:
+	@if ! command -v debootstrap >/dev/null || ! command -v lintian >/dev/null \
+	    || ! command -v curl >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			debootstrap lintian curl; \
+	fi
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+
+# PLACEHOLDER (branch deb): builds the x86_64 binary only. The cross branch's
+# `cross` rule (all of $(CROSS_TARGETS)) replaces this one at merge.
+cross:
+	rustup target add x86_64-unknown-linux-musl
+	$(CARGO) build --release --target x86_64-unknown-linux-musl
+
+# One package per architecture from the binaries `make cross` built (already
+# stripped by the release profile: --no-strip). amd64 is required; arm64 and
+# armhf are made when their binaries exist and skipped with a note if not.
+deb: cross
+	@mkdir -p $(DIST)
+	@for t in $(CROSS_TARGETS); do \
+		bin=$(TARGET_DIR)/$$t/release/tsstore; \
+		if [ -x "$$bin" ]; then \
+			$(CARGO) deb --no-build --no-strip --target $$t --output $(DIST)/ || exit 1; \
+		elif [ "$$t" = x86_64-unknown-linux-musl ]; then \
+			echo "deb: $$bin is missing" >&2; exit 1; \
+		else \
+			echo "deb: skipped $$t: no $$bin (make cross builds it)"; \
+		fi; \
+	done
+	@ls -l $(DIST)/*.deb
+
+# Errors and warnings fail; the overrides (packaging/debian/lintian-overrides)
+# each say why.
+lint-deb:
+	@ls $(DIST)/*.deb >/dev/null
+	lintian --fail-on error,warning --info $(DIST)/*.deb
+
+# The amd64 package installed, upgraded (the same binary as revision 2) and
+# purged in a throwaway Debian 12 root; run as root. The pristine root is
+# cached in $(TARGET_DIR)/deb-test/.
+DEB_TEST_DIR := $(TARGET_DIR)/deb-test
+deb-test: deb
+	$(CARGO) deb --no-build --no-strip --target x86_64-unknown-linux-musl \
+		--deb-revision 2 --output $(DEB_TEST_DIR)/upgrade/
+	packaging/debian/deb-test.sh $(DIST)/tsstore_$(VERSION)-1_amd64.deb \
+		$(DEB_TEST_DIR)/upgrade/tsstore_$(VERSION)-2_amd64.deb $(DEB_TEST_DIR)
