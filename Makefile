@@ -121,11 +121,23 @@ deb: cross
 	done
 	@ls -l $(DIST)/*.deb
 
-# Errors and warnings fail; the overrides (packaging/debian/lintian-overrides)
-# each say why.
+# lintian: errors and warnings fail; the overrides
+# (packaging/debian/lintian-overrides) each say why. Then the unit:
+# systemd-analyze verify (on a copy whose ExecStart is the amd64 binary, as
+# verify wants the command to exist) and its exposure score (at most 2.0,
+# also a test in tests/server/notify.rs).
 lint-deb:
 	@ls $(DIST)/*.deb >/dev/null
 	lintian --fail-on error,warning --info $(DIST)/*.deb
+	@if command -v systemd-analyze >/dev/null; then \
+		d=$$(mktemp -d) && \
+		sed 's|^ExecStart=/usr/bin/tsstore|ExecStart=$(abspath $(TARGET_DIR))/x86_64-unknown-linux-musl/release/tsstore|' \
+			packaging/systemd/tsstore.service > $$d/tsstore.service && \
+		systemd-analyze verify $$d/tsstore.service; rc=$$?; rm -rf $$d; [ $$rc = 0 ] || exit $$rc; \
+		echo "systemd-analyze verify: ok"; \
+		systemd-analyze security --offline=yes packaging/systemd/tsstore.service \
+			| awk '/Overall exposure/ { print; found = 1; if ($$(NF-2) + 0 > 2.0) exit 1 } END { if (!found) exit 1 }'; \
+	fi
 
 # The amd64 package installed, upgraded (the same binary as revision 2) and
 # purged in a throwaway Debian 12 root; run as root. The pristine root is
