@@ -128,7 +128,7 @@ deb: cross
 # also a test in tests/server/notify.rs).
 lint-deb:
 	@ls $(DIST)/*.deb >/dev/null
-	lintian --fail-on error,warning --info $(DIST)/*.deb
+	lintian --fail-on error,warning --display-info --show-overrides $(DIST)/*.deb
 	@if command -v systemd-analyze >/dev/null; then \
 		d=$$(mktemp -d) && \
 		sed 's|^ExecStart=/usr/bin/tsstore|ExecStart=$(abspath $(TARGET_DIR))/x86_64-unknown-linux-musl/release/tsstore|' \

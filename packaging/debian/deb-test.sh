@@ -83,6 +83,7 @@ trap 'exit 130' INT TERM
 if [ ! -s "$CACHE" ]; then
     echo "deb-test: making the bookworm minbase root (once; about 45 s)"
     fresh=$(mktemp -d "$WORK/debootstrap.XXXXXX")
+    chmod 0755 "$fresh"
     ROOT=$fresh
     debootstrap --variant=minbase --include=adduser bookworm "$fresh" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
         die "debootstrap failed, see $WORK/debootstrap.log"
@@ -94,6 +95,8 @@ if [ ! -s "$CACHE" ]; then
 fi
 ROOT=$(mktemp -d "$WORK/root.XXXXXX")
 tar -C "$ROOT" --numeric-owner -xpf "$CACHE"
+# mktemp makes directories 0700: as / of the root it must let tsstore through.
+chmod 0755 "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount --bind /dev "$ROOT/dev"
 mount --bind /dev/pts "$ROOT/dev/pts"
@@ -145,7 +148,8 @@ in_root /usr/bin/tsstore version >/dev/null || die "the installed binary does no
 ok "files, owners, modes, conffile, admin key of ${#KEY} characters"
 
 # The postinst again (dpkg-reconfigure, a half-finished upgrade): no change.
-in_root /var/lib/dpkg/info/tsstore.postinst configure 0.0.0 >/dev/null
+in_root env DPKG_MAINTSCRIPT_PACKAGE=tsstore DPKG_MAINTSCRIPT_NAME=postinst \
+    /var/lib/dpkg/info/tsstore.postinst configure 0.1.0-1 >/dev/null
 [ "$(admin_key)" = "$KEY" ] || die "postinst replaced the admin key"
 expect_stat /etc/tsstore/tsstore.env "root:root 600"
 ok "postinst is idempotent"
