@@ -15,7 +15,9 @@
 # and reads back over HTTP, and takes a line on the Unix socket from a
 # member of group tsstore (and refuses a non-member); the maintainer
 # script run again changes nothing; an upgrade keeps data, keys and a
-# local edit of config.json; remove keeps data; purge leaves nothing.
+# local edit of config.json, and the upgraded server, run in a user
+# namespace as PrivateUsers=yes runs it, still lets group tsstore (only)
+# onto the socket; remove keeps data; purge leaves nothing.
 #
 # systemd is not PID 1 in the root (nor, often, on the host): the server is
 # started the way the unit starts it (EnvironmentFile= read as root, then
@@ -60,7 +62,10 @@ cleanup() {
                 kill -KILL "${p#/proc/}" 2>/dev/null
             fi
         done
-        [ -n "$SERVER" ] && wait "$SERVER" 2>/dev/null
+        if [ -n "$SERVER" ]; then
+            kill -KILL "$SERVER" 2>/dev/null
+            wait "$SERVER" 2>/dev/null
+        fi
         for m in dev/pts dev proc; do
             if mountpoint -q "$ROOT/$m"; then
                 umount "$ROOT/$m" || umount -l "$ROOT/$m"
@@ -158,15 +163,40 @@ ok "postinst is idempotent"
 # As systemd would: /run/tsstore made by RuntimeDirectory= (tsstore, 0750),
 # the env file read as root, then the server run as tsstore:tsstore.
 # --port 0 picks a free loopback port; the log says which.
+SERVE='set -a; . /etc/tsstore/tsstore.env; set +a
+    export TSSTORE_CONFIG=/etc/tsstore/config.json
+    exec setpriv --reuid=tsstore --regid=tsstore --init-groups --no-new-privs \
+        /usr/bin/tsstore serve --host 127.0.0.1 --port 0'
+
+# start_server [userns]: with userns, in a user namespace that maps only
+# root and tsstore to themselves, as the unit's PrivateUsers=yes does (with
+# a mount namespace of its own, which chroot needs there).
 start_server() {
     in_root install -d -o tsstore -g tsstore -m 0750 /run/tsstore
     : >"$WORK/server.log"
-    chroot "$ROOT" /bin/sh -c 'set -a; . /etc/tsstore/tsstore.env; set +a
-        export TSSTORE_CONFIG=/etc/tsstore/config.json
-        exec setpriv --reuid=tsstore --regid=tsstore --init-groups --no-new-privs \
-            /usr/bin/tsstore serve --host 127.0.0.1 --port 0' \
-        </dev/null >>"$WORK/server.log" 2>&1 &
-    SERVER=$!
+    if [ "${1:-}" = userns ]; then
+        go=$WORK/userns.go
+        rm -f "$go"
+        mkfifo "$go"
+        unshare --user --mount -- /bin/sh -c 'read -r _ <"$1" && exec chroot "$2" /bin/sh -c "$3"' \
+            sh "$go" "$ROOT" "$SERVE" </dev/null >>"$WORK/server.log" 2>&1 &
+        SERVER=$!
+        i=0
+        while [ "$(readlink "/proc/$SERVER/ns/user")" = "$(readlink /proc/self/ns/user)" ]; do
+            i=$((i + 1))
+            [ "$i" -lt 100 ] || die "unshare --user did not happen"
+            sleep 0.1
+        done
+        # Each map in one write(2), as the kernel wants.
+        for m in "u $(in_root id -u tsstore)" "g $(in_root id -g tsstore)"; do
+            printf '0 0 1\n%s %s 1\n' "${m#? }" "${m#? }" |
+                dd of="/proc/$SERVER/${m%% *}id_map" bs=4096 status=none || die "${m%% *}id_map"
+        done
+        timeout 10 sh -c 'echo go >"$1"' sh "$go" || die "the namespaced server did not wait"
+    else
+        chroot "$ROOT" /bin/sh -c "$SERVE" </dev/null >>"$WORK/server.log" 2>&1 &
+        SERVER=$!
+    fi
     i=0
     while :; do
         ADDR=$(sed -n 's/.*Starting tsstore server on \([0-9.:]*\).*/\1/p' "$WORK/server.log" | head -n1)
@@ -200,6 +230,20 @@ socket_send() {
         print while <$s>;' "$store" "$key" "$line"
 }
 
+# socket_checks TAG: a line from sensor (group tsstore) lands, the same
+# from outsider is refused at connect().
+socket_checks() {
+    answers=$(socket_send sensor sensors "$STORE_KEY" "{\"temp\":22.5,\"via\":\"$1\"}") ||
+        die "socket as sensor"
+    echo "$answers" | grep -q '^OK [0-9]' || die "socket answers: $answers"
+    if socket_send outsider sensors "$STORE_KEY" '{"temp":0}' 2>"$WORK/outsider.err"; then
+        die "a user outside group tsstore wrote on the socket"
+    fi
+    grep -q 'Permission denied' "$WORK/outsider.err" || die "outsider: $(cat "$WORK/outsider.err")"
+    newest=$(api GET '/api/stores/sensors/data/newest?limit=10' -H "X-API-Key: $STORE_KEY")
+    echo "$newest" | grep -q "\"via\":\"$1\"" || die "socket line not stored: $newest"
+}
+
 start_server
 ok "the service's user started the installed binary with the installed config: $ADDR answers /health"
 [ "$(in_root stat -c %U /var/lib/tsstore/.tsstore-server.lock)" = tsstore ] ||
@@ -221,14 +265,7 @@ ok "store created with the admin key, object inserted and read back"
 # Socket: a member of group tsstore gets in, another user does not.
 in_root useradd --create-home --groups tsstore sensor
 in_root useradd --create-home outsider
-answers=$(socket_send sensor sensors "$STORE_KEY" '{"temp":22.5,"via":"socket"}') || die "socket as sensor"
-echo "$answers" | grep -q '^OK [0-9]' || die "socket answers: $answers"
-if socket_send outsider sensors "$STORE_KEY" '{"temp":0}' 2>"$WORK/outsider.err"; then
-    die "a user outside group tsstore wrote on the socket"
-fi
-grep -q 'Permission denied' "$WORK/outsider.err" || die "outsider: $(cat "$WORK/outsider.err")"
-newest=$(api GET '/api/stores/sensors/data/newest?limit=10' -H "X-API-Key: $STORE_KEY")
-echo "$newest" | grep -q '"via":"socket"' || die "socket line not stored: $newest"
+socket_checks socket
 ok "a member of group tsstore wrote on the socket and the line landed; a non-member was refused"
 stop_server
 [ ! -e "$ROOT/run/tsstore/tsstore.sock" ] || die "socket file left after SIGTERM"
@@ -248,7 +285,8 @@ cmp -s "$ROOT/etc/tsstore/config.json" "$WORK/config.edited" || die "the local e
 [ "$(admin_key)" = "$KEY" ] || die "the upgrade changed the admin key"
 expect_stat /etc/tsstore/tsstore.env "root:root 600"
 expect_stat /var/lib/tsstore "tsstore:tsstore 750"
-start_server
+# This time in a user namespace, as PrivateUsers=yes runs it.
+start_server userns
 grep -q 'unknown key' "$WORK/server.log" && die "the edited config was not understood"
 newest=$(api GET '/api/stores/sensors/data/newest?limit=10' -H "X-API-Key: $STORE_KEY") ||
     die "the store key no longer works: $newest"
@@ -256,8 +294,10 @@ echo "$newest" | grep -q '"temp":21.5' || die "data lost: $newest"
 echo "$newest" | grep -q '"via":"socket"' || die "socket data lost: $newest"
 api POST /api/stores -H "X-Admin-Key: $KEY" -H 'Content-Type: application/json' \
     -d '{"name":"after_upgrade","num_blocks":64}' >/dev/null || die "the admin key no longer works"
-stop_server
 ok "upgrade $old_version -> $new_version kept the data, the admin key, the store key and the edited config.json"
+socket_checks userns
+stop_server
+ok "under a user namespace mapping only root and tsstore (PrivateUsers=yes) group tsstore still reaches the socket, others do not"
 
 # --- Remove keeps the data; purge leaves nothing ---
 in_root dpkg -r tsstore </dev/null >"$WORK/remove.log" 2>&1 || { cat "$WORK/remove.log"; die "dpkg -r"; }
