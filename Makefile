@@ -82,10 +82,6 @@ clean:
 DIST ?= dist
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 CROSS_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
-# The Debian architecture of each target triple.
-DEB_ARCH_x86_64-unknown-linux-musl := amd64
-DEB_ARCH_aarch64-unknown-linux-musl := arm64
-DEB_ARCH_armv7-unknown-linux-musleabihf := armhf
 
 setup: setup-deb
 
@@ -105,10 +101,14 @@ cross:
 	$(CARGO) build --release --target x86_64-unknown-linux-musl
 
 # One package per architecture from the binaries `make cross` built (already
-# stripped by the release profile: --no-strip). amd64 is required; arm64 and
-# armhf are made when their binaries exist and skipped with a note if not.
+# stripped by the release profile: --no-strip); cargo-deb names them
+# tsstore_<version>-1_<arch>, x86_64 -> amd64, aarch64 -> arm64, armv7 ->
+# armhf. amd64 is required; arm64 and armhf are made when their binaries
+# exist and skipped with a note if not. Older packages in $(DIST) go first,
+# so lint-deb sees only this build's.
 deb: cross
 	@mkdir -p $(DIST)
+	@rm -f $(DIST)/tsstore_*.deb
 	@for t in $(CROSS_TARGETS); do \
 		bin=$(TARGET_DIR)/$$t/release/tsstore; \
 		if [ -x "$$bin" ]; then \

@@ -78,6 +78,7 @@ cleanup() {
             rm -rf "$ROOT"
         fi
     fi
+    rm -f "$WORK/userns.go"
     [ "$rc" = 0 ] || echo "deb-test: FAILED after $(($(date +%s) - START)) s" >&2
     exit "$rc"
 }
@@ -86,7 +87,7 @@ trap 'exit 130' INT TERM
 
 # --- The pristine root, cached ---
 if [ ! -s "$CACHE" ]; then
-    echo "deb-test: making the bookworm minbase root (once; about 45 s)"
+    echo "deb-test: making the bookworm minbase root (once; 45 s on an idle machine, minutes on a busy one)"
     fresh=$(mktemp -d "$WORK/debootstrap.XXXXXX")
     chmod 0755 "$fresh"
     ROOT=$fresh
@@ -283,6 +284,7 @@ in_root dpkg --compare-versions "$new_version" gt "$old_version" ||
     die "the upgrade is $new_version, installed was $old_version"
 cmp -s "$ROOT/etc/tsstore/config.json" "$WORK/config.edited" || die "the local edit of config.json was lost"
 [ "$(admin_key)" = "$KEY" ] || die "the upgrade changed the admin key"
+expect_stat /etc/tsstore "root:tsstore 750"
 expect_stat /etc/tsstore/tsstore.env "root:root 600"
 expect_stat /var/lib/tsstore "tsstore:tsstore 750"
 # This time in a user namespace, as PrivateUsers=yes runs it.
