@@ -5,7 +5,8 @@ DATA  ?= ./data
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
-.PHONY: setup setup-yocto yocto-check yocto-image
+.PHONY: setup setup-deb cross deb lint-deb deb-test
+.PHONY: setup-yocto yocto-check yocto-image
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -14,7 +15,10 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
-	@echo "make setup  - install the tools the checks below need"
+	@echo "make setup  - install the tools of the targets below (apt, rustup, cargo install)"
+	@echo "make deb    - Debian packages of the static binaries into $(DIST)/"
+	@echo "make lint-deb - lintian on every package in $(DIST)/"
+	@echo "make deb-test - install, upgrade and purge the amd64 package in a Debian 12 root (root only)"
 	@echo "make yocto-check - offline checks of the Yocto layer (oelint-adv, BitBake's parser, crate list, kas file)"
 	@echo "make yocto-image - build the Raspberry Pi 4 SD-card image with kas (needs internet, hours, ~60 GB)"
 
@@ -76,8 +80,79 @@ fuzz:
 clean:
 	$(CARGO) clean
 
-setup: setup-yocto
+# --- Debian packages (issue 6) ---
 
+DIST ?= dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+CROSS_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+
+# Every tool the targets below need (idempotent).
+setup: setup-deb setup-yocto
+
+# debootstrap and lintian (apt), curl for deb-test, cargo-deb (crates.io).
+setup-deb:
+	@if ! command -v debootstrap >/dev/null || ! command -v lintian >/dev/null \
+	    || ! command -v curl >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			debootstrap lintian curl; \
+	fi
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+
+# PLACEHOLDER (branch deb): builds the x86_64 binary only. The cross branch's
+# `cross` rule (all of $(CROSS_TARGETS)) replaces this one at merge.
+cross:
+	rustup target add x86_64-unknown-linux-musl
+	$(CARGO) build --release --target x86_64-unknown-linux-musl
+
+# One package per architecture from the binaries `make cross` built (already
+# stripped by the release profile: --no-strip); cargo-deb names them
+# tsstore_<version>-1_<arch>, x86_64 -> amd64, aarch64 -> arm64, armv7 ->
+# armhf. amd64 is required; arm64 and armhf are made when their binaries
+# exist and skipped with a note if not. Older packages in $(DIST) go first,
+# so lint-deb sees only this build's.
+deb: cross
+	@mkdir -p $(DIST)
+	@rm -f $(DIST)/tsstore_*.deb
+	@for t in $(CROSS_TARGETS); do \
+		bin=$(TARGET_DIR)/$$t/release/tsstore; \
+		if [ -x "$$bin" ]; then \
+			$(CARGO) deb --no-build --no-strip --target $$t --output $(DIST)/ || exit 1; \
+		elif [ "$$t" = x86_64-unknown-linux-musl ]; then \
+			echo "deb: $$bin is missing" >&2; exit 1; \
+		else \
+			echo "deb: skipped $$t: no $$bin (make cross builds it)"; \
+		fi; \
+	done
+	@ls -l $(DIST)/*.deb
+
+# lintian: errors and warnings fail; the overrides
+# (packaging/debian/lintian-overrides) each say why (lintian
+# --show-overrides lists them, but then fails on them too). Then the unit:
+# systemd-analyze verify (on a copy whose ExecStart is the amd64 binary, as
+# verify wants the command to exist) and its exposure score (at most 2.0,
+# also a test in tests/server/notify.rs).
+lint-deb:
+	@ls $(DIST)/*.deb >/dev/null
+	lintian --fail-on error,warning --display-info $(DIST)/*.deb
+	@if command -v systemd-analyze >/dev/null; then \
+		d=$$(mktemp -d) && \
+		sed 's|^ExecStart=/usr/bin/tsstore|ExecStart=$(abspath $(TARGET_DIR))/x86_64-unknown-linux-musl/release/tsstore|' \
+			packaging/systemd/tsstore.service > $$d/tsstore.service && \
+		systemd-analyze verify $$d/tsstore.service; rc=$$?; rm -rf $$d; [ $$rc = 0 ] || exit $$rc; \
+		echo "systemd-analyze verify: ok"; \
+		systemd-analyze security --offline=yes packaging/systemd/tsstore.service \
+			| awk '/Overall exposure/ { print; found = 1; if ($$(NF-2) + 0 > 2.0) exit 1 } END { if (!found) exit 1 }'; \
+	fi
+
+# The amd64 package installed, upgraded (the same binary as revision 2) and
+# purged in a throwaway Debian 12 root; run as root. The pristine root is
+# cached in $(TARGET_DIR)/deb-test/.
+DEB_TEST_DIR := $(TARGET_DIR)/deb-test
+deb-test: deb
+	$(CARGO) deb --no-build --no-strip --target x86_64-unknown-linux-musl \
+		--deb-revision 2 --output $(DEB_TEST_DIR)/upgrade/
+	packaging/debian/deb-test.sh $(DIST)/tsstore_$(VERSION)-1_amd64.deb \
+		$(DEB_TEST_DIR)/upgrade/tsstore_$(VERSION)-2_amd64.deb $(DEB_TEST_DIR)
 # --- Yocto (yocto/) ---
 # The checks' tools (oelint-adv, bitbake-setup for BitBake's parser, kas),
 # pinned in yocto/check/requirements.txt, in a venv under the target

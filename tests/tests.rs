@@ -14,6 +14,7 @@ mod server {
     mod common;
     mod console;
     mod http;
+    mod manpage;
     mod notify;
     mod openapi;
     mod outbound;
