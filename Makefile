@@ -3,7 +3,10 @@
 CARGO ?= cargo
 DATA  ?= ./data
 
-.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+
+.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean \
+	setup setup-cross cross cross-test
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -12,6 +15,10 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
+	@echo "make setup  - install what the builds below need (Debian, as root); idempotent"
+	@echo "make setup-cross - rustup targets, ARM cross compilers, zig and qemu-user for the cross builds"
+	@echo "make cross  - static release binaries for $(CROSS_TARGETS), copied to dist/"
+	@echo "make cross-test - the engine tests and a set of server tests built for aarch64 and armv7, run under qemu-user"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -70,3 +77,91 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+# --- Gateways: static musl binaries for ARM ---------------------------------
+#
+# Every setup-* step is idempotent and installs only what is missing;
+# `setup` gathers them (the other packaging steps add theirs).
+setup: setup-cross
+
+CROSS_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+# The targets the tests run on under qemu-user (x86_64 musl is the host's
+# own architecture: `make test` covers its code).
+CROSS_TEST_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+# Linked by zig (cargo-zigbuild), which brings its own musl CRT and libc
+# for them; rust-lld and the host cc link the others (.cargo/config.toml).
+ZIG_TARGETS := armv7-unknown-linux-musleabihf
+# Pinned so every machine links with the same zig.
+ZIG_PIP := ziglang==0.17.1 cargo-zigbuild==0.24.1
+# The qemu command of each test target, as cargo's `runner` in
+# .cargo/config.toml; the tests also prefix the binaries they spawn with
+# it (TSSTORE_TEST_RUNNER, see tests/tests.rs).
+QEMU_aarch64-unknown-linux-musl := qemu-aarch64-static
+QEMU_armv7-unknown-linux-musleabihf := qemu-arm-static -cpu cortex-a7
+
+# rustup has no prebuilt std for some targets on some mirrors (armv7 musl
+# here): those build std from source (rust-src, RUSTC_BOOTSTRAP for -Z).
+HAVE_STD = $(shell rustup target list --installed 2>/dev/null)
+BUILD_STD := -Zbuild-std=std,panic_abort
+cross_cargo = $(if $(filter $(1),$(ZIG_TARGETS)),$(CARGO) zigbuild,$(CARGO))
+cross_std = $(if $(filter $(1),$(HAVE_STD)),,$(BUILD_STD))
+
+setup-cross:
+	rustup target add $(filter-out $(ZIG_TARGETS),$(CROSS_TARGETS))
+	rustup component add rust-src
+	@# Prebuilt when the mirror has it, else `cross` builds std from source.
+	-rustup target add $(ZIG_TARGETS)
+	@PKGS=""; for p in gcc-aarch64-linux-gnu qemu-user-static file; do \
+		dpkg -s $$p >/dev/null 2>&1 || PKGS="$$PKGS $$p"; \
+	done; \
+	python3 -m pip --version >/dev/null 2>&1 || PKGS="$$PKGS python3-pip"; \
+	if [ -n "$$PKGS" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$PKGS; \
+	fi
+	@# zig and cargo-zigbuild are prebuilt wheels on PyPI (no compile).
+	@if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then \
+		python3 -m pip install --break-system-packages $(ZIG_PIP); \
+	fi
+
+# Release builds (profile.release: lto, one codegen unit, stripped) to
+# $(TARGET_DIR)/<triple>/release/tsstore, where `cargo deb --no-build
+# --target <triple>` finds them, and copies in dist/. Each is checked:
+# static (a gateway's minimal image may have no loader), and without
+# aws-lc-rs (rustls uses ring: aws-lc-rs needs cmake and a C toolchain per
+# target and adds megabytes).
+cross: $(CROSS_TARGETS:%=cross-build-%)
+	@ls -l $(CROSS_TARGETS:%=dist/tsstore-%)
+
+cross-build-%:
+	@if $(CARGO) tree -q -e normal --target $* -i aws-lc-rs >/dev/null 2>&1; then \
+		echo "aws-lc-rs is in the tree for $* (rustls must use ring)"; exit 1; \
+	fi
+	RUSTC_BOOTSTRAP=1 $(call cross_cargo,$*) build --release --target $* $(call cross_std,$*)
+	@mkdir -p dist
+	cp $(TARGET_DIR)/$*/release/tsstore dist/tsstore-$*
+	@f="$$(file -L dist/tsstore-$*)"; echo "$$f"; \
+	case "$$f" in *"dynamically linked"*) echo "dist/tsstore-$* is not static"; exit 1;; esac
+
+# The tests on the gateways' CPUs, under qemu-user: the unit tests, every
+# engine integration test (format, crash, model, kill), and server tests
+# that start the real binary (also under qemu) and cover HTTP, HTTPS
+# (ring's assembly), the Unix socket, argon2 keys, signals and a restart.
+# The whole server suite would triple the time for little more target
+# coverage: its logic is the same on every CPU and `make test` runs it.
+# Profile cross-test (Cargo.toml): opt-level 1, so the emulated proptest
+# and crash loops take seconds, not minutes.
+CROSS_TEST_SERVER := \
+	server::http::insert_and_read_each_data_type \
+	server::http::restart_keeps_stores_keys_schema_and_data \
+	server::http::https_with_a_self_signed_certificate \
+	server::http::sigterm_lets_inflight_requests_finish \
+	server::unix::every_kind_of_line_gets_its_answer \
+	server::cli::create_prints_the_key_once_and_the_server_accepts_it
+
+cross-test: $(CROSS_TEST_TARGETS:%=cross-test-%)
+
+cross-test-%:
+	RUSTC_BOOTSTRAP=1 TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_cargo,$*) test \
+		--profile cross-test --target $* $(call cross_std,$*) --lib
+	RUSTC_BOOTSTRAP=1 TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_cargo,$*) test \
+		--profile cross-test --target $* $(call cross_std,$*) --test tests -- engine:: $(CROSS_TEST_SERVER)
