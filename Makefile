@@ -100,17 +100,28 @@ QEMU_aarch64-unknown-linux-musl := qemu-aarch64-static
 QEMU_armv7-unknown-linux-musleabihf := qemu-arm-static -cpu cortex-a7
 
 # rustup has no prebuilt std for some targets on some mirrors (armv7 musl
-# here): those build std from source (rust-src, RUSTC_BOOTSTRAP for -Z).
-HAVE_STD = $(shell rustup target list --installed 2>/dev/null)
+# here): those build std from source (rust-src; RUSTC_BOOTSTRAP lets the
+# stable toolchain take -Z, and only those builds get it, as some build
+# scripts turn on nightly-only code when they see it).
+# A std is there when its rlib is: this also sees a std that rustup did not
+# install itself (a distro toolchain, a half-registered component).
+SYSROOT = $(shell rustc --print sysroot)
+have_std = $(wildcard $(SYSROOT)/lib/rustlib/$(1)/lib/libstd-*.rlib)
 BUILD_STD := -Zbuild-std=std,panic_abort
-cross_cargo = $(if $(filter $(1),$(ZIG_TARGETS)),$(CARGO) zigbuild,$(CARGO))
-cross_std = $(if $(filter $(1),$(HAVE_STD)),,$(BUILD_STD))
+cross_env = $(if $(call have_std,$(1)),,RUSTC_BOOTSTRAP=1)
+cross_build = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild zigbuild,$(CARGO) build)
+cross_test = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild test,$(CARGO) test)
+cross_std = $(if $(call have_std,$(1)),,$(BUILD_STD))
 
 setup-cross:
-	rustup target add $(filter-out $(ZIG_TARGETS),$(CROSS_TARGETS))
+	@set -e; for t in $(CROSS_TARGETS); do \
+		ls $(SYSROOT)/lib/rustlib/$$t/lib/libstd-*.rlib >/dev/null 2>&1 && continue; \
+		case " $(ZIG_TARGETS) " in \
+		*" $$t "*) rustup target add $$t || echo "no prebuilt std for $$t: make cross builds it from source";; \
+		*) rustup target add $$t;; \
+		esac; \
+	done
 	rustup component add rust-src
-	@# Prebuilt when the mirror has it, else `cross` builds std from source.
-	-rustup target add $(ZIG_TARGETS)
 	@PKGS=""; for p in gcc-aarch64-linux-gnu qemu-user-static file; do \
 		dpkg -s $$p >/dev/null 2>&1 || PKGS="$$PKGS $$p"; \
 	done; \
@@ -136,7 +147,7 @@ cross-build-%:
 	@if $(CARGO) tree -q -e normal --target $* -i aws-lc-rs >/dev/null 2>&1; then \
 		echo "aws-lc-rs is in the tree for $* (rustls must use ring)"; exit 1; \
 	fi
-	RUSTC_BOOTSTRAP=1 $(call cross_cargo,$*) build --release --target $* $(call cross_std,$*)
+	$(call cross_env,$*) $(call cross_build,$*) --release --target $* $(call cross_std,$*)
 	@mkdir -p dist
 	cp $(TARGET_DIR)/$*/release/tsstore dist/tsstore-$*
 	@f="$$(file -L dist/tsstore-$*)"; echo "$$f"; \
@@ -161,7 +172,7 @@ CROSS_TEST_SERVER := \
 cross-test: $(CROSS_TEST_TARGETS:%=cross-test-%)
 
 cross-test-%:
-	RUSTC_BOOTSTRAP=1 TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_cargo,$*) test \
+	$(call cross_env,$*) TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_test,$*) \
 		--profile cross-test --target $* $(call cross_std,$*) --lib
-	RUSTC_BOOTSTRAP=1 TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_cargo,$*) test \
+	$(call cross_env,$*) TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_test,$*) \
 		--profile cross-test --target $* $(call cross_std,$*) --test tests -- engine:: $(CROSS_TEST_SERVER)
