@@ -157,10 +157,10 @@ cross-build-%:
 # engine integration test (format, crash, model, kill), and server tests
 # that start the real binary (also under qemu) and cover HTTP, HTTPS
 # (ring's assembly), the Unix socket, argon2 keys, signals and a restart.
-# The whole server suite would triple the time for little more target
-# coverage: its logic is the same on every CPU and `make test` runs it.
-# Profile cross-test (Cargo.toml): opt-level 1, so the emulated proptest
-# and crash loops take seconds, not minutes.
+# The rest of the server suite (about 80 tests) would add minutes of
+# emulation for little more target coverage: its logic is the same on
+# every CPU and `make test` runs it. Profile cross-test (Cargo.toml):
+# opt-level 1 for the emulated proptest and crash loops.
 CROSS_TEST_SERVER := \
 	server::http::insert_and_read_each_data_type \
 	server::http::restart_keeps_stores_keys_schema_and_data \
