@@ -5,7 +5,8 @@ DATA  ?= ./data
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
-.PHONY: setup setup-deb cross deb lint-deb deb-test
+.PHONY: setup setup-cross cross cross-test
+.PHONY: setup-deb deb lint-deb deb-test
 .PHONY: setup-yocto yocto-check yocto-image
 
 help:
@@ -15,7 +16,10 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
-	@echo "make setup  - install the tools of the targets below (apt, rustup, cargo install)"
+	@echo "make setup  - install what the builds below need (Debian, as root); idempotent"
+	@echo "make setup-cross - rustup targets, ARM cross compilers, zig and qemu-user for the cross builds"
+	@echo "make cross  - static release binaries for $(CROSS_TARGETS), copied to dist/"
+	@echo "make cross-test - the engine tests and a set of server tests built for aarch64 and armv7, run under qemu-user"
 	@echo "make deb    - Debian packages of the static binaries into $(DIST)/"
 	@echo "make lint-deb - lintian on every package in $(DIST)/"
 	@echo "make deb-test - install, upgrade and purge the amd64 package in a Debian 12 root (root only)"
@@ -80,14 +84,109 @@ fuzz:
 clean:
 	$(CARGO) clean
 
-# --- Debian packages (issue 6) ---
+# --- Gateways: static musl binaries for ARM ---------------------------------
+#
+# Every setup-* step is idempotent and installs only what is missing;
+# `setup` gathers them.
+setup: setup-cross setup-deb setup-yocto
+
+CROSS_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+# The targets the tests run on under qemu-user (x86_64 musl is the host's
+# own architecture: `make test` covers its code).
+CROSS_TEST_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+# Linked by zig (cargo-zigbuild), which brings its own musl CRT and libc
+# for them; rust-lld and the host cc link the others (.cargo/config.toml).
+ZIG_TARGETS := armv7-unknown-linux-musleabihf
+# Pinned so every machine links with the same zig.
+ZIG_PIP := ziglang==0.17.1 cargo-zigbuild==0.24.1
+# The qemu command of each test target, as cargo's `runner` in
+# .cargo/config.toml; the tests also prefix the binaries they spawn with
+# it (TSSTORE_TEST_RUNNER, see tests/tests.rs).
+QEMU_aarch64-unknown-linux-musl := qemu-aarch64-static
+QEMU_armv7-unknown-linux-musleabihf := qemu-arm-static -cpu cortex-a7
+
+# rustup has no prebuilt std for some targets on some mirrors (armv7 musl
+# here): those build std from source (rust-src; RUSTC_BOOTSTRAP lets the
+# stable toolchain take -Z, and only those builds get it, as some build
+# scripts turn on nightly-only code when they see it).
+# A std is there when its rlib is: this also sees a std that rustup did not
+# install itself (a distro toolchain, a half-registered component).
+SYSROOT = $(shell rustc --print sysroot)
+have_std = $(wildcard $(SYSROOT)/lib/rustlib/$(1)/lib/libstd-*.rlib)
+BUILD_STD := -Zbuild-std=std,panic_abort
+cross_env = $(if $(call have_std,$(1)),,RUSTC_BOOTSTRAP=1)
+cross_build = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild zigbuild,$(CARGO) build)
+cross_test = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild test,$(CARGO) test)
+cross_std = $(if $(call have_std,$(1)),,$(BUILD_STD))
+
+setup-cross:
+	@set -e; for t in $(CROSS_TARGETS); do \
+		ls $(SYSROOT)/lib/rustlib/$$t/lib/libstd-*.rlib >/dev/null 2>&1 && continue; \
+		case " $(ZIG_TARGETS) " in \
+		*" $$t "*) rustup target add $$t || echo "no prebuilt std for $$t: make cross builds it from source";; \
+		*) rustup target add $$t;; \
+		esac; \
+	done
+	rustup component add rust-src
+	@PKGS=""; for p in gcc-aarch64-linux-gnu qemu-user-static file; do \
+		dpkg -s $$p >/dev/null 2>&1 || PKGS="$$PKGS $$p"; \
+	done; \
+	python3 -m pip --version >/dev/null 2>&1 || PKGS="$$PKGS python3-pip"; \
+	if [ -n "$$PKGS" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$PKGS; \
+	fi
+	@# zig and cargo-zigbuild are prebuilt wheels on PyPI (no compile).
+	@if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then \
+		python3 -m pip install --break-system-packages $(ZIG_PIP); \
+	fi
+
+# Release builds (profile.release: lto, one codegen unit, stripped) to
+# $(TARGET_DIR)/<triple>/release/tsstore, where `cargo deb --no-build
+# --target <triple>` finds them, and copies in dist/. Each is checked:
+# static (a gateway's minimal image may have no loader), and without
+# aws-lc-rs (rustls uses ring: aws-lc-rs needs cmake and a C toolchain per
+# target and adds megabytes).
+cross: $(CROSS_TARGETS:%=cross-build-%)
+	@ls -l $(CROSS_TARGETS:%=dist/tsstore-%)
+
+cross-build-%:
+	@if $(CARGO) tree -q -e normal --target $* -i aws-lc-rs >/dev/null 2>&1; then \
+		echo "aws-lc-rs is in the tree for $* (rustls must use ring)"; exit 1; \
+	fi
+	$(call cross_env,$*) $(call cross_build,$*) --release --target $* $(call cross_std,$*)
+	@mkdir -p dist
+	cp $(TARGET_DIR)/$*/release/tsstore dist/tsstore-$*
+	@f="$$(file -L dist/tsstore-$*)"; echo "$$f"; \
+	case "$$f" in *"dynamically linked"*) echo "dist/tsstore-$* is not static"; exit 1;; esac
+
+# The tests on the gateways' CPUs, under qemu-user: the unit tests, every
+# engine integration test (format, crash, model, kill), and server tests
+# that start the real binary (also under qemu) and cover HTTP, HTTPS
+# (ring's assembly), the Unix socket, argon2 keys, signals and a restart.
+# The rest of the server suite (about 80 tests) would add minutes of
+# emulation for little more target coverage: its logic is the same on
+# every CPU and `make test` runs it. Profile cross-test (Cargo.toml):
+# opt-level 1 for the emulated proptest and crash loops.
+CROSS_TEST_SERVER := \
+	server::http::insert_and_read_each_data_type \
+	server::http::restart_keeps_stores_keys_schema_and_data \
+	server::http::https_with_a_self_signed_certificate \
+	server::http::sigterm_lets_inflight_requests_finish \
+	server::unix::every_kind_of_line_gets_its_answer \
+	server::cli::create_prints_the_key_once_and_the_server_accepts_it
+
+cross-test: $(CROSS_TEST_TARGETS:%=cross-test-%)
+
+cross-test-%:
+	$(call cross_env,$*) TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_test,$*) \
+		--profile cross-test --target $* $(call cross_std,$*) --lib
+	$(call cross_env,$*) TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_test,$*) \
+		--profile cross-test --target $* $(call cross_std,$*) --test tests -- engine:: $(CROSS_TEST_SERVER)
+
+# --- Debian packages ---------------------------------------------------------
 
 DIST ?= dist
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-CROSS_TARGETS ?= x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
-
-# Every tool the targets below need (idempotent).
-setup: setup-deb setup-yocto
 
 # debootstrap and lintian (apt), curl for deb-test, cargo-deb (crates.io).
 setup-deb:
@@ -98,30 +197,16 @@ setup-deb:
 	fi
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
 
-# PLACEHOLDER (branch deb): builds the x86_64 binary only. The cross branch's
-# `cross` rule (all of $(CROSS_TARGETS)) replaces this one at merge.
-cross:
-	rustup target add x86_64-unknown-linux-musl
-	$(CARGO) build --release --target x86_64-unknown-linux-musl
-
 # One package per architecture from the binaries `make cross` built (already
 # stripped by the release profile: --no-strip); cargo-deb names them
 # tsstore_<version>-1_<arch>, x86_64 -> amd64, aarch64 -> arm64, armv7 ->
-# armhf. amd64 is required; arm64 and armhf are made when their binaries
-# exist and skipped with a note if not. Older packages in $(DIST) go first,
-# so lint-deb sees only this build's.
+# armhf. Older packages in $(DIST) go first, so lint-deb sees only this
+# build's.
 deb: cross
 	@mkdir -p $(DIST)
 	@rm -f $(DIST)/tsstore_*.deb
-	@for t in $(CROSS_TARGETS); do \
-		bin=$(TARGET_DIR)/$$t/release/tsstore; \
-		if [ -x "$$bin" ]; then \
-			$(CARGO) deb --no-build --no-strip --target $$t --output $(DIST)/ || exit 1; \
-		elif [ "$$t" = x86_64-unknown-linux-musl ]; then \
-			echo "deb: $$bin is missing" >&2; exit 1; \
-		else \
-			echo "deb: skipped $$t: no $$bin (make cross builds it)"; \
-		fi; \
+	@set -e; for t in $(CROSS_TARGETS); do \
+		$(CARGO) deb --no-build --no-strip --target $$t --output $(DIST)/; \
 	done
 	@ls -l $(DIST)/*.deb
 
@@ -153,6 +238,7 @@ deb-test: deb
 		--deb-revision 2 --output $(DEB_TEST_DIR)/upgrade/
 	packaging/debian/deb-test.sh $(DIST)/tsstore_$(VERSION)-1_amd64.deb \
 		$(DEB_TEST_DIR)/upgrade/tsstore_$(VERSION)-2_amd64.deb $(DEB_TEST_DIR)
+
 # --- Yocto (yocto/) ---
 # The checks' tools (oelint-adv, bitbake-setup for BitBake's parser, kas),
 # pinned in yocto/check/requirements.txt, in a venv under the target

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -158,7 +158,7 @@ struct Run {
 /// collects what it reported.
 fn run_child(dir: &Path, first: i64, rng: &mut Rng) -> Run {
     let exe = std::env::current_exe().expect("current test binary");
-    let mut child = Command::new(exe)
+    let mut child = crate::runner::command(exe)
         .args([
             "--exact",
             "engine::kill::child_writer",

@@ -48,7 +48,7 @@ pub fn bin() -> &'static str {
 /// A `tsstore` command with a clean environment, run in `cwd` (so no stray
 /// `./config.json` is picked up).
 pub fn command(cwd: &Path) -> Command {
-    let mut c = Command::new(bin());
+    let mut c = crate::runner::command(bin());
     for v in TSSTORE_VARS {
         c.env_remove(v);
     }

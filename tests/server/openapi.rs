@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -558,7 +558,7 @@ impl Proc {
     /// Runs the binary in `dir` with a clean tsstore environment; `stderr`
     /// chooses which stream feeds `lines` (the other is discarded).
     fn spawn(dir: &Path, args: &[&str], stderr: bool) -> Proc {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = crate::runner::command(BIN);
         cmd.args(args).current_dir(dir).stdin(Stdio::null());
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("TSSTORE_") {
