@@ -2,8 +2,11 @@
 
 CARGO ?= cargo
 DATA  ?= ./data
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
+.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean \
+	setup setup-image image image-test
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -12,6 +15,9 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
+	@echo "make setup  - install the host tools the targets below need (Debian packages, as root)"
+	@echo "make image  - the SD-card image for 64-bit Raspberry Pi boards: $(IMAGE)"
+	@echo "make image-test - check the image and boot it twice under qemu-system-aarch64"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -70,3 +76,22 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+setup: setup-image
+
+# The SD-card image (packaging/image/): Debian bookworm arm64 with the
+# Raspberry Pi firmware and $(DEB) installed with dpkg. Run as root. The
+# base root file system (debootstrap and packages, the slow part under
+# emulation) is cached in $(TARGET_DIR)/image-cache/.
+DEB   ?= dist/tsstore_$(VERSION)-1_arm64.deb
+IMAGE := dist/tsstore-rpi-arm64.img.xz
+IMAGE_TOOLS := $(TARGET_DIR)/image-tools
+
+setup-image:
+	packaging/image/setup.sh $(IMAGE_TOOLS)
+
+image:
+	packaging/image/build-image.sh $(DEB) $(IMAGE) $(TARGET_DIR)/image-cache $(TARGET_DIR)/image-work
+
+image-test: image
+	packaging/image/test.sh $(IMAGE) $(TARGET_DIR)/image-work $(IMAGE_TOOLS)
