@@ -50,10 +50,9 @@ deb http://deb.debian.org/debian-security $suite-security main non-free-firmware
 SOURCES
 install -m 0644 "$here/base/dpkg-nodoc" "$root/etc/dpkg/dpkg.cfg.d/01-tsstore-nodoc"
 # Before the kernel: its initramfs is built with this configuration.
-mkdir -p "$root/etc/initramfs-tools/hooks" "$root/boot/firmware"
-sed -i 's/^MODULES=.*/MODULES=list/' "$root/etc/initramfs-tools/initramfs.conf"
+mkdir -p "$root/etc/initramfs-tools/hooks" "$root/etc/initramfs-tools/conf.d" "$root/boot/firmware"
+echo MODULES=list > "$root/etc/initramfs-tools/conf.d/tsstore-modules"
 install -m 0755 "$here/base/initramfs-modules" "$root/etc/initramfs-tools/hooks/tsstore-modules"
-echo ext4 >> "$root/etc/initramfs-tools/modules"
 # The host's resolver while apt runs; systemd-resolved's stub at the end.
 rm -f "$root/etc/resolv.conf"
 cp /etc/resolv.conf "$root/etc/resolv.conf"

@@ -113,6 +113,7 @@ start=$(date +%s)
   -kernel "$work/vmlinuz" -initrd "$work/initrd.img" \
   -append "${append[*]} console=ttyAMA0" \
   -drive "file=$disk,format=raw,if=virtio" -drive "file=$results,format=raw,if=virtio" \
+  -device virtio-rng-pci \
   -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:21080" -device virtio-net-pci,netdev=net0 \
   > "$work/qemu.log" 2>&1 &
 qemu_pid=$!
@@ -159,7 +160,7 @@ sock_key=$(value "$first" sock_store_key)
 url=http://127.0.0.1:$port
 health=$(curl -fsS "$url/health") || fail "/health"
 ok "/health: $health"
-page=$(curl -fsS "$url/") || fail "GET /"
+page=$(curl -fsSL "$url/") || fail "GET / (following the redirect to the sign-in page)"
 grep -qi '<form' <<<"$page" || fail "GET / is not the console's sign-in page"
 ok "web console page ($(wc -c <<<"$page") bytes)"
 made=$(curl -fsS -X POST "$url/api/stores" -H "X-Admin-Key: $key" \
