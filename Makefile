@@ -90,7 +90,11 @@ IMAGE_TOOLS := $(TARGET_DIR)/image-tools
 setup-image:
 	packaging/image/setup.sh $(IMAGE_TOOLS)
 
-image:
+# Rebuilt when the package or anything the image is made of changes.
+IMAGE_INPUTS := $(shell find packaging/image packaging/systemd -type f \
+	! -path '*/test/*' ! -name test.sh ! -name setup.sh)
+image: $(IMAGE)
+$(IMAGE): $(DEB) $(IMAGE_INPUTS)
 	packaging/image/build-image.sh $(DEB) $(IMAGE) $(TARGET_DIR)/image-cache $(TARGET_DIR)/image-work
 
 image-test: image

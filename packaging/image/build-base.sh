@@ -17,9 +17,10 @@ cache=${1:?usage: build-base.sh CACHE_DIR}
 # What the image needs beyond minbase: boot (kernel, initramfs, firmware),
 # systemd as init with DHCP, DNS with mDNS (tsstore-XXXX.local) and time
 # sync (the Pi has no clock, and a time-series store needs the time), the
-# first-boot tools (growpart, resize2fs) and adduser for the package.
+# first-boot tools (sfdisk, resize2fs; growpart would bring python3) and
+# adduser for the package.
 packages=(linux-image-arm64 initramfs-tools raspi-firmware systemd systemd-sysv udev
-  systemd-resolved systemd-timesyncd cloud-guest-utils fdisk e2fsprogs dosfstools kmod adduser)
+  systemd-resolved systemd-timesyncd fdisk e2fsprogs dosfstools kmod adduser)
 
 key=$(cat "$here/build-base.sh" "$here/lib.sh" "$here"/base/* | sha256sum | cut -c1-12)
 tarball=$cache/base-arm64-$key.tar
@@ -60,11 +61,21 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod 0755 "$root/usr/sbin/policy-rc.d"
 
+# What debootstrap installed before the dpkg filter was in place.
+find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+find "$root/usr/share/doc" -type f ! -name copyright -delete
+rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/*
+
 chroot_mount "$root"
 log "apt-get install (under qemu-user): ${packages[*]}"
 in_root "$root" apt-get update >&2
-in_root "$root" apt-get install -y --no-install-recommends "${packages[@]}" >&2
+# INITRD=No: the kernel's and the triggers' initramfs builds are skipped;
+# one is made below, once every hook is installed (each build takes minutes
+# under emulation).
+in_root "$root" env INITRD=No apt-get install -y --no-install-recommends "${packages[@]}" >&2
 in_root "$root" apt-get clean
+log "initramfs (MODULES=list)"
+in_root "$root" update-initramfs -c -k all >&2
 chroot_umount "$root"
 
 rm -f "$root/usr/sbin/policy-rc.d"

@@ -117,7 +117,8 @@ dd if="$rootfs" of="$img" bs=512 seek="$root_start" conv=notrunc,sparse status=n
 rm -f "$bootfs" "$rootfs"
 
 log "compressing to $out"
-xz -T0 -3 -c "$img" > "$out.tmp"
+xz -T0 -1 -c "$img" > "$out.tmp"
 mv "$out.tmp" "$out"
+rm -f "$img"
 (cd "$(dirname "$out")" && sha256sum "$(basename "$out")" > "$(basename "$out").sha256")
 log "done: $out ($(du -h "$out" | cut -f1) compressed, $((root_start / 2048 + root_mib)) MiB raw)"

@@ -114,7 +114,7 @@ start=$(date +%s)
   -append "${append[*]} console=ttyAMA0" \
   -drive "file=$disk,format=raw,if=virtio" -drive "file=$results,format=raw,if=virtio" \
   -device virtio-rng-pci \
-  -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:21080" -device virtio-net-pci,netdev=net0 \
+  -netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:21080" -device virtio-net-pci,netdev=net0,romfile= \
   > "$work/qemu.log" 2>&1 &
 qemu_pid=$!
 trap 'kill "$qemu_pid" 2>/dev/null || true' EXIT
