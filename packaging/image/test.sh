@@ -183,6 +183,8 @@ kill "$qemu_pid"; wait "$qemu_pid" 2>/dev/null || true
 trap - EXIT
 ! grep -qF "$key" "$serial" || fail "the admin key appears on the serial console"
 grep -q 'tsstore: web console: http://tsstore-' "$serial" || fail "the console URL is not printed on the console"
+grep -q 'tsstore: admin key generated; a copy is on the boot partition' "$serial" \
+  || fail "the console does not say where the generated key is"
 ok "serial console: the URL printed, the key never"
 [ "$(mtype -i "$fat" ::/tsstore-admin-key.txt | head -n 1 | tr -d '\r')" = "$key" ] \
   || fail "tsstore-admin-key.txt on the boot partition is not the admin key"
