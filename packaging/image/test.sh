@@ -40,7 +40,7 @@ serial=$work/serial.log
 # --- The image file ---------------------------------------------------
 (cd "$(dirname "$image")" && sha256sum --quiet -c "$(basename "$image").sha256") \
   || fail "checksum of $image"
-xz -dc "$image" > "$disk"
+xz -T0 -dc "$image" > "$disk"
 ok "checksum, decompressed to $(( $(stat -c %s "$disk") / 1048576 )) MiB"
 
 table=$(sfdisk -d "$disk")
