@@ -2,12 +2,14 @@
 
 CARGO ?= cargo
 DATA  ?= ./data
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
 .PHONY: setup setup-cross cross cross-test
 .PHONY: setup-deb deb lint-deb deb-test
 .PHONY: setup-yocto yocto-check yocto-image
+.PHONY: setup-image image image-test
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -25,6 +27,8 @@ help:
 	@echo "make deb-test - install, upgrade and purge the amd64 package in a Debian 12 root (root only)"
 	@echo "make yocto-check - offline checks of the Yocto layer (oelint-adv, BitBake's parser, crate list, kas file)"
 	@echo "make yocto-image - build the Raspberry Pi 4 SD-card image with kas (needs internet, hours, ~60 GB)"
+	@echo "make image  - the SD-card image for 64-bit Raspberry Pi boards: $(IMAGE)"
+	@echo "make image-test - check the image and boot it twice under qemu-system-aarch64"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -88,7 +92,7 @@ clean:
 #
 # Every setup-* step is idempotent and installs only what is missing;
 # `setup` gathers them.
-setup: setup-cross setup-deb setup-yocto
+setup: setup-cross setup-deb setup-yocto setup-image
 
 CROSS_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
 # The targets the tests run on under qemu-user (x86_64 musl is the host's
@@ -186,7 +190,6 @@ cross-test-%:
 # --- Debian packages ---------------------------------------------------------
 
 DIST ?= dist
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
 # debootstrap and lintian (apt), curl for deb-test, cargo-deb (crates.io).
 setup-deb:
@@ -287,3 +290,28 @@ yocto-image: setup-yocto
 	@git diff --quiet HEAD -- || echo "warning: uncommitted changes are not in the image: it builds commit $$(git rev-parse --short HEAD)"
 	mkdir -p $(YOCTO_WORK)
 	TSSTORE_SRCREV=$$(git rev-parse HEAD) KAS_WORK_DIR=$(YOCTO_WORK) $(YOCTO_VENV)/bin/kas build yocto/kas/rpi4-64.yml
+
+# --- The SD-card image -----------------------------------------------------
+
+# The SD-card image (packaging/image/): Debian bookworm arm64 with the
+# Raspberry Pi firmware and $(DEB) installed with dpkg. Run as root. The
+# base root file system (debootstrap and packages, the slow part under
+# emulation) is cached in $(TARGET_DIR)/image-cache/.
+DEB   ?= dist/tsstore_$(VERSION)-1_arm64.deb
+IMAGE := dist/tsstore-rpi-arm64.img.xz
+IMAGE_TOOLS := $(TARGET_DIR)/image-tools
+
+setup-image:
+	packaging/image/setup.sh $(IMAGE_TOOLS)
+
+# Rebuilt when the package or anything the image is made of changes.
+IMAGE_INPUTS := $(shell find packaging/image packaging/systemd -type f \
+	! -path '*/test/*' ! -name test.sh ! -name setup.sh)
+image: $(IMAGE)
+# The arm64 package comes from `make deb` (which builds every package).
+$(DEB): deb
+$(IMAGE): $(DEB) $(IMAGE_INPUTS)
+	packaging/image/build-image.sh $(DEB) $(IMAGE) $(TARGET_DIR)/image-cache $(TARGET_DIR)/image-work
+
+image-test: image
+	packaging/image/test.sh $(IMAGE) $(TARGET_DIR)/image-work $(IMAGE_TOOLS)
