@@ -81,6 +81,8 @@ async fn stores_create(
         CreateError::Store(e) => ApiError::from(e),
         CreateError::Keys(e) => ApiError::internal(e),
     })?;
+    // A new key file: nothing cached under this name applies to it.
+    state.keys.forget(&req.name);
     state.metrics.store_created();
     Ok((
         StatusCode::CREATED,
@@ -105,6 +107,8 @@ async fn stores_delete(
         .await
         .map_err(ApiError::internal)??;
     state.console.sessions.remove_store(&deleted);
+    // Keys verified for the old store must not open a new one of that name.
+    state.keys.forget(&deleted);
     Ok(Json(json!({ "message": "store deleted" })))
 }
 

@@ -173,6 +173,8 @@ pub async fn create_submit(
     };
     match made {
         Ok((_, key)) => {
+            // A new key file: nothing cached under this name applies to it.
+            state.keys.forget(&name);
             state.metrics.store_created();
             tracing::info!(store = %name, "console: store created");
             render(&CreatedPage {
