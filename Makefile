@@ -122,6 +122,11 @@ cross_env = $(if $(call have_std,$(1)),,RUSTC_BOOTSTRAP=1)
 cross_build = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild zigbuild,$(CARGO) build)
 cross_test = $(if $(filter $(1),$(ZIG_TARGETS)),cargo-zigbuild test,$(CARGO) test)
 cross_std = $(if $(call have_std,$(1)),,$(BUILD_STD))
+# Builds with std from source run with RUSTC_BOOTSTRAP=1, which build
+# scripts and proc-macros see: they get a target directory of their own, or
+# they and the other targets' builds would keep rebuilding each other's
+# host artifacts. The binary is copied to where the others are.
+STD_TARGET_DIR := $(TARGET_DIR)/build-std
 
 setup-cross:
 	@set -e; for t in $(CROSS_TARGETS); do \
@@ -157,7 +162,10 @@ cross-build-%:
 	@if $(CARGO) tree -q -e normal --target $* -i aws-lc-rs >/dev/null 2>&1; then \
 		echo "aws-lc-rs is in the tree for $* (rustls must use ring)"; exit 1; \
 	fi
-	$(call cross_env,$*) $(call cross_build,$*) --release --target $* $(call cross_std,$*)
+	$(call cross_env,$*) $(call cross_build,$*) --release --target $* $(call cross_std,$*) \
+		$(if $(call have_std,$*),,--target-dir $(STD_TARGET_DIR))
+	@$(if $(call have_std,$*),true,mkdir -p $(TARGET_DIR)/$*/release && \
+		cp $(STD_TARGET_DIR)/$*/release/tsstore $(TARGET_DIR)/$*/release/tsstore)
 	@mkdir -p dist
 	cp $(TARGET_DIR)/$*/release/tsstore dist/tsstore-$*
 	@f="$$(file -L dist/tsstore-$*)"; echo "$$f"; \
