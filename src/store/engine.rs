@@ -99,9 +99,15 @@ pub(crate) struct Shared {
     delete_lock: Mutex<()>,
     /// Called after every acknowledged write (see [`Store::on_write`]).
     on_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Where "now" comes from for inserts without a timestamp (see
+    /// [`Store::set_clock`]); the system clock when unset.
+    clock: std::sync::OnceLock<Clock>,
     /// Held for the store's life: keeps a second process out.
     _lock: Option<nix::fcntl::Flock<fs::File>>,
 }
+
+/// A source of "now" in Unix nanoseconds (see [`Store::set_clock`]).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Statistics of a store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -354,6 +360,7 @@ impl Store {
             schema: RwLock::new(schema),
             delete_lock: Mutex::new(()),
             on_write: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let flusher = super::durability::spawn_flusher(&shared)?;
@@ -411,7 +418,7 @@ impl Store {
         let (h, lsn) = {
             let mut st = wr(&self.shared.state);
             self.shared.check_writable(&st)?;
-            let ts = now_ns().max(st.last_ts.saturating_add(1));
+            let ts = self.shared.now().max(st.last_ts.saturating_add(1));
             // Past i64::MAX there is no later timestamp: saturating gave
             // the newest one again, which the record walk would hide.
             self.shared.check_ts(&st, ts)?;
@@ -441,7 +448,7 @@ impl Store {
                             t
                         }
                         None => {
-                            let t = now_ns().max(st.last_ts.saturating_add(1));
+                            let t = self.shared.now().max(st.last_ts.saturating_add(1));
                             self.shared.check_ts(&st, t)?;
                             t
                         }
@@ -774,6 +781,14 @@ impl Store {
         self.shared.on_write.set(Box::new(f)).is_ok()
     }
 
+    /// Sets the clock that inserts without a timestamp read "now" from
+    /// (the system clock until one is set). Tests step it to model a
+    /// gateway whose clock jumps back; only the first clock set is kept;
+    /// returns false if one was already set.
+    pub fn set_clock(&self, clock: Clock) -> bool {
+        self.shared.clock.set(clock).is_ok()
+    }
+
     /// Where the store stands now, read under one lock (see [`Progress`]).
     pub fn progress(&self) -> Result<Progress> {
         let st = rd(&self.shared.state);
@@ -891,6 +906,14 @@ fn before_holes(st: &State, mut seq: u64) -> u64 {
 }
 
 impl Shared {
+    /// "Now" for inserts without a timestamp.
+    fn now(&self) -> i64 {
+        match self.clock.get() {
+            Some(c) => c(),
+            None => now_ns(),
+        }
+    }
+
     fn block_size(&self) -> usize {
         self.cfg.data_block_size as usize
     }

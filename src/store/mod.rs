@@ -40,8 +40,8 @@ pub mod sim;
 
 pub use config::{Config, DataType, Durability, DEFAULT_SYNC_INTERVAL_MS};
 pub use engine::{
-    delete_store, exists, validate_name, Media, Progress, Stats, Store, DATA_FILE, INDEX_FILE,
-    META_FILE,
+    delete_store, exists, validate_name, Clock, Media, Progress, Stats, Store, DATA_FILE,
+    INDEX_FILE, META_FILE,
 };
 pub use error::{Error, Result};
 pub use medium::{FileMedium, IoSnapshot, Medium};
