@@ -32,6 +32,7 @@ mod engine {
     mod format_v1;
     mod kill;
     mod model;
+    mod scenarios;
 }
 
 #[cfg(feature = "server")]
