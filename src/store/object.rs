@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{record_crc, RecordHeader, BLOCK_HEADER_LEN, RECORD_HEADER_LEN};
+use super::format::{record_crc, RecordHeader, RecordKey, BLOCK_HEADER_LEN, RECORD_HEADER_LEN};
 
 /// Where an object is and what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,16 +49,16 @@ pub(crate) struct Rec<'a> {
 /// does not. Timestamps must be positive and strictly increase.
 pub(crate) struct Records<'a> {
     blk: &'a [u8],
-    seq: u64,
+    key: RecordKey,
     off: usize,
     last_ts: i64,
 }
 
 impl<'a> Records<'a> {
-    pub fn new(blk: &'a [u8], seq: u64) -> Records<'a> {
+    pub fn new(blk: &'a [u8], key: RecordKey) -> Records<'a> {
         Records {
             blk,
-            seq,
+            key,
             off: BLOCK_HEADER_LEN,
             last_ts: 0,
         }
@@ -81,7 +81,7 @@ impl<'a> Iterator for Records<'a> {
         }
         let start = self.off + RECORD_HEADER_LEN;
         let data = &self.blk[start..start + len];
-        if record_crc(self.seq, h.ts, h.len, data) != h.crc {
+        if record_crc(self.key, h.ts, h.len, data) != h.crc {
             return None;
         }
         let rec = Rec {
@@ -232,13 +232,21 @@ pub fn since_start(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::format::encode_record_header;
+    use crate::store::format::{encode_record_header, FORMAT_VERSION};
+
+    fn key(seq: u64) -> RecordKey {
+        RecordKey {
+            version: FORMAT_VERSION,
+            seq,
+            session: 1,
+        }
+    }
 
     fn block(seq: u64, objs: &[(i64, &[u8])]) -> Vec<u8> {
         let mut b = vec![0u8; 256];
         let mut off = BLOCK_HEADER_LEN;
         for (ts, d) in objs {
-            encode_record_header(&mut b[off..], seq, *ts, d);
+            encode_record_header(&mut b[off..], key(seq), *ts, d);
             b[off + RECORD_HEADER_LEN..off + RECORD_HEADER_LEN + d.len()].copy_from_slice(d);
             off += RECORD_HEADER_LEN + d.len();
         }
@@ -248,27 +256,27 @@ mod tests {
     #[test]
     fn walk_yields_valid_records_and_stops_at_the_first_bad_one() {
         let b = block(7, &[(10, b"a"), (20, b"bb"), (30, b"ccc")]);
-        let got: Vec<_> = Records::new(&b, 7)
+        let got: Vec<_> = Records::new(&b, key(7))
             .map(|r| (r.ts, r.data.to_vec()))
             .collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got[2], (30, b"ccc".to_vec()));
         // The same bytes under another sequence number: an earlier lap.
-        assert_eq!(Records::new(&b, 8).count(), 0);
+        assert_eq!(Records::new(&b, key(8)).count(), 0);
         // Corrupt the second record's payload: the walk ends after the first.
         let mut c = b.clone();
         c[BLOCK_HEADER_LEN + RECORD_HEADER_LEN + 1 + RECORD_HEADER_LEN] ^= 1;
-        assert_eq!(Records::new(&c, 7).count(), 1);
+        assert_eq!(Records::new(&c, key(7)).count(), 1);
         // A length running past the block ends the walk without a panic.
         let mut d = b.clone();
         d[BLOCK_HEADER_LEN + 8..BLOCK_HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(Records::new(&d, 7).count(), 0);
+        assert_eq!(Records::new(&d, key(7)).count(), 0);
     }
 
     #[test]
     fn walk_rejects_non_increasing_timestamps() {
         let b = block(1, &[(10, b"a"), (10, b"b")]);
-        assert_eq!(Records::new(&b, 1).count(), 1);
+        assert_eq!(Records::new(&b, key(1)).count(), 1);
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub(crate) fn trace_images(cfg: &Config, images: &Images) {
         d = d.max(e.map_or(0, |e| e.synced_seq));
         trace!(
             "    pos {pos}: entry {:?} | block {}",
-            e.map(|e| (e.seq, e.synced_seq, e.kind, e.live, e.pending_delete)),
+            e.map(|e| (e.seq, e.synced_seq, e.kind, e.live, e.extra)),
             match h {
                 Some(h) => format!("seq {} {:?} session {}", h.seq, h.kind, h.session),
                 None if blank => "blank".into(),
