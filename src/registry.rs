@@ -849,3 +849,116 @@ pub fn running_server(base: &Path) -> Option<String> {
         Err(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> (tempfile::TempDir, Arc<Registry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_path_buf(), Arc::new(KeyCache::new()));
+        (dir, Arc::new(reg))
+    }
+
+    fn small() -> store::Config {
+        store::Config {
+            num_blocks: 8,
+            ..store::Config::default()
+        }
+    }
+
+    fn is_already_exists(r: &Result<(Arc<Store>, NewKey), Error>) -> bool {
+        matches!(r, Err(Error::Store(e)) if matches!(**e, store::Error::AlreadyExists { .. }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_opens_share_one_store() {
+        let (dir, reg) = registry();
+        Store::create(dir.path(), "s", small())
+            .unwrap()
+            .close()
+            .unwrap();
+        let opens = (0..8).map(|_| reg.open("s"));
+        let stores: Vec<_> = futures_util::future::join_all(opens).await;
+        let first = stores[0].as_ref().unwrap();
+        for s in &stores {
+            assert!(Arc::ptr_eq(first, s.as_ref().unwrap()));
+        }
+        assert!(matches!(
+            reg.open("missing").await,
+            Err(Error::Store(e)) if matches!(*e, store::Error::NotFound { .. })
+        ));
+        assert!(matches!(reg.open("../x").await, Err(Error::Store(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_concurrent_creates_exactly_one_wins() {
+        let (_dir, reg) = registry();
+        let creates = (0..8).map(|_| reg.create("s", small()));
+        let made = futures_util::future::join_all(creates).await;
+        assert_eq!(made.iter().filter(|r| r.is_ok()).count(), 1);
+        assert_eq!(made.iter().filter(|r| is_already_exists(r)).count(), 7);
+        let (s, _) = made.into_iter().find_map(Result::ok).unwrap();
+        assert!(Arc::ptr_eq(&s, &reg.open("s").await.unwrap()));
+    }
+
+    /// A create racing a delete of the same name either lost (the store is
+    /// gone) or came after it (a new, empty store): nothing in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_racing_a_delete_ends_in_one_of_two_states() {
+        let (dir, reg) = registry();
+        for round in 0..10 {
+            let (old, _) = reg.create("s", small()).await.unwrap();
+            old.insert(1, b"old").unwrap();
+            let (deleted, created) = tokio::join!(reg.delete("s"), reg.create("s", small()));
+            deleted.unwrap();
+            match created {
+                Ok((new, _)) => {
+                    assert!(!Arc::ptr_eq(&old, &new), "round {round}");
+                    let now = reg.open("s").await.unwrap();
+                    assert!(Arc::ptr_eq(&new, &now), "round {round}");
+                    assert_eq!(now.stats().unwrap().object_count, 0);
+                    reg.delete("s").await.unwrap();
+                }
+                r => {
+                    assert!(is_already_exists(&r), "round {round}");
+                    assert!(!store::exists(dir.path(), "s"), "round {round}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_close_all_nothing_opens() {
+        let (dir, reg) = registry();
+        let (s, _) = reg.create("s", small()).await.unwrap();
+        Store::create(dir.path(), "t", small())
+            .unwrap()
+            .close()
+            .unwrap();
+        assert!(reg.close_all(Duration::from_secs(1)).await.is_empty());
+        assert!(matches!(s.stats(), Err(store::Error::Closed)));
+        assert!(matches!(reg.open("t").await, Err(Error::ShuttingDown)));
+        assert!(matches!(reg.open("s").await, Err(Error::ShuttingDown)));
+        assert!(matches!(
+            reg.create("u", small()).await,
+            Err(Error::ShuttingDown)
+        ));
+        assert!(reg.open_stores().is_empty());
+    }
+
+    #[test]
+    fn busy_messages_name_the_store() {
+        let e = Error::Busy {
+            name: "x".into(),
+            phase: Phase::Opening,
+        };
+        assert_eq!(e.to_string(), "store 'x' is recovering, retry later");
+        assert!(e.is_unavailable());
+        let e = Error::Busy {
+            name: "x".into(),
+            phase: Phase::Deleting,
+        };
+        assert_eq!(e.to_string(), "store 'x' is being deleted, retry later");
+    }
+}
