@@ -7,7 +7,7 @@
 //!   recovery. Builds with `--no-default-features`.
 //! - Behind the `server` feature (default): [`config`] (layered
 //!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
-//!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
+//!   (store API keys), [`registry`] (the stores' lifecycle), [`api`] (the REST API,
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
 //!   (the Unix-socket line protocol; its parser builds without the

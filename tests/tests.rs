@@ -37,6 +37,7 @@ mod engine {
 
 #[cfg(feature = "server")]
 mod server {
+    mod busy;
     mod cli;
     mod common;
     mod console;

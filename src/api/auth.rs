@@ -190,8 +190,7 @@ impl FromRequestParts<AppState> for StoreAccess {
             if !keys::well_formed(&key) {
                 return Err(unauthorized("invalid API key format"));
             }
-            // An open store exists (it holds its files locked).
-            if state.stores.get_open(&name).is_none() && !state.stores.exists(&name) {
+            if !state.stores.known(&name).await {
                 return Err(ApiError::not_found("store not found"));
             }
             let dir = state.stores.dir(&name);
@@ -214,20 +213,11 @@ impl FromRequestParts<AppState> for StoreAccess {
     }
 }
 
-/// Opens store `name` (authorised by the caller).
+/// Opens store `name` (authorised by the caller): 404 if it does not
+/// exist, 503 while it is busy (recovering, being created, reset or
+/// deleted).
 async fn open(state: &AppState, name: String) -> Result<StoreAccess, ApiError> {
-    let store = match state.stores.get_open(&name) {
-        Some(s) => s,
-        None => {
-            if !state.stores.exists(&name) {
-                return Err(ApiError::not_found("store not found"));
-            }
-            let (stores, n) = (state.stores.clone(), name.clone());
-            tokio::task::spawn_blocking(move || stores.get(&n))
-                .await
-                .map_err(ApiError::internal)??
-        }
-    };
+    let store = state.stores.open(&name).await?;
     Ok(StoreAccess { name, store })
 }
 

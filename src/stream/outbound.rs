@@ -450,22 +450,43 @@ impl Outbound {
                     continue;
                 }
                 specs.sort_by_key(|s| clock::parse_rfc3339(&s.created_at).unwrap_or(0));
-                match stores.get(&name) {
-                    Ok(s) => out.push((name, s, specs)),
-                    Err(e) => tracing::error!(store = %name, error = %e, "cannot open store for its outbound connections"),
-                }
+                out.push((name, specs));
             }
             out
         })
         .await
         .unwrap_or_default();
-        for (name, store, specs) in loaded {
-            tracing::info!(store = %name, n = specs.len(), "restarting outbound connections");
-            for spec in specs {
-                let conn = Arc::new(Conn::new(spec));
-                self.spawn(&name, &store, &conn);
-                self.map().entry(name.clone()).or_default().push(conn);
-            }
+        for (name, specs) in loaded {
+            let conns: Vec<Arc<Conn>> = specs.into_iter().map(|s| Arc::new(Conn::new(s))).collect();
+            self.map()
+                .entry(name.clone())
+                .or_default()
+                .extend(conns.iter().cloned());
+            // Listed and persisted at once, dialling once the store is
+            // open: a store recovering for minutes holds up its own
+            // connections, nothing else.
+            let me = self.clone();
+            let mut stopping = self.stopping.subscribe();
+            tokio::spawn(async move {
+                let opened = tokio::select! {
+                    r = me.stores.open_when_ready(&name) => r,
+                    _ = stopped(&mut stopping) => return,
+                };
+                let store = match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(store = %name, error = %e, "cannot open store for its outbound connections");
+                        return;
+                    }
+                };
+                tracing::info!(store = %name, n = conns.len(), "restarting outbound connections");
+                for conn in conns {
+                    // Not if it was deleted (or its store) meanwhile.
+                    if !*conn.stop.borrow() {
+                        me.spawn(&name, &store, &conn);
+                    }
+                }
+            });
         }
         let me = self.clone();
         let mut stopping = self.stopping.subscribe();

@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::common::{eventually, insert_n, Server, Store};
+use super::common::{eventually, insert_n, Server, Store, ADMIN};
+use super::console;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -567,17 +568,24 @@ async fn pull_stores_messages_and_answers_ack_or_error_per_message() {
     assert!(!v["last_error"].as_str().unwrap().is_empty(), "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
+/// A server with store `name` of two objects, pushed to a remote that
+/// has received both; the connection's JSON.
+async fn pushing(name: &str) -> (Server, Store, Remote, Value) {
     let srv = Server::start();
-    let s = srv.json_store("d1");
+    let s = srv.json_store(name);
     insert_n(&srv, &s, 1, 2);
     let mut remote = Remote::start(0, false).await;
     let c = create(&srv, &s, json!({ "mode": "push", "url": remote.url() }));
-    let id = c["id"].as_str().unwrap().to_string();
     remote.connected().await;
     remote.frame().await;
     remote.frame().await;
+    (srv, s, remote, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
+    let (srv, s, mut remote, c) = pushing("d1").await;
+    let id = c["id"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     let r = srv
         .delete(&s.path(&format!("/ws/connections/{id}")))
@@ -611,6 +619,32 @@ async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
     }
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     if let Some(e) = r2.quiet_for(Duration::from_millis(2500)).await {
+        panic!("a connection of the deleted store came back: {e:?}");
+    }
+}
+
+/// Pins a bug: the console's delete left the store's outbound connections
+/// running (only the REST delete stopped them), so they kept dialling for a
+/// store that was gone. Every delete goes through the registry now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_store_from_the_console_stops_its_connections() {
+    let (srv, _, mut remote, _) = pushing("d2").await;
+    let session = console::login(&srv, ADMIN);
+    let r = srv
+        .post("/stores/d2/delete")
+        .header("Cookie", &session.header())
+        .body(
+            "application/x-www-form-urlencoded",
+            console::form(&[("csrf", &session.csrf), ("confirm", "d2")]),
+        )
+        .send();
+    assert_eq!((r.status, r.header("location")), (303, Some("/")));
+    assert!(!srv.data().join("d2").exists());
+    match remote.next().await {
+        Event::Closed(_) => {}
+        e => panic!("expected a close, got {e:?}"),
+    }
+    if let Some(e) = remote.quiet_for(Duration::from_millis(2500)).await {
         panic!("a connection of the deleted store came back: {e:?}");
     }
 }
