@@ -85,7 +85,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(crate::redact::http_span),
+                )
                 .layer(cors())
                 .layer(axum::middleware::map_response_with_state(
                     state.clone(),
