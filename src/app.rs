@@ -280,6 +280,7 @@ pub async fn run(config: Config) -> Result<()> {
         spawn_tls_reloader(tls.clone(), files);
     }
     let state = AppState::new(config);
+    state.outbound.policy().set_own_ports(&[local.port()]);
     state.outbound.start().await;
     // Every listener is bound (connections queue until `serve` accepts
     // them), so a client the supervisor lets in now is answered.

@@ -53,6 +53,7 @@ impl AppState {
             stores.clone(),
             metrics.clone(),
             crate::stream::outbound::Timing::default(),
+            crate::stream::outbound::policy::Policy::new(&config.outbound),
         ));
         AppState {
             stores,

@@ -8,7 +8,10 @@
 //!   jitter that resets after a healthy session;
 //! - [`session`], one dial and what follows (push, pull, pings);
 //! - [`persist`], the file `<store>/ws_connections.json`;
-//! - [`tls`], the client TLS configuration of `wss://` dials.
+//! - [`policy`], what a connection may dial (checked at create and at
+//!   every dial) and where its `ca_file` may be;
+//! - [`tls`], the client TLS configuration of `wss://` dials and the rules
+//!   for reading a `ca_file`.
 //!
 //! Each connection is one supervised tokio task: dial (handshake timeout),
 //! run a session until it ends, wait, dial again. A failing connection
@@ -35,16 +38,17 @@ use crate::registry::Registry;
 use crate::store::Store;
 
 pub mod persist;
+pub mod policy;
 pub mod session;
 pub mod supervise;
 pub mod tls;
 
 pub use persist::FILE;
 use persist::{load, write_atomic, File};
+use policy::{Policy, ResolveError, Role, Target};
 use session::Session;
 use supervise::stopped;
 pub use supervise::{supervise, Backoff, Ended, Timing};
-use tls::client_tls;
 
 /// `push` or `pull`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,9 +86,13 @@ pub struct Spec {
     pub created_at: String,
     #[serde(default)]
     pub last_timestamp: i64,
-    /// PEM file of extra CA certificates trusted for `wss://`.
+    /// PEM file of extra CA certificates trusted for `wss://`, in the CA
+    /// directory (see [`tls`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Who created it: the policy it is held to at every dial.
+    #[serde(default)]
+    pub created_by: Role,
 }
 
 fn full() -> String {
@@ -218,7 +226,21 @@ impl Conn {
     }
 
     fn error(&self, st: Option<Status>, message: String) {
-        tracing::warn!(connection = %self.spec.id, url = %self.spec.url, error = %message, "outbound connection");
+        self.fail(st, message, None);
+    }
+
+    /// Counts an error; `why` is logged (for the administrator) but not
+    /// shown in `last_error`.
+    fn fail(&self, st: Option<Status>, message: String, why: Option<policy::Refusal>) {
+        let url = crate::redact::url(&self.spec.url);
+        match why {
+            None => {
+                tracing::warn!(connection = %self.spec.id, %url, error = %message, "outbound connection")
+            }
+            Some(why) => {
+                tracing::warn!(connection = %self.spec.id, %url, error = %message, reason = %why, "outbound connection")
+            }
+        }
         let mut l = self.live();
         l.errors += 1;
         l.last_error = message;
@@ -253,6 +275,9 @@ impl Conn {
 pub enum CreateError {
     #[error("{0}")]
     Invalid(String),
+    /// The outbound policy refuses the URL (the reason is logged).
+    #[error("{}", policy::REFUSED)]
+    Refused,
     #[error("saving {FILE}: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -262,6 +287,7 @@ pub struct Outbound {
     stores: Arc<Registry>,
     metrics: Arc<Metrics>,
     timing: Timing,
+    policy: Arc<Policy>,
     by_store: Mutex<HashMap<String, Vec<Arc<Conn>>>>,
     /// Serialises file writes.
     saving: tokio::sync::Mutex<()>,
@@ -269,15 +295,26 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(stores: Arc<Registry>, metrics: Arc<Metrics>, timing: Timing) -> Outbound {
+    pub fn new(
+        stores: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+        policy: Policy,
+    ) -> Outbound {
         Outbound {
             stores,
             metrics,
             timing,
+            policy: Arc::new(policy),
             by_store: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
         }
+    }
+
+    /// The outbound policy (the server records its own ports in it).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<Arc<Conn>>>> {
@@ -383,12 +420,16 @@ impl Outbound {
         mut spec: Spec,
     ) -> Result<Arc<Conn>, CreateError> {
         if let Some(ca) = &spec.ca_file {
-            let ca = ca.clone();
-            tokio::task::spawn_blocking(move || client_tls(Some(&ca)))
+            let (dir, ca) = (self.policy.ca_dir().to_path_buf(), ca.clone());
+            let read = tokio::task::spawn_blocking(move || tls::ca_certificates(&dir, &ca))
                 .await
-                .map_err(std::io::Error::other)?
-                .map_err(CreateError::Invalid)?;
+                .map_err(std::io::Error::other)?;
+            if let Err(e) = read {
+                tracing::info!(store = %name, ca_file = ?spec.ca_file, reason = ?e.0, "ca_file refused");
+                return Err(CreateError::Invalid(e.to_string()));
+            }
         }
+        self.check_policy(name, &spec).await?;
         let conn = {
             let mut map = self.map();
             let list = map.entry(name.to_string()).or_default();
@@ -410,6 +451,23 @@ impl Outbound {
         }
         self.spawn(name, store, &conn);
         Ok(conn)
+    }
+
+    /// Refuses a URL the policy refuses for the creator's role. A name that
+    /// does not resolve (in [`CREATE_RESOLVE_TIMEOUT`]) is let through:
+    /// every dial checks again.
+    async fn check_policy(&self, name: &str, spec: &Spec) -> Result<(), CreateError> {
+        let target = Target::parse(&spec.url).map_err(CreateError::Invalid)?;
+        let resolved = tokio::time::timeout(
+            CREATE_RESOLVE_TIMEOUT,
+            self.policy.resolve(spec.created_by, &target),
+        )
+        .await;
+        if let Ok(Err(ResolveError::Refused(why))) = resolved {
+            tracing::info!(store = %name, url = %crate::redact::url(&spec.url), role = ?spec.created_by, reason = %why, "outbound connection refused by the policy");
+            return Err(CreateError::Refused);
+        }
+        Ok(())
     }
 
     /// Stops (within a second) and forgets a connection; false if unknown.
@@ -482,6 +540,7 @@ impl Outbound {
             metrics: self.metrics.clone(),
             conn: conn.clone(),
             timing: self.timing.clone(),
+            policy: self.policy.clone(),
         };
         let stop = conn.stop.subscribe();
         let task = tokio::spawn(async move {
@@ -495,14 +554,12 @@ impl Outbound {
     }
 }
 
-/// Checks a `ws://` or `wss://` URL with a host.
+/// How long a create waits for the URL's host to resolve.
+const CREATE_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks a `ws://` or `wss://` URL with a host and a valid port.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let bad = || format!("invalid url {url:?}: must be a ws:// or wss:// URL");
-    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().map_err(|_| bad())?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("ws") | Some("wss"), Some(h)) if !h.is_empty() => Ok(()),
-        _ => Err(bad()),
-    }
+    Target::parse(url).map(|_| ())
 }
 
 #[cfg(test)]

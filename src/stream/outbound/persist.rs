@@ -1,7 +1,8 @@
 //! The file of a store's outbound connections, `<store>/ws_connections.json`:
 //! `{"connections": [spec, ...]}` pretty-printed, replaced atomically (temp
 //! file, fsync, rename, fsync of the directory) so that a power cut leaves
-//! either the old or the new list.
+//! either the old or the new list. The file is readable by its owner only:
+//! it holds the peers' URLs and headers, keys included.
 
 use std::path::Path;
 
@@ -29,7 +30,16 @@ pub(super) fn write_atomic(dir: &Path, file: &File) -> std::io::Result<()> {
     text.push(b'\n');
     let tmp = dir.join(format!("{FILE}.tmp"));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Owner only: the URLs and headers hold the peers' keys. A left
+        // over temp file would keep its old mode.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&text)?;
         f.sync_all()?;
     }
@@ -59,6 +69,7 @@ mod tests {
             created_at: clock::rfc3339_nanos(1),
             last_timestamp: 42,
             ca_file: None,
+            created_by: Default::default(),
         };
         write_atomic(
             dir.path(),
@@ -68,6 +79,12 @@ mod tests {
         )
         .unwrap();
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert!(text.starts_with("{\n  \"connections\": [\n    {\n      \"id\""));
         let back = load(&dir.path().join(FILE)).unwrap();
         assert_eq!(back.connections[0].last_timestamp, 42);

@@ -22,6 +22,7 @@
 //! ([`crate::stream::ingest`]) and answers `ack` or `error` per message; a
 //! bad message counts as an error and never closes the connection.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,16 +32,19 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::policy::{Policy, Refusal, ResolveError, Target, REFUSED};
 use super::supervise::{stopped, Ended, Timing};
-use super::tls::client_tls;
-use super::{Conn, Mode, Status};
+use super::tls::{ca_certificates, client_tls};
+use super::{Conn, Mode, Spec, Status};
 use crate::api::metrics::Metrics;
+use crate::redact;
 use crate::registry::Registry;
 use crate::store::{Filter, Store};
 use crate::stream::follow::{self, Follower, Start};
@@ -56,6 +60,74 @@ pub(super) struct Session {
     pub(super) metrics: Arc<Metrics>,
     pub(super) conn: Arc<Conn>,
     pub(super) timing: Timing,
+    pub(super) policy: Arc<Policy>,
+}
+
+/// Why a dial did not connect.
+enum DialError {
+    /// The policy refused every address of the URL's host.
+    Refused(Refusal),
+    Failed(String),
+}
+
+/// Request headers a connection's `headers` may not set: those the dial
+/// sets itself (`Host` from the URL, the WebSocket handshake's) and the
+/// hop-by-hop ones.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "content-length",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+];
+
+/// True if a connection's `headers` may not set `name`.
+pub fn reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// The handshake request: the URL's, with the connection's headers (a
+/// reserved one, from a file written before they were refused, is left
+/// out).
+fn request(spec: &Spec) -> Result<Request, String> {
+    let mut req = spec
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    for (k, v) in spec.headers.iter().filter(|(k, _)| !reserved_header(k)) {
+        let k = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let v = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        req.headers_mut().insert(k, v);
+    }
+    Ok(req)
+}
+
+/// Connects to the first of `addrs` that answers.
+async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
 /// Why a connected session ended.
@@ -77,13 +149,23 @@ impl Session {
         };
         let mut ws = match ws {
             Ok(ws) => ws,
-            Err(e) => {
+            Err(DialError::Failed(e)) => {
                 self.conn
                     .error(Some(Status::Error), format!("dial failed: {e}"));
                 return Ended::DialFailed;
             }
+            Err(DialError::Refused(why)) => {
+                // The same text whatever is (or is not) there: no port
+                // scanner. The reason is for the administrator's log.
+                self.conn.fail(
+                    Some(Status::Error),
+                    format!("dial failed: {REFUSED}"),
+                    Some(why),
+                );
+                return Ended::DialFailed;
+            }
         };
-        tracing::info!(connection = %self.conn.id(), url = %self.conn.spec.url, "outbound connection established");
+        tracing::info!(connection = %self.conn.id(), url = %redact::url(&self.conn.spec.url), "outbound connection established");
         self.conn.set_status(Status::Connected);
         let since = Instant::now();
         let exit = match self.conn.spec.mode {
@@ -111,36 +193,56 @@ impl Session {
         }
     }
 
-    async fn dial(&self) -> Result<Ws, String> {
-        let spec = &self.conn.spec;
-        let mut req = spec
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
-        for (k, v) in &spec.headers {
-            let k = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-            let v = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
-            req.headers_mut().insert(k, v);
+    /// Resolves the URL's host, keeps the addresses the policy lets this
+    /// connection dial, connects to one of them and runs the handshake,
+    /// all within the handshake timeout.
+    async fn dial(&self) -> Result<Ws, DialError> {
+        let t = self.timing.handshake_timeout;
+        match tokio::time::timeout(t, self.dial_checked()).await {
+            Ok(r) => r,
+            Err(_) => Err(DialError::Failed(format!(
+                "handshake timed out after {t:?}"
+            ))),
         }
-        let connector = if spec.url.starts_with("wss:") {
-            let ca = spec.ca_file.clone();
-            let cfg = tokio::task::spawn_blocking(move || client_tls(ca.as_deref()))
-                .await
-                .map_err(|e| e.to_string())??;
+    }
+
+    async fn dial_checked(&self) -> Result<Ws, DialError> {
+        let spec = &self.conn.spec;
+        let target = Target::parse(&spec.url).map_err(DialError::Failed)?;
+        let req = request(spec).map_err(DialError::Failed)?;
+        let addrs = self
+            .policy
+            .resolve(spec.created_by, &target)
+            .await
+            .map_err(|e| match e {
+                ResolveError::Refused(r) => DialError::Refused(r),
+                ResolveError::Unresolved(m) => {
+                    DialError::Failed(format!("cannot resolve host: {m}"))
+                }
+            })?;
+        let connector = if target.tls {
+            let extra = match &spec.ca_file {
+                None => Vec::new(),
+                Some(name) => {
+                    let (dir, name) = (self.policy.ca_dir().to_path_buf(), name.clone());
+                    tokio::task::spawn_blocking(move || ca_certificates(&dir, &name))
+                        .await
+                        .map_err(|e| DialError::Failed(e.to_string()))?
+                        .map_err(|e| DialError::Failed(e.to_string()))?
+                }
+            };
+            let cfg = client_tls(extra).map_err(DialError::Failed)?;
             Some(tokio_tungstenite::Connector::Rustls(cfg))
         } else {
             None
         };
-        let dial = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector);
-        match tokio::time::timeout(self.timing.handshake_timeout, dial).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "handshake timed out after {:?}",
-                self.timing.handshake_timeout
-            )),
-        }
+        let tcp = connect_any(&addrs)
+            .await
+            .map_err(|e| DialError::Failed(format!("IO error: {e}")))?;
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, connector)
+            .await
+            .map_err(|e| DialError::Failed(e.to_string()))?;
+        Ok(ws)
     }
 
     /// Where a push session starts: after the cursor, else after `from`,
