@@ -469,10 +469,10 @@ async fn secrets_stay_out_of_the_log_metrics_and_errors() {
         .map(|id| status(&srv, &s, id)["last_error"].to_string())
         .collect();
 
-    // Let the trace of the last requests reach the log.
+    // Let the trace of the last request reach the log (in any form).
     assert!(eventually(Duration::from_secs(5), || srv
         .log()
-        .contains("admin_key=***")));
+        .contains("/api/stores?admin_key=")));
     let log = srv.log();
     for secret in secrets.iter().chain([&s.key.as_str(), &ADMIN]) {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
