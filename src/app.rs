@@ -281,6 +281,7 @@ pub async fn run(config: Config) -> Result<()> {
         spawn_tls_reloader(tls.clone(), files);
     }
     let state = AppState::new(config);
+    state.outbound.policy().set_own_ports(&[local.port()]);
     // Every store opens in the background, each on a thread of its own; a
     // request for one still opening waits a moment, then is answered 503.
     state.stores.open_all();

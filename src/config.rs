@@ -6,8 +6,8 @@
 //! `server.{host,port,mode,socket_path,admin_key,tls.{cert_file,key_file}}`,
 //! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
-//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`
-//! and `store.durability`.
+//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
+//! `server.outbound.{ca_dir,allow,deny}` and `store.durability`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::store::Durability;
+use crate::stream::outbound::policy::Rule;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 21080;
@@ -30,6 +31,31 @@ pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 pub enum Mode {
     Release,
     Debug,
+}
+
+/// Default of `server.outbound.ca_dir`.
+pub const DEFAULT_CA_DIR: &str = "/etc/tsstore/ca";
+
+/// `server.outbound`: what outbound connections may dial and read (see
+/// [`crate::stream::outbound::policy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// The only directory a connection's `ca_file` may name a file in.
+    pub ca_dir: PathBuf,
+    /// Lift the built-in denials (store keys) for what they match.
+    pub allow: Vec<Rule>,
+    /// Refused for every connection; wins over `allow`.
+    pub deny: Vec<Rule>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> OutboundConfig {
+        OutboundConfig {
+            ca_dir: PathBuf::from(DEFAULT_CA_DIR),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
 }
 
 /// TLS certificate and key files.
@@ -58,6 +84,7 @@ pub struct Config {
     /// Seconds between pings on an idle WebSocket; a client silent for 2.5
     /// times this is dropped.
     pub ws_ping_seconds: u32,
+    pub outbound: OutboundConfig,
     /// Keys of the config file that were not recognised (warned about).
     pub unknown_keys: Vec<String>,
 }
@@ -78,6 +105,7 @@ impl Default for Config {
             durability: Durability::default(),
             max_body_bytes: DEFAULT_MAX_BODY,
             ws_ping_seconds: 30,
+            outbound: OutboundConfig::default(),
             unknown_keys: Vec::new(),
         }
     }
@@ -130,6 +158,15 @@ struct FileServer {
     tls: FileTls,
     max_body_bytes: Option<usize>,
     ws_ping_seconds: Option<u32>,
+    outbound: FileOutbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileOutbound {
+    ca_dir: Option<String>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +192,8 @@ struct FileConfig {
 enum Kind {
     Object,
     Str,
+    /// An array of strings.
+    StrList,
     /// An unsigned integer up to this maximum.
     Uint(u64),
 }
@@ -171,6 +210,10 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.tls.key_file", Kind::Str),
     ("server.max_body_bytes", Kind::Uint(usize::MAX as u64)),
     ("server.ws_ping_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.outbound", Kind::Object),
+    ("server.outbound.ca_dir", Kind::Str),
+    ("server.outbound.allow", Kind::StrList),
+    ("server.outbound.deny", Kind::StrList),
     ("store", Kind::Object),
     ("store.base_path", Kind::Str),
     ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
@@ -204,6 +247,9 @@ fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
     let ok = match kind {
         Kind::Object => v.is_object(),
         Kind::Str => v.is_string() || v.is_null(),
+        Kind::StrList => {
+            v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }
         Kind::Uint(max) => v.is_null() || v.as_u64().is_some_and(|n| n <= max),
     };
     if ok {
@@ -212,6 +258,7 @@ fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
     let expected = match kind {
         Kind::Object => "an object".to_string(),
         Kind::Str => "a string".to_string(),
+        Kind::StrList => "an array of strings".to_string(),
         Kind::Uint(max) => format!("an integer from 0 to {max}"),
     };
     Err(err(key, format!("invalid value {v}: expected {expected}")))
@@ -266,6 +313,7 @@ impl Config {
         if let Some(v) = s.ws_ping_seconds {
             c.ws_ping_seconds = v;
         }
+        c.outbound = outbound_of(s.outbound)?;
         let st = file.store;
         if let Some(v) = non_empty(st.base_path) {
             c.base_path = PathBuf::from(v);
@@ -418,6 +466,24 @@ impl Config {
     }
 }
 
+fn outbound_of(f: FileOutbound) -> Result<OutboundConfig, ConfigError> {
+    let rules = |key: &str, v: Option<Vec<String>>| -> Result<Vec<Rule>, ConfigError> {
+        v.unwrap_or_default()
+            .iter()
+            .map(|s| s.parse().map_err(|e: String| err(key, e)))
+            .collect()
+    };
+    let mut c = OutboundConfig {
+        allow: rules("server.outbound.allow", f.allow)?,
+        deny: rules("server.outbound.deny", f.deny)?,
+        ..OutboundConfig::default()
+    };
+    if let Some(d) = non_empty(f.ca_dir) {
+        c.ca_dir = PathBuf::from(d);
+    }
+    Ok(c)
+}
+
 fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
     let key = "TSSTORE_CONFIG";
     let text = std::fs::read_to_string(p)
@@ -527,6 +593,47 @@ mod tests {
             (r#"{"store":[]}"#, "store"),
         ] {
             std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
+            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_outbound_policy_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.outbound, OutboundConfig::default());
+        assert_eq!(c.outbound.ca_dir, Path::new("/etc/tsstore/ca"));
+        std::fs::write(
+            &file,
+            r#"{"server":{"outbound":{"ca_dir":"/srv/ca","allow":["192.168.1.20:21080","10.0.0.0/8"],"deny":[":22"]}}}"#,
+        )
+        .unwrap();
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(c.outbound.ca_dir, Path::new("/srv/ca"));
+        assert_eq!(c.outbound.allow.len(), 2);
+        assert_eq!(c.outbound.deny, [":22".parse::<Rule>().unwrap()]);
+        for (text, key) in [
+            (
+                r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
+                "server.outbound.allow",
+            ),
+            (
+                r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
+                "server.outbound.deny",
+            ),
+            (
+                r#"{"server":{"outbound":{"deny":[1]}}}"#,
+                "server.outbound.deny",
+            ),
+            (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
+        ] {
+            std::fs::write(&file, text).unwrap();
             let e = Config::load(&flags, &env_of(&[])).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
         }

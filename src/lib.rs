@@ -11,8 +11,9 @@
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
 //!   (the Unix-socket line protocol; its parser builds without the
-//!   feature), [`notify`] (systemd readiness and watchdog) and [`app`]
-//!   (wiring, TLS, ordered shutdown).
+//!   feature), [`notify`] (systemd readiness and watchdog), [`redact`]
+//!   (secrets out of logged URLs) and [`app`] (wiring, TLS, ordered
+//!   shutdown).
 
 pub mod ingest;
 pub mod store;
@@ -35,6 +36,8 @@ pub mod console;
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod notify;
+#[cfg(feature = "server")]
+pub mod redact;
 #[cfg(feature = "server")]
 pub mod registry;
 #[cfg(feature = "server")]

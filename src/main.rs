@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         tracing_subscriber::EnvFilter::new(format!("tsstore={level},tower_http=warn"))
     });
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(tsstore::redact::log_filter(filter))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

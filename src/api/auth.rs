@@ -151,6 +151,8 @@ impl FromRequestParts<AppState> for Admin {
 pub struct StoreAccess {
     pub name: String,
     pub store: Arc<Store>,
+    /// Authorised by the admin key or an admin console session.
+    pub admin: bool,
 }
 
 impl FromRequestParts<AppState> for StoreAccess {
@@ -182,7 +184,9 @@ impl FromRequestParts<AppState> for StoreAccess {
                 .or_else(|| query_param(parts, "api_key"));
             let Some(key) = key else {
                 return match cookie_scope(parts, state)? {
-                    Some(scope) if scope.opens(&name) => open(state, name).await,
+                    Some(scope) if scope.opens(&name) => {
+                        open(state, name, scope == Scope::Admin).await
+                    }
                     Some(_) => Err(forbidden("this session cannot open that store")),
                     None => Err(unauthorized("API key required")),
                 };
@@ -209,16 +213,16 @@ impl FromRequestParts<AppState> for StoreAccess {
                 Err(Rejection::Unavailable) => return Err(unauthorized("authentication failed")),
             }
         }
-        open(state, name).await
+        open(state, name, admin).await
     }
 }
 
 /// Opens store `name` (authorised by the caller): 404 if it does not
 /// exist, 503 while it is busy (recovering, being created, reset or
 /// deleted).
-async fn open(state: &AppState, name: String) -> Result<StoreAccess, ApiError> {
+async fn open(state: &AppState, name: String, admin: bool) -> Result<StoreAccess, ApiError> {
     let store = state.stores.open(&name).await?;
-    Ok(StoreAccess { name, store })
+    Ok(StoreAccess { name, store, admin })
 }
 
 #[cfg(test)]

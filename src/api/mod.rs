@@ -56,6 +56,7 @@ impl AppState {
             stores.clone(),
             metrics.clone(),
             crate::stream::outbound::Timing::default(),
+            crate::stream::outbound::policy::Policy::new(&config.outbound),
         ));
         let console = Arc::new(crate::console::Console::new());
         stores.set_hooks(lifecycle_hooks(&outbound, &console, &metrics));
@@ -114,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(crate::redact::http_span),
+                )
                 .layer(cors())
                 .layer(axum::middleware::map_response_with_state(
                     state.clone(),
