@@ -1,14 +1,15 @@
-//! The CLI commands other than `serve`: create, key, status, calc and
-//! swagger. Output formats follow the original's.
+//! The CLI commands other than `serve`: create, key, status, calc,
+//! swagger and healthcheck. Output formats follow the original's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{CalcArgs, CreateArgs, KeyCommand, SwaggerArgs};
+use crate::cli::{CalcArgs, CreateArgs, HealthcheckArgs, KeyCommand, SwaggerArgs};
 use crate::config::Config;
 use crate::keys::{self, KeyError};
+use crate::probe;
 use crate::store::{self, format, DataType, Store};
 
 fn base(config: &Config, path: &Option<PathBuf>) -> PathBuf {
@@ -193,48 +194,29 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
 /// with the admin key (the store's files are locked by the server). The
 /// reason they cannot be had otherwise.
 fn server_stats(config: &Config, lock: Option<&str>, name: &str) -> Result<store::Stats, String> {
-    use std::io::Read;
     let Some(key) = config.admin_key.as_deref().filter(|k| !k.is_empty()) else {
         return Err("set TSSTORE_ADMIN_KEY to see its stats".into());
     };
+    // probe::get does not verify a certificate: no admin key over HTTPS.
     if config.tls.is_some() {
         return Err("stats over HTTPS are not fetched".into());
     }
-    let mut addr: std::net::SocketAddr = lock
+    let addr = lock
         .and_then(|l| l.rsplit(", ").next())
-        .and_then(|a| a.trim().parse().ok())
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
         .ok_or("server address unknown")?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let timeout = std::time::Duration::from_secs(2);
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("server not reachable: {e}"))?;
-    let _ = conn.set_read_timeout(Some(timeout));
-    write!(
-        conn,
-        "GET /api/stores/{name}/stats HTTP/1.1\r\nHost: {addr}\r\nX-Admin-Key: {key}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("server not reachable: {e}"))?;
-    let mut resp = Vec::new();
-    conn.read_to_end(&mut resp)
-        .map_err(|e| format!("no answer from the server: {e}"))?;
-    let resp = String::from_utf8_lossy(&resp);
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or("bad answer from the server")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "the server answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
+    let r = probe::get(
+        probe::reachable(addr),
+        &format!("/api/stores/{name}/stats"),
+        &[("X-Admin-Key", key)],
+        false,
+        std::time::Duration::from_secs(2),
+    )?;
+    if r.status != 200 {
+        return Err(format!("the server answered {}", r.status));
     }
     let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|_| "bad answer from the server")?;
+        serde_json::from_str(&r.body).map_err(|_| "bad answer from the server")?;
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     let ts = |k: &str| v[k].as_i64().unwrap_or(0);
     Ok(store::Stats {
@@ -430,6 +412,33 @@ pub async fn swagger(a: &SwaggerArgs, out: &mut (dyn Write + Send)) -> Result<()
         .with_graceful_shutdown(crate::app::shutdown_signal())
         .await?;
     writeln!(out, "\nShutting down swagger server...")?;
+    Ok(())
+}
+
+/// `tsstore healthcheck`: the server this configuration describes (its
+/// bind address, a wildcard meaning loopback, its port, HTTP or HTTPS)
+/// answers `GET /health` with 200 and `"status": "ok"` within the timeout.
+/// An error (exit status 1) says what it got instead.
+pub fn healthcheck(config: &Config, a: &HealthcheckArgs, out: &mut dyn Write) -> Result<()> {
+    let host = a.host.as_deref().unwrap_or(&config.host);
+    let port = a.port.unwrap_or(config.port);
+    let tls = config.tls.is_some();
+    let addr = probe::local_addr(host, port).map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
+    let url = format!("{}://{addr}/health", if tls { "https" } else { "http" });
+    let r = probe::get(
+        addr,
+        "/health",
+        &[],
+        tls,
+        std::time::Duration::from_secs(a.timeout),
+    )
+    .map_err(|e| anyhow::anyhow!("unhealthy: {url}: {e}"))?;
+    let body: String = r.body.trim().chars().take(200).collect();
+    let ok = serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["status"] == "ok");
+    if r.status != 200 || !ok {
+        bail!("unhealthy: {url} answered {}: {body}", r.status);
+    }
+    writeln!(out, "healthy: {url} answered {body}")?;
     Ok(())
 }
 

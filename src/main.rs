@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Command::Swagger(a) => {
             runtime().and_then(|rt| rt.block_on(tsstore::commands::swagger(a, &mut out)))
         }
+        Command::Healthcheck(a) => tsstore::commands::healthcheck(&config, a, &mut out),
         Command::Version => {
             println!("tsstore v{}", env!("CARGO_PKG_VERSION"));
             Ok(())
