@@ -25,6 +25,7 @@ pub const ADMIN: &str = "test-admin-key-0123456789";
 /// developer's environment cannot leak into a test.
 const TSSTORE_VARS: &[&str] = &[
     "TSSTORE_ADMIN_KEY",
+    "TSSTORE_ADMIN_KEY_FILE",
     "TSSTORE_CONFIG",
     "TSSTORE_DATA_PATH",
     "TSSTORE_HOST",
