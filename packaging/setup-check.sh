@@ -139,6 +139,13 @@ else
   bad "boots under qemu-system-aarch64" "qemu-system-arm" "make setup-image unpacks it into $IMAGE_TOOLS when apt cannot install it"
 fi
 
+echo "== make oci, oci-test"
+have "image builds, container runs" podman podman
+have "container runtime (the tests run runc)" runc runc
+has_file "published ports (network backend)" netavark /usr/lib/podman/netavark
+have "published ports (port forwarding rules)" iptables iptables
+have "compose file test" podman-compose podman-compose
+
 if [ "$failures" -gt 0 ]; then
   printf '\nsetup-check: %d missing; install: %s\n' "$failures" \
     "$(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++ { printf "%s%s", (n++ ? ", " : ""), $0 }')"
