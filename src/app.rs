@@ -4,7 +4,11 @@
 //! order: stop accepting (the socket file is removed), close the WebSocket
 //! streams (1001), finish in-flight requests and socket sessions (bounded),
 //! stop the outbound connections (persisting their cursors), sync and close
-//! every store.
+//! every store (a store still recovering is abandoned, see
+//! [`crate::registry::Registry::close_all`]).
+//!
+//! Stores open in the background from the start: the server is ready
+//! before any store is (see [`run`]).
 //!
 //! Under systemd (`Type=notify`) it reports `READY=1` once the listeners
 //! are up, `WATCHDOG=1` while alive and `STOPPING=1` when shutdown starts
@@ -123,10 +127,7 @@ pub async fn serve(
     // Outbound connections stop (and persist their cursors) before the
     // stores they read and write close.
     state.outbound.stop_all().await;
-    let stores = state.stores.clone();
-    let errors = tokio::task::spawn_blocking(move || stores.close_all())
-        .await
-        .context("closing stores")?;
+    let errors = state.stores.close_all(GRACE).await;
     for (name, e) in &errors {
         tracing::error!(store = %name, error = %e, "closing store failed");
     }
@@ -280,9 +281,19 @@ pub async fn run(config: Config) -> Result<()> {
         spawn_tls_reloader(tls.clone(), files);
     }
     let state = AppState::new(config);
+    state.outbound.policy().set_own_ports(&[local.port()]);
+    // Every store opens in the background, each on a thread of its own; a
+    // request for one still opening waits a moment, then is answered 503.
+    state.stores.open_all();
     state.outbound.start().await;
     // Every listener is bound (connections queue until `serve` accepts
-    // them), so a client the supervisor lets in now is answered.
+    // them), so a client the supervisor lets in now is answered. Ready does
+    // not wait for the stores: after a power cut a large store's recovery
+    // takes minutes on an SD card, and holding READY=1 back for it would
+    // keep every other store, `/health` and the dependent units waiting,
+    // and let systemd's start timeout kill the server mid-recovery (to
+    // begin again at the next start). The watchdog covers liveness from
+    // here on, and it too never waits on a store's disk.
     notify::send("READY=1");
     notify::spawn_watchdog(state.stores.clone());
     serve(listener, socket, state, tls, shutdown_signal()).await

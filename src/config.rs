@@ -6,8 +6,12 @@
 //! `server.{host,port,mode,socket_path,admin_key,tls.{cert_file,key_file}}`,
 //! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
-//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`
-//! and `store.durability`.
+//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
+//! `server.outbound.{ca_dir,allow,deny}`, `store.durability`, and
+//! `TSSTORE_ADMIN_KEY_FILE`: the file the admin key is read from when none
+//! is configured (the container image sets it; see
+//! `commands::admin_key_first_start` for the first start, when it does not
+//! exist yet).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::store::Durability;
+use crate::stream::outbound::policy::Rule;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 21080;
@@ -30,6 +35,31 @@ pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 pub enum Mode {
     Release,
     Debug,
+}
+
+/// Default of `server.outbound.ca_dir`.
+pub const DEFAULT_CA_DIR: &str = "/etc/tsstore/ca";
+
+/// `server.outbound`: what outbound connections may dial and read (see
+/// [`crate::stream::outbound::policy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// The only directory a connection's `ca_file` may name a file in.
+    pub ca_dir: PathBuf,
+    /// Lift the built-in denials (store keys) for what they match.
+    pub allow: Vec<Rule>,
+    /// Refused for every connection; wins over `allow`.
+    pub deny: Vec<Rule>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> OutboundConfig {
+        OutboundConfig {
+            ca_dir: PathBuf::from(DEFAULT_CA_DIR),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
 }
 
 /// TLS certificate and key files.
@@ -48,6 +78,9 @@ pub struct Config {
     /// `None`: the Unix socket is disabled.
     pub socket_path: Option<PathBuf>,
     pub admin_key: Option<String>,
+    /// `TSSTORE_ADMIN_KEY_FILE`: where the admin key is kept when none is
+    /// configured otherwise.
+    pub admin_key_file: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub base_path: PathBuf,
     pub data_block_size: u32,
@@ -58,6 +91,7 @@ pub struct Config {
     /// Seconds between pings on an idle WebSocket; a client silent for 2.5
     /// times this is dropped.
     pub ws_ping_seconds: u32,
+    pub outbound: OutboundConfig,
     /// Keys of the config file that were not recognised (warned about).
     pub unknown_keys: Vec<String>,
 }
@@ -70,6 +104,7 @@ impl Default for Config {
             mode: Mode::Release,
             socket_path: Some(PathBuf::from(DEFAULT_SOCKET_PATH)),
             admin_key: None,
+            admin_key_file: None,
             tls: None,
             base_path: PathBuf::from("./data"),
             data_block_size: 4096,
@@ -78,6 +113,7 @@ impl Default for Config {
             durability: Durability::default(),
             max_body_bytes: DEFAULT_MAX_BODY,
             ws_ping_seconds: 30,
+            outbound: OutboundConfig::default(),
             unknown_keys: Vec::new(),
         }
     }
@@ -130,6 +166,15 @@ struct FileServer {
     tls: FileTls,
     max_body_bytes: Option<usize>,
     ws_ping_seconds: Option<u32>,
+    outbound: FileOutbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileOutbound {
+    ca_dir: Option<String>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +200,8 @@ struct FileConfig {
 enum Kind {
     Object,
     Str,
+    /// An array of strings.
+    StrList,
     /// An unsigned integer up to this maximum.
     Uint(u64),
 }
@@ -171,6 +218,10 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.tls.key_file", Kind::Str),
     ("server.max_body_bytes", Kind::Uint(usize::MAX as u64)),
     ("server.ws_ping_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.outbound", Kind::Object),
+    ("server.outbound.ca_dir", Kind::Str),
+    ("server.outbound.allow", Kind::StrList),
+    ("server.outbound.deny", Kind::StrList),
     ("store", Kind::Object),
     ("store.base_path", Kind::Str),
     ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
@@ -204,6 +255,9 @@ fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
     let ok = match kind {
         Kind::Object => v.is_object(),
         Kind::Str => v.is_string() || v.is_null(),
+        Kind::StrList => {
+            v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }
         Kind::Uint(max) => v.is_null() || v.as_u64().is_some_and(|n| n <= max),
     };
     if ok {
@@ -212,6 +266,7 @@ fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
     let expected = match kind {
         Kind::Object => "an object".to_string(),
         Kind::Str => "a string".to_string(),
+        Kind::StrList => "an array of strings".to_string(),
         Kind::Uint(max) => format!("an integer from 0 to {max}"),
     };
     Err(err(key, format!("invalid value {v}: expected {expected}")))
@@ -266,6 +321,7 @@ impl Config {
         if let Some(v) = s.ws_ping_seconds {
             c.ws_ping_seconds = v;
         }
+        c.outbound = outbound_of(s.outbound)?;
         let st = file.store;
         if let Some(v) = non_empty(st.base_path) {
             c.base_path = PathBuf::from(v);
@@ -304,6 +360,9 @@ impl Config {
         }
         if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY")) {
             c.admin_key = Some(v);
+        }
+        if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY_FILE")) {
+            c.admin_key_file = Some(PathBuf::from(v));
         }
         if let Some(v) = non_empty(env("TSSTORE_TLS_CERT")) {
             cert = Some(v);
@@ -350,6 +409,12 @@ impl Config {
                     "TLS requires both cert and key: set both TSSTORE_TLS_CERT and TSSTORE_TLS_KEY",
                 )),
             };
+        // The key file only stands in for a key configured nowhere else.
+        if c.admin_key.is_none() {
+            if let Some(p) = &c.admin_key_file {
+                c.admin_key = read_admin_key_file(p)?;
+            }
+        }
         c.validate_store_defaults()?;
         Ok(c)
     }
@@ -415,6 +480,44 @@ impl Config {
             durability: self.durability,
             ..crate::store::Config::default()
         }
+    }
+}
+
+fn outbound_of(f: FileOutbound) -> Result<OutboundConfig, ConfigError> {
+    let rules = |key: &str, v: Option<Vec<String>>| -> Result<Vec<Rule>, ConfigError> {
+        v.unwrap_or_default()
+            .iter()
+            .map(|s| s.parse().map_err(|e: String| err(key, e)))
+            .collect()
+    };
+    let mut c = OutboundConfig {
+        allow: rules("server.outbound.allow", f.allow)?,
+        deny: rules("server.outbound.deny", f.deny)?,
+        ..OutboundConfig::default()
+    };
+    if let Some(d) = non_empty(f.ca_dir) {
+        c.ca_dir = PathBuf::from(d);
+    }
+    Ok(c)
+}
+
+/// The admin key kept in `path` (`TSSTORE_ADMIN_KEY_FILE`), surrounding
+/// white space removed; `None` while the file does not exist.
+pub fn read_admin_key_file(path: &Path) -> Result<Option<String>, ConfigError> {
+    let key = "TSSTORE_ADMIN_KEY_FILE";
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().chars().count() >= MIN_ADMIN_KEY_LEN => {
+            Ok(Some(text.trim().to_string()))
+        }
+        Ok(_) => Err(err(
+            key,
+            format!(
+                "{} holds no admin key of at least {MIN_ADMIN_KEY_LEN} characters: write one into it, or delete it and `tsstore serve` generates one",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(key, format!("cannot read {}: {e}", path.display()))),
     }
 }
 
@@ -530,6 +633,86 @@ mod tests {
             let e = Config::load(&flags, &env_of(&[])).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_outbound_policy_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.json");
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
+        assert_eq!(c.outbound, OutboundConfig::default());
+        assert_eq!(c.outbound.ca_dir, Path::new("/etc/tsstore/ca"));
+        std::fs::write(
+            &file,
+            r#"{"server":{"outbound":{"ca_dir":"/srv/ca","allow":["192.168.1.20:21080","10.0.0.0/8"],"deny":[":22"]}}}"#,
+        )
+        .unwrap();
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(c.outbound.ca_dir, Path::new("/srv/ca"));
+        assert_eq!(c.outbound.allow.len(), 2);
+        assert_eq!(c.outbound.deny, [":22".parse::<Rule>().unwrap()]);
+        for (text, key) in [
+            (
+                r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
+                "server.outbound.allow",
+            ),
+            (
+                r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
+                "server.outbound.deny",
+            ),
+            (
+                r#"{"server":{"outbound":{"deny":[1]}}}"#,
+                "server.outbound.deny",
+            ),
+            (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_admin_key_file_stands_in_only_for_a_missing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin_key");
+        let var = file.to_str().unwrap();
+        // Not there yet: no key (serve generates one).
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.admin_key, c.admin_key_file.as_deref()),
+            (None, Some(file.as_path()))
+        );
+        std::fs::write(&file, "\n  key-from-the-file-0123456789\t\n").unwrap();
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some("key-from-the-file-0123456789"));
+        let env = env_of(&[
+            ("TSSTORE_ADMIN_KEY_FILE", var),
+            ("TSSTORE_ADMIN_KEY", "key-from-the-environment"),
+        ]);
+        let c = Config::load(&Flags::default(), &env).unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some("key-from-the-environment"));
+        // A configured key wins even over a key file that is unusable.
+        std::fs::write(&file, "short").unwrap();
+        assert!(Config::load(&Flags::default(), &env).is_ok());
+        let e = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "TSSTORE_ADMIN_KEY_FILE");
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //!   of fixed-size blocks on disk, an on-disk time index, power-loss safe
 //!   recovery. Builds with `--no-default-features`.
 //! - Behind the `server` feature (default): [`config`] (layered
-//!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
-//!   (store API keys), [`registry`] (open stores), [`api`] (the REST API,
+//!   configuration), [`cli`] and [`commands`] (the command line; [`probe`]
+//!   its requests to a local server), [`keys`]
+//!   (store API keys), [`registry`] (the stores' lifecycle), [`api`] (the REST API,
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
 //!   (the Unix-socket line protocol; its parser builds without the
-//!   feature), [`notify`] (systemd readiness and watchdog) and [`app`]
-//!   (wiring, TLS, ordered shutdown).
+//!   feature), [`notify`] (systemd readiness and watchdog), [`redact`]
+//!   (secrets out of logged URLs) and [`app`] (wiring, TLS, ordered
+//!   shutdown).
 
 pub mod ingest;
 pub mod store;
@@ -35,6 +37,10 @@ pub mod console;
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod notify;
+#[cfg(feature = "server")]
+pub mod probe;
+#[cfg(feature = "server")]
+pub mod redact;
 #[cfg(feature = "server")]
 pub mod registry;
 #[cfg(feature = "server")]

@@ -75,7 +75,9 @@ pub fn watchdog_period(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> O
 /// Spawns the watchdog task when `WATCHDOG_USEC` (and `NOTIFY_SOCKET`) are
 /// set. Each tick first proves the store registry is not stuck (its lock
 /// is taken on a blocking thread within one period); a tick that cannot
-/// prove it sends nothing, so a hung server gets restarted.
+/// prove it sends nothing, so a hung server gets restarted. A store that
+/// takes minutes to recover does not withhold the ping: the registry never
+/// holds its lock across a store's disk work.
 pub fn spawn_watchdog(stores: Arc<Registry>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
@@ -99,7 +101,7 @@ pub fn spawn_watchdog(stores: Arc<Registry>) {
             let alive = tokio::time::timeout(
                 period,
                 tokio::task::spawn_blocking(move || {
-                    probe.open_stores();
+                    probe.probe();
                     notify("WATCHDOG=1")
                 }),
             )

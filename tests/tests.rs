@@ -37,14 +37,17 @@ mod engine {
 
 #[cfg(feature = "server")]
 mod server {
+    mod busy;
     mod cli;
     mod common;
     mod console;
+    mod container;
     mod http;
     mod manpage;
     mod notify;
     mod openapi;
     mod outbound;
+    mod security_outbound;
     mod unix;
     mod ws;
 }

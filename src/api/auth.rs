@@ -151,6 +151,8 @@ impl FromRequestParts<AppState> for Admin {
 pub struct StoreAccess {
     pub name: String,
     pub store: Arc<Store>,
+    /// Authorised by the admin key or an admin console session.
+    pub admin: bool,
 }
 
 impl FromRequestParts<AppState> for StoreAccess {
@@ -182,7 +184,9 @@ impl FromRequestParts<AppState> for StoreAccess {
                 .or_else(|| query_param(parts, "api_key"));
             let Some(key) = key else {
                 return match cookie_scope(parts, state)? {
-                    Some(scope) if scope.opens(&name) => open(state, name).await,
+                    Some(scope) if scope.opens(&name) => {
+                        open(state, name, scope == Scope::Admin).await
+                    }
                     Some(_) => Err(forbidden("this session cannot open that store")),
                     None => Err(unauthorized("API key required")),
                 };
@@ -190,8 +194,7 @@ impl FromRequestParts<AppState> for StoreAccess {
             if !keys::well_formed(&key) {
                 return Err(unauthorized("invalid API key format"));
             }
-            // An open store exists (it holds its files locked).
-            if state.stores.get_open(&name).is_none() && !state.stores.exists(&name) {
+            if !state.stores.known(&name).await {
                 return Err(ApiError::not_found("store not found"));
             }
             let dir = state.stores.dir(&name);
@@ -210,25 +213,16 @@ impl FromRequestParts<AppState> for StoreAccess {
                 Err(Rejection::Unavailable) => return Err(unauthorized("authentication failed")),
             }
         }
-        open(state, name).await
+        open(state, name, admin).await
     }
 }
 
-/// Opens store `name` (authorised by the caller).
-async fn open(state: &AppState, name: String) -> Result<StoreAccess, ApiError> {
-    let store = match state.stores.get_open(&name) {
-        Some(s) => s,
-        None => {
-            if !state.stores.exists(&name) {
-                return Err(ApiError::not_found("store not found"));
-            }
-            let (stores, n) = (state.stores.clone(), name.clone());
-            tokio::task::spawn_blocking(move || stores.get(&n))
-                .await
-                .map_err(ApiError::internal)??
-        }
-    };
-    Ok(StoreAccess { name, store })
+/// Opens store `name` (authorised by the caller): 404 if it does not
+/// exist, 503 while it is busy (recovering, being created, reset or
+/// deleted).
+async fn open(state: &AppState, name: String, admin: bool) -> Result<StoreAccess, ApiError> {
+    let store = state.stores.open(&name).await?;
+    Ok(StoreAccess { name, store, admin })
 }
 
 #[cfg(test)]

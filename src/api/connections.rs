@@ -2,6 +2,12 @@
 //! `GET/POST /api/stores/:store/ws/connections`,
 //! `GET/DELETE /api/stores/:store/ws/connections/:id`. The connections
 //! themselves live in [`crate::stream::outbound`].
+//!
+//! A create is held to the outbound policy of its caller's role (the admin
+//! key's or a store key's, see [`crate::stream::outbound::policy`]): a
+//! URL the policy refuses is a 403, a `ca_file` outside the CA directory a
+//! 400 that says nothing about the file. The role is kept with the
+//! connection and applies at every dial.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +23,8 @@ use super::auth::StoreAccess;
 use super::{ApiError, ApiResult, AppState};
 use crate::clock;
 use crate::store::now_ns;
+use crate::stream::outbound::policy::Role;
+use crate::stream::outbound::session::reserved_header;
 use crate::stream::outbound::{check_url, CreateError, Mode, Spec};
 
 pub fn routes() -> Router<AppState> {
@@ -79,13 +87,19 @@ async fn connections_create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let mut spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    spec.created_by = if access.admin {
+        Role::Admin
+    } else {
+        Role::Store
+    };
     let conn = state
         .outbound
         .create(&access.name, &access.store, spec)
         .await
         .map_err(|e| match e {
             CreateError::Invalid(m) => ApiError::bad_request(m),
+            e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
             e => ApiError::internal(e),
         })?;
     Ok((StatusCode::CREATED, Json(conn.status_json())))
@@ -144,6 +158,11 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
                 {
                     return Err(format!("invalid header {k:?}"));
                 }
+                if reserved_header(k) {
+                    return Err(format!(
+                        "invalid header {k:?}: set by the server on every dial"
+                    ));
+                }
                 headers.insert(k.clone(), v.clone());
             }
         }
@@ -175,6 +194,7 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         created_at: clock::rfc3339_nanos(now_ns()),
         last_timestamp: 0,
         ca_file,
+        created_by: Role::Store,
     })
 }
 
@@ -198,6 +218,18 @@ mod tests {
         assert!(err(r#"{"mode":"push","url":"ws://h","format":"x"}"#).contains("format"));
         assert!(err(r#"{"mode":"push","url":"ws://h","from":-1}"#).contains("from"));
         assert!(err(r#"{"mode":"push","url":"ws://h","headers":{"a b":"c"}}"#).contains("header"));
+        for reserved in [
+            "Host",
+            "connection",
+            "Upgrade",
+            "Sec-WebSocket-Key",
+            "Transfer-Encoding",
+        ] {
+            let body =
+                format!(r#"{{"mode":"push","url":"ws://h","headers":{{"{reserved}":"x"}}}}"#);
+            assert!(err(&body).contains("set by the server"), "{reserved}");
+        }
+        assert!(err(r#"{"mode":"push","url":"ws://h:99999"}"#).contains("invalid url"));
         assert!(err("[1]").contains("object"));
         let s = parse_create(
             br#"{"mode":"push","url":"wss://h/x","from":7,"format":"compact","headers":{"Authorization":"Bearer t"},"filter":"n","filter_ignore_case":true}"#,

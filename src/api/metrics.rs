@@ -68,6 +68,20 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// A gauge with one sample per value of `label`.
+fn labelled_gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (value, n) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     let m = &state.metrics;
     let mut out = String::new();
@@ -108,6 +122,13 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP tsstore_open_stores Stores open in this process.\n# TYPE tsstore_open_stores gauge\ntsstore_open_stores {}",
         open.len()
     );
+    labelled_gauge(
+        &mut out,
+        "tsstore_busy_stores",
+        "Stores an operation is working on (they answer 503 meanwhile), by operation.",
+        "operation",
+        state.stores.busy().map(|(p, n)| (p.as_str(), n as u64)),
+    );
     let _ = writeln!(
         out,
         "# HELP tsstore_store_fill_ratio Fraction of a store's blocks in use.\n# TYPE tsstore_store_fill_ratio gauge"
@@ -123,17 +144,16 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP tsstore_ws_clients Connected WebSocket clients.\n# TYPE tsstore_ws_clients gauge\ntsstore_ws_clients {}",
         m.ws_clients.load(Ordering::Relaxed)
     );
-    let _ = writeln!(
-        out,
-        "# HELP tsstore_outbound_connections Outbound WebSocket connections, by status.\n# TYPE tsstore_outbound_connections gauge"
+    labelled_gauge(
+        &mut out,
+        "tsstore_outbound_connections",
+        "Outbound WebSocket connections, by status.",
+        "status",
+        state
+            .outbound
+            .count_by_status()
+            .map(|(st, n)| (st.as_str(), n)),
     );
-    for (status, n) in state.outbound.count_by_status() {
-        let _ = writeln!(
-            out,
-            "tsstore_outbound_connections{{status=\"{}\"}} {n}",
-            status.as_str()
-        );
-    }
     let _ = writeln!(
         out,
         "# HELP tsstore_unix_clients Open Unix-socket connections.\n# TYPE tsstore_unix_clients gauge\ntsstore_unix_clients {}",

@@ -1,7 +1,9 @@
 //! The REST API (axum): the router, its shared state, errors and auth.
 //!
 //! Every client error is a 4xx with a JSON body `{"error": "..."}`; an
-//! internal fault is logged and answered with a generic 500. Routes follow
+//! internal fault is logged and answered with a generic 500; a store that
+//! is busy (recovering, being created, reset or deleted) answers 503 with
+//! `Retry-After` and a body naming it. Routes follow
 //! the original's paths, parameters and JSON shapes (see
 //! `docs/compatibility.md`).
 
@@ -15,7 +17,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::keys::KeyCache;
-use crate::registry::Registry;
+use crate::registry::{self, Hooks, Registry};
 use crate::store;
 
 pub mod auth;
@@ -47,22 +49,50 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config) -> AppState {
         let config = Arc::new(config);
-        let stores = Arc::new(Registry::new(config.base_path.clone()));
+        let keys = Arc::new(KeyCache::new());
+        let stores = Arc::new(Registry::new(config.base_path.clone(), keys.clone()));
         let metrics = Arc::new(metrics::Metrics::default());
         let outbound = Arc::new(crate::stream::outbound::Outbound::new(
             stores.clone(),
             metrics.clone(),
             crate::stream::outbound::Timing::default(),
+            crate::stream::outbound::policy::Policy::new(&config.outbound),
         ));
+        let console = Arc::new(crate::console::Console::new());
+        stores.set_hooks(lifecycle_hooks(&outbound, &console, &metrics));
         AppState {
             stores,
-            keys: Arc::new(KeyCache::new()),
+            keys,
             metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             outbound,
-            console: Arc::new(crate::console::Console::new()),
+            console,
             config,
         }
+    }
+}
+
+/// What else happens when a store comes or goes, run by the registry for
+/// every caller alike (REST, console).
+fn lifecycle_hooks(
+    outbound: &Arc<crate::stream::outbound::Outbound>,
+    console: &Arc<crate::console::Console>,
+    metrics: &Arc<metrics::Metrics>,
+) -> Hooks {
+    // Weak: the outbound connections hold the registry.
+    let outbound = Arc::downgrade(outbound);
+    let (console, metrics) = (console.clone(), metrics.clone());
+    Hooks {
+        before_delete: Box::new(move |name| {
+            let outbound = outbound.clone();
+            Box::pin(async move {
+                if let Some(o) = outbound.upgrade() {
+                    o.remove_store(&name).await;
+                }
+            })
+        }),
+        deleted: Box::new(move |name| console.sessions.remove_store(name)),
+        created: Box::new(move |_| metrics.store_created()),
     }
 }
 
@@ -85,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
-                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(crate::redact::http_span),
+                )
                 .layer(cors())
                 .layer(axum::middleware::map_response_with_state(
                     state.clone(),
@@ -183,6 +216,8 @@ async fn json_errors(
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for the `Retry-After` header (503 only).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -190,6 +225,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the store will be back (it is recovering,
+    /// being created, reset or deleted).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(registry::RETRY_AFTER_SECS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
 
@@ -210,14 +255,36 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
+    }
+}
+
+impl From<registry::Error> for ApiError {
+    fn from(e: registry::Error) -> ApiError {
+        use registry::Error as E;
+        match e {
+            E::Busy { .. } | E::ShuttingDown => ApiError::unavailable(e.to_string()),
+            E::Store(e) => ApiError::from(&*e),
+            _ => ApiError::internal(e),
+        }
     }
 }
 
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> ApiError {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&store::Error> for ApiError {
+    fn from(e: &store::Error) -> ApiError {
         use store::Error as E;
-        match &e {
+        match e {
             E::InvalidTimestamp { .. } => ApiError::bad_request("invalid timestamp"),
             E::TimestampOutOfOrder { .. } => {
                 ApiError::bad_request("timestamp must be greater than newest entry")

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use super::auth::{Admin, StoreAccess};
 use super::{ApiError, ApiResult, AppState};
 use crate::clock;
-use crate::registry::CreateError;
 use crate::store;
 
 pub fn routes() -> Router<AppState> {
@@ -72,51 +71,37 @@ async fn stores_create(
     }
     cfg.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let name = req.name.clone();
-    let stores = state.stores.clone();
-    let made = tokio::task::spawn_blocking(move || stores.create(&name, cfg))
-        .await
-        .map_err(ApiError::internal)?;
-    let (_, key) = made.map_err(|e| match e {
-        CreateError::Store(e) => ApiError::from(e),
-        CreateError::Keys(e) => ApiError::internal(e),
-    })?;
-    // A new key file: nothing cached under this name applies to it.
-    state.keys.forget(&req.name);
-    state.metrics.store_created();
+    let (_, key) = state.stores.create(&req.name, cfg).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "name": req.name, "api_key": key.api_key, "key_id": key.key_id })),
     ))
 }
 
-async fn stores_list(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "stores": state.stores.list() }))
+async fn stores_list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    // Reads the data path: off the async workers.
+    let stores = state.stores.clone();
+    let names = tokio::task::spawn_blocking(move || stores.list())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "stores": names })))
 }
 
 async fn stores_delete(
     access: StoreAccess,
     State(state): State<AppState>,
 ) -> ApiResult<Json<Value>> {
-    let (stores, name) = (state.stores.clone(), access.name.clone());
+    let name = access.name.clone();
     drop(access);
-    // Its outbound connections stop before the store goes away.
-    state.outbound.remove_store(&name).await;
-    let deleted = name.clone();
-    tokio::task::spawn_blocking(move || stores.delete(&name))
-        .await
-        .map_err(ApiError::internal)??;
-    state.console.sessions.remove_store(&deleted);
-    // Keys verified for the old store must not open a new one of that name.
-    state.keys.forget(&deleted);
+    state.stores.delete(&name).await?;
     Ok(Json(json!({ "message": "store deleted" })))
 }
 
-async fn stores_reset(access: StoreAccess) -> ApiResult<Json<Value>> {
-    let s = access.store.clone();
-    tokio::task::spawn_blocking(move || s.reset())
-        .await
-        .map_err(ApiError::internal)??;
+async fn stores_reset(
+    access: StoreAccess,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Value>> {
+    state.stores.reset(&access.name).await?;
     Ok(Json(json!({ "message": "store reset" })))
 }
 

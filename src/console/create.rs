@@ -13,7 +13,6 @@ use serde_json::json;
 
 use super::{error_page, format, render, Nav, Viewer};
 use crate::api::AppState;
-use crate::registry::CreateError;
 use crate::store;
 
 #[derive(Template)]
@@ -166,16 +165,8 @@ pub async fn create_submit(
     if let Err(e) = cfg.validate() {
         return again(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let (stores, n) = (state.stores.clone(), name.clone());
-    let made = match tokio::task::spawn_blocking(move || stores.create(&n, cfg)).await {
-        Ok(m) => m,
-        Err(e) => return crate::api::ApiError::internal(e).into_response(),
-    };
-    match made {
+    match state.stores.create(&name, cfg).await {
         Ok((_, key)) => {
-            // A new key file: nothing cached under this name applies to it.
-            state.keys.forget(&name);
-            state.metrics.store_created();
             tracing::info!(store = %name, "console: store created");
             render(&CreatedPage {
                 nav: viewer.nav(),
@@ -183,14 +174,15 @@ pub async fn create_submit(
                 key: &key.api_key,
             })
         }
-        Err(CreateError::Store(store::Error::AlreadyExists { .. })) => {
-            again(StatusCode::CONFLICT, "store already exists")
-        }
-        Err(CreateError::Store(e)) => {
+        Err(e) => {
             let e = crate::api::ApiError::from(e);
-            again(e.status, &e.message)
+            let mut res = again(e.status, &e.message);
+            if let Some(secs) = e.retry_after {
+                res.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            res
         }
-        Err(CreateError::Keys(e)) => crate::api::ApiError::internal(e).into_response(),
     }
 }
 

@@ -27,7 +27,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::api::AppState;
-use crate::store::{self, Store};
+use crate::registry;
+use crate::store::Store;
 
 pub mod assets;
 pub mod create;
@@ -189,13 +190,14 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
 }
 
 /// Opens store `name` for `viewer`: 404 if it does not exist, 403 if the
-/// session may not open it.
+/// session may not open it, 503 while it is busy (recovering, being
+/// created, reset or deleted).
 pub async fn open_for(
     state: &AppState,
     viewer: &Viewer,
     name: &str,
 ) -> Result<Arc<Store>, Response> {
-    if store::validate_name(name).is_err() || !state.stores.exists(name) {
+    if !state.stores.known(name).await {
         return Err(error_page(StatusCode::NOT_FOUND, "store not found"));
     }
     if !viewer.session.scope.opens(name) {
@@ -204,27 +206,19 @@ pub async fn open_for(
             "this session cannot open that store",
         ));
     }
-    if let Some(s) = state.stores.get_open(name) {
-        return Ok(s);
+    state.stores.open(name).await.map_err(store_error)
+}
+
+/// The page answering a failed store operation: 503 with `Retry-After`
+/// for a busy store, else the API's answer (a logged 500 for a fault).
+pub fn store_error(e: registry::Error) -> Response {
+    // A fault is logged by the conversion.
+    let e = crate::api::ApiError::from(e);
+    let mut res = error_page(e.status, &e.message);
+    if let Some(secs) = e.retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, secs.into());
     }
-    let (stores, n) = (state.stores.clone(), name.to_string());
-    match tokio::task::spawn_blocking(move || stores.get(&n)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => {
-            tracing::error!(store = %name, error = %e, "console: opening store failed");
-            Err(error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot open store",
-            ))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "console: open task failed");
-            Err(error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error",
-            ))
-        }
-    }
+    res
 }
 
 /// `Set-Cookie` with the `Secure` flag when the server runs TLS.

@@ -95,15 +95,23 @@ fn free_space(path: &std::path::Path) -> Option<u64> {
 /// `GET /`.
 pub async fn overview_show(State(state): State<AppState>, viewer: Viewer) -> Response {
     let scope = viewer.session.scope.clone();
-    let st = state.clone();
+    let registry = state.stores.clone();
+    let names: Vec<String> = tokio::task::spawn_blocking(move || registry.list())
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| scope.opens(n))
+        .collect();
+    // Together: a store that is recovering delays the page by one
+    // BUSY_WAIT at most, and shows as such.
+    let opened = futures_util::future::join_all(names.iter().map(|n| state.stores.open(n))).await;
     let stores = tokio::task::spawn_blocking(move || {
-        st.stores
-            .list()
-            .into_iter()
-            .filter(|n| scope.opens(n))
-            .map(|n| match st.stores.get(&n) {
-                Ok(s) => row(&n, &s),
-                Err(e) => broken(&n, &e.to_string()),
+        names
+            .iter()
+            .zip(opened)
+            .map(|(n, s)| match s {
+                Ok(s) => row(n, &s),
+                Err(e) => broken(n, &e.to_string()),
             })
             .collect::<Vec<_>>()
     })

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{error_page, format, open_for, render, Nav, Viewer};
+use super::{error_page, format, open_for, render, store_error, Nav, Viewer};
 use crate::api::AppState;
 use crate::store::DataType;
 
@@ -120,15 +120,14 @@ pub async fn store_reset(
     Path(name): Path<String>,
     Form(form): Form<ConfirmForm>,
 ) -> Response {
-    let s = match open_for(&state, &viewer, &name).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    if let Err(r) = open_for(&state, &viewer, &name).await {
+        return r;
+    }
     if let Err((status, msg)) = confirmed(&viewer, &name, &form) {
         return store_page(&state, &viewer, &name, status, Some(msg)).await;
     }
-    match tokio::task::spawn_blocking(move || s.reset()).await {
-        Ok(Ok(())) => {
+    match state.stores.reset(&name).await {
+        Ok(()) => {
             tracing::info!(store = %name, "console: store reset");
             store_page(
                 &state,
@@ -139,8 +138,7 @@ pub async fn store_reset(
             )
             .await
         }
-        Ok(Err(e)) => crate::api::ApiError::from(e).into_response(),
-        Err(e) => crate::api::ApiError::internal(e).into_response(),
+        Err(e) => store_error(e),
     }
 }
 
@@ -157,12 +155,9 @@ pub async fn store_delete(
     if let Err((status, msg)) = confirmed(&viewer, &name, &form) {
         return store_page(&state, &viewer, &name, status, Some(msg)).await;
     }
-    let (stores, n) = (state.stores.clone(), name.clone());
-    match tokio::task::spawn_blocking(move || stores.delete(&n)).await {
-        Ok(Ok(())) => {
+    match state.stores.delete(&name).await {
+        Ok(()) => {
             tracing::info!(store = %name, "console: store deleted");
-            state.console.sessions.remove_store(&name);
-            state.keys.forget(&name);
             Redirect::to(if viewer.session.scope.is_admin() {
                 "/"
             } else {
@@ -170,8 +165,7 @@ pub async fn store_delete(
             })
             .into_response()
         }
-        Ok(Err(e)) => crate::api::ApiError::from(e).into_response(),
-        Err(e) => crate::api::ApiError::internal(e).into_response(),
+        Err(e) => store_error(e),
     }
 }
 

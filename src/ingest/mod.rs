@@ -19,6 +19,11 @@
 //!      close;
 //!    - `ERROR authentication failed`, then close: a wrong or revoked key,
 //!      an unknown store or an invalid store name alike;
+//!    - `ERROR store '<store>' is recovering, retry later`, then close,
+//!      while the store is still opening (after an unclean stop) for
+//!      longer than a second; likewise `is being created`, `is being
+//!      reset`, `is being deleted`, and `ERROR server is shutting down,
+//!      retry later`;
 //!    - `ERROR failed to open store: <err>`, then close;
 //!    - `ERROR authentication timeout`, then close, if no line came within
 //!      10 s.

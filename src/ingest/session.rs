@@ -163,24 +163,20 @@ where
     // that cannot match costs no argon2 hash.
     if store::validate_name(auth.store).is_err()
         || !keys::well_formed(auth.key)
-        || !state.stores.exists(auth.store)
+        || !state.stores.known(auth.store).await
         || check_key(state, auth.store, auth.key).await.is_err()
     {
         tracing::debug!(store = %auth.store, "unix socket: authentication failed");
         io.close(AUTH_FAILED).await;
         return None;
     }
-    let store = match state.stores.get_open(auth.store) {
-        Some(s) => Ok(s),
-        None => {
-            let (stores, n) = (state.stores.clone(), auth.store.to_string());
-            tokio::task::spawn_blocking(move || stores.get(&n))
-                .await
-                .unwrap_or_else(|e| Err(store::Error::Io(io::Error::other(e))))
-        }
-    };
-    let store = match store {
+    let store = match state.stores.open(auth.store).await {
         Ok(s) => s,
+        // `store 'x' is recovering, retry later` and the like.
+        Err(e) if e.is_unavailable() => {
+            io.close(format!("ERROR {e}\n").as_bytes()).await;
+            return None;
+        }
         Err(e) => {
             io.close(format!("ERROR failed to open store: {e}\n").as_bytes())
                 .await;

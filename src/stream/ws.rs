@@ -12,7 +12,8 @@
 //! message, in order; a bad message never closes the connection. Messages
 //! that arrive together are stored as one batch (one commit).
 //!
-//! Both authenticate before the upgrade (401 JSON, as the REST API), ping
+//! Both authenticate before the upgrade (401 JSON, as the REST API; 503
+//! with `Retry-After` while the store is busy, see [`crate::registry`]), ping
 //! the client every `server.ws_ping_seconds` (30 s) and drop it after 2.5
 //! times that without a frame from it, and close with 1001 when the server
 //! shuts down.

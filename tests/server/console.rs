@@ -13,7 +13,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 const XSS_SCRIPT: &str = "<script>alert(1)</script>";
 const XSS_IMG: &str = "<img src=x onerror=alert(1)>";
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(super) fn form(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -62,13 +62,13 @@ fn csrf_in(html: &str) -> String {
 }
 
 /// A signed-in console session.
-struct Session {
+pub(super) struct Session {
     cookie: String,
-    csrf: String,
+    pub(super) csrf: String,
 }
 
 impl Session {
-    fn header(&self) -> String {
+    pub(super) fn header(&self) -> String {
         format!("tsstore_session={}", self.cookie)
     }
 }
@@ -106,7 +106,7 @@ fn post_login(srv: &Server, token: &str, key: &str, store: &str) -> Resp {
         .send()
 }
 
-fn login(srv: &Server, key: &str) -> Session {
+pub(super) fn login(srv: &Server, key: &str) -> Session {
     try_login(srv, key, "").unwrap_or_else(|r| panic!("login: {} {}", r.status, r.text()))
 }
 

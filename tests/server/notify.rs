@@ -14,14 +14,14 @@ use serde_json::Value;
 use super::common::Server;
 
 /// A datagram socket standing in for systemd's notification socket.
-struct Manager {
+pub(super) struct Manager {
     sock: UnixDatagram,
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub(super) path: PathBuf,
 }
 
 impl Manager {
-    fn new() -> Manager {
+    pub(super) fn new() -> Manager {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
@@ -59,7 +59,7 @@ impl Manager {
     }
 
     /// Every message within `window`.
-    fn collect(&self, window: Duration) -> Vec<String> {
+    pub(super) fn collect(&self, window: Duration) -> Vec<String> {
         let end = Instant::now() + window;
         let mut out = Vec::new();
         loop {
@@ -75,7 +75,7 @@ impl Manager {
     }
 
     /// Waits (up to 10 s) for a message holding `state`, skipping others.
-    fn wait_for(&self, state: &str) -> Vec<String> {
+    pub(super) fn wait_for(&self, state: &str) -> Vec<String> {
         let end = Instant::now() + Duration::from_secs(10);
         let mut seen = Vec::new();
         while let Some(m) = self.recv(

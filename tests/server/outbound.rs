@@ -10,13 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::common::{eventually, insert_n, Server, Store};
+use super::common::{eventually, insert_n, Server, Store, ADMIN};
+use super::console;
 
-const WAIT: Duration = Duration::from_secs(15);
+pub const WAIT: Duration = Duration::from_secs(15);
 
 /// What the test's WebSocket server sees.
 #[derive(Debug)]
-enum Event {
+pub enum Event {
     /// A client connected: its request headers, and a way to send to it.
     Connected(Vec<(String, String)>, mpsc::UnboundedSender<Message>),
     /// A text frame, parsed.
@@ -25,18 +26,25 @@ enum Event {
     Closed(Option<u16>),
 }
 
-/// A WebSocket server on 127.0.0.1 that reports every connection and
-/// frame; with `ack`, answers each `data` frame as tsstore's `/ws/write`
-/// does. Killing it drops every socket.
-struct Remote {
-    port: u16,
+/// A WebSocket server on 127.0.0.1 (or [::1]) that reports every
+/// connection and frame; with `ack`, answers each `data` frame as
+/// tsstore's `/ws/write` does. Killing it drops every socket.
+pub struct Remote {
+    pub port: u16,
+    ip: std::net::IpAddr,
     events: mpsc::UnboundedReceiver<Event>,
     tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Remote {
-    async fn start(port: u16, ack: bool) -> Remote {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    pub async fn start(port: u16, ack: bool) -> Remote {
+        Remote::start_at("127.0.0.1", port, ack).await
+    }
+
+    /// A remote on address `ip` (`127.0.0.1` or `::1`).
+    pub async fn start_at(ip: &str, port: u16, ack: bool) -> Remote {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, events) = mpsc::unbounded_channel();
         let tasks = Arc::new(Mutex::new(Vec::new()));
@@ -51,13 +59,14 @@ impl Remote {
         tasks.lock().unwrap().push(accept.abort_handle());
         Remote {
             port,
+            ip,
             events,
             tasks,
         }
     }
 
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/in", self.port)
+    pub fn url(&self) -> String {
+        format!("ws://{}/in", std::net::SocketAddr::new(self.ip, self.port))
     }
 
     /// Drops the listener and every connection.
@@ -67,14 +76,14 @@ impl Remote {
         }
     }
 
-    async fn next(&mut self) -> Event {
+    pub async fn next(&mut self) -> Event {
         tokio::time::timeout(WAIT, self.events.recv())
             .await
             .expect("no event from the remote within 15 s")
             .expect("remote gone")
     }
 
-    async fn connected(&mut self) -> (Vec<(String, String)>, mpsc::UnboundedSender<Message>) {
+    pub async fn connected(&mut self) -> (Vec<(String, String)>, mpsc::UnboundedSender<Message>) {
         match self.next().await {
             Event::Connected(h, s) => (h, s),
             e => panic!("expected a connection, got {e:?}"),
@@ -89,7 +98,7 @@ impl Remote {
     }
 
     /// Any event within `d`.
-    async fn quiet_for(&mut self, d: Duration) -> Option<Event> {
+    pub async fn quiet_for(&mut self, d: Duration) -> Option<Event> {
         tokio::time::timeout(d, self.events.recv())
             .await
             .ok()
@@ -155,7 +164,7 @@ async fn serve_one(tcp: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Event>,
     }
 }
 
-fn create(srv: &Server, s: &Store, body: Value) -> Value {
+pub fn create(srv: &Server, s: &Store, body: Value) -> Value {
     let r = srv
         .post(&s.path("/ws/connections"))
         .key(&s.key)
@@ -165,7 +174,7 @@ fn create(srv: &Server, s: &Store, body: Value) -> Value {
     r.json()
 }
 
-fn status(srv: &Server, s: &Store, id: &str) -> Value {
+pub fn status(srv: &Server, s: &Store, id: &str) -> Value {
     let r = srv
         .get(&s.path(&format!("/ws/connections/{id}")))
         .key(&s.key)
@@ -175,20 +184,32 @@ fn status(srv: &Server, s: &Store, id: &str) -> Value {
 }
 
 /// Waits until the connection's status object satisfies `f`.
-fn wait_status(srv: &Server, s: &Store, id: &str, what: &str, f: impl Fn(&Value) -> bool) {
+pub fn wait_status(srv: &Server, s: &Store, id: &str, what: &str, f: impl Fn(&Value) -> bool) {
     let ok = eventually(WAIT, || f(&status(srv, s, id)));
     assert!(ok, "{what}: {}", status(srv, s, id));
 }
 
+/// The `config.json` of a server whose store keys may dial the test's
+/// peers on 127.0.0.1 (the default policy refuses loopback to store keys),
+/// with `extra` keys of `server.outbound`.
+pub fn loopback_allowed(extra: &str) -> String {
+    let sep = if extra.is_empty() { "" } else { ", " };
+    format!(r#"{{"server": {{"outbound": {{"allow": ["127.0.0.1"]{sep}{extra}}}}}}}"#)
+}
+
+fn server() -> Server {
+    Server::builder().config(&loopback_allowed("")).start()
+}
+
 /// A port nothing listens on.
-async fn closed_port() -> u16 {
+pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_routes_create_list_get_delete_and_reject_bad_requests() {
-    let srv = Server::start();
+    let srv = server();
     let s = srv.json_store("c1");
     let path = s.path("/ws/connections");
 
@@ -358,7 +379,7 @@ async fn connection_routes_create_list_get_delete_and_reject_bad_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_sends_stored_then_live_objects_as_the_read_stream_does() {
-    let srv = Server::start();
+    let srv = server();
     let s = srv.json_store("p1");
     insert_n(&srv, &s, 100, 5);
     let mut remote = Remote::start(0, false).await;
@@ -428,7 +449,7 @@ async fn push_sends_stored_then_live_objects_as_the_read_stream_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_resumes_without_loss_when_the_remote_restarts_on_the_same_port() {
-    let srv = Server::start();
+    let srv = server();
     let s = srv.json_store("p2");
     insert_n(&srv, &s, 1, 20);
     let mut remote = Remote::start(0, true).await;
@@ -466,7 +487,7 @@ async fn push_resumes_without_loss_when_the_remote_restarts_on_the_same_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_resumes_from_the_persisted_cursor_after_a_server_restart() {
-    let mut srv = Server::start();
+    let mut srv = server();
     let s = srv.json_store("p3");
     insert_n(&srv, &s, 1, 10);
     let mut remote = Remote::start(0, true).await;
@@ -498,7 +519,10 @@ async fn push_resumes_from_the_persisted_cursor_after_a_server_restart() {
         Event::Closed(_) => {}
         e => panic!("expected the close at shutdown, got {e:?}"),
     }
-    let srv2 = Server::builder().data_dir(srv.data()).start();
+    let srv2 = Server::builder()
+        .data_dir(srv.data())
+        .config(&loopback_allowed(""))
+        .start();
     // Restarted with the server, before any request touches the store.
     remote.connected().await;
     insert_n(&srv2, &s, 11, 3);
@@ -513,7 +537,7 @@ async fn push_resumes_from_the_persisted_cursor_after_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_stores_messages_and_answers_ack_or_error_per_message() {
-    let srv = Server::start();
+    let srv = server();
     let s = srv.json_store("u1");
     let mut remote = Remote::start(0, false).await;
     let c = create(&srv, &s, json!({ "mode": "pull", "url": remote.url() }));
@@ -567,17 +591,24 @@ async fn pull_stores_messages_and_answers_ack_or_error_per_message() {
     assert!(!v["last_error"].as_str().unwrap().is_empty(), "{v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
-    let srv = Server::start();
-    let s = srv.json_store("d1");
+/// A server with store `name` of two objects, pushed to a remote that
+/// has received both; the connection's JSON.
+async fn pushing(name: &str) -> (Server, Store, Remote, Value) {
+    let srv = server();
+    let s = srv.json_store(name);
     insert_n(&srv, &s, 1, 2);
     let mut remote = Remote::start(0, false).await;
     let c = create(&srv, &s, json!({ "mode": "push", "url": remote.url() }));
-    let id = c["id"].as_str().unwrap().to_string();
     remote.connected().await;
     remote.frame().await;
     remote.frame().await;
+    (srv, s, remote, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
+    let (srv, s, mut remote, c) = pushing("d1").await;
+    let id = c["id"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     let r = srv
         .delete(&s.path(&format!("/ws/connections/{id}")))
@@ -615,6 +646,32 @@ async fn deleting_a_connection_or_its_store_closes_it_within_a_second() {
     }
 }
 
+/// Pins a bug: the console's delete left the store's outbound connections
+/// running (only the REST delete stopped them), so they kept dialling for a
+/// store that was gone. Every delete goes through the registry now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_store_from_the_console_stops_its_connections() {
+    let (srv, _, mut remote, _) = pushing("d2").await;
+    let session = console::login(&srv, ADMIN);
+    let r = srv
+        .post("/stores/d2/delete")
+        .header("Cookie", &session.header())
+        .body(
+            "application/x-www-form-urlencoded",
+            console::form(&[("csrf", &session.csrf), ("confirm", "d2")]),
+        )
+        .send();
+    assert_eq!((r.status, r.header("location")), (303, Some("/")));
+    assert!(!srv.data().join("d2").exists());
+    match remote.next().await {
+        Event::Closed(_) => {}
+        e => panic!("expected a close, got {e:?}"),
+    }
+    if let Some(e) = remote.quiet_for(Duration::from_millis(2500)).await {
+        panic!("a connection of the deleted store came back: {e:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_another_tsstore_over_wss_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -622,7 +679,13 @@ async fn push_to_another_tsstore_over_wss_with_a_private_ca() {
         return;
     };
     let d = dst.json_store("dst");
-    let src = Server::start();
+    // The private CA is in the source server's CA directory.
+    let src = Server::builder()
+        .config(&loopback_allowed(&format!(
+            r#""ca_dir": {:?}"#,
+            dir.path().to_str().unwrap()
+        )))
+        .start();
     let s = src.json_store("src");
     insert_n(&src, &s, 1, 5);
     let url = format!(

@@ -19,13 +19,13 @@ const AUTH_FAILED: &str = "ERROR authentication failed";
 const AUTH_FORMAT: &str = "ERROR invalid auth format, expected: AUTH <store> <api-key>";
 
 /// A line-protocol client.
-struct Client {
+pub(super) struct Client {
     r: BufReader<UnixStream>,
     w: UnixStream,
 }
 
 impl Client {
-    fn connect(path: &Path) -> Client {
+    pub(super) fn connect(path: &Path) -> Client {
         let s =
             UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -36,7 +36,7 @@ impl Client {
     }
 
     /// Connects and authenticates; panics unless `OK`.
-    fn auth(path: &Path, s: &Store) -> Client {
+    pub(super) fn auth(path: &Path, s: &Store) -> Client {
         let mut c = Client::connect(path);
         assert_eq!(c.ask(&format!("AUTH {} {}", s.name, s.key)), "OK");
         c
@@ -51,7 +51,7 @@ impl Client {
     }
 
     /// The next answer without its `\n`; `None` at end of stream.
-    fn try_recv(&mut self) -> Option<String> {
+    pub(super) fn try_recv(&mut self) -> Option<String> {
         let mut l = String::new();
         match self.r.read_line(&mut l) {
             Ok(0) => None,
@@ -64,17 +64,17 @@ impl Client {
         }
     }
 
-    fn recv(&mut self) -> String {
+    pub(super) fn recv(&mut self) -> String {
         self.try_recv().expect("connection closed")
     }
 
-    fn ask(&mut self, line: &str) -> String {
+    pub(super) fn ask(&mut self, line: &str) -> String {
         self.send(line);
         self.recv()
     }
 
     /// Stores `line` and returns its timestamp; panics on anything but `OK <ts>`.
-    fn store(&mut self, line: &str) -> i64 {
+    pub(super) fn store(&mut self, line: &str) -> i64 {
         ok_ts(&self.ask(line))
     }
 

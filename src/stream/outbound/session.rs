@@ -1,0 +1,511 @@
+//! One session of an outbound connection: a dial and, if it succeeds, the
+//! push or pull exchange until the peer goes, the connection is stopped or
+//! the store closes. A session pings its peer every
+//! [`Timing::ping_every`] and drops it when no frame (pong or other)
+//! arrives within [`Timing::pong_timeout`] of a ping.
+//!
+//! Push sends what the inbound read stream sends: the same `data` frames,
+//! from a [`Follower`], woken by the registry's write counter (no polling);
+//! `caught_up` and `gap` frames are not sent (a remote tsstore `/ws/write`
+//! would store them as bad messages), but a gap is counted as an error.
+//!
+//! Resume cursor (`last_timestamp`, persisted): the timestamp of the last
+//! object the remote *received*. A remote that answers with
+//! `{"type":"ack","timestamp":T}` frames (another tsstore's `/ws/write`)
+//! received everything up to the highest acked `T`; once a remote has acked
+//! anything, only acks advance the cursor (for the life of the process;
+//! after a restart, until its first ack). For a remote that never acks,
+//! "received" is "written and flushed to the socket". A session resumes
+//! after the cursor: delivery is at least once, in timestamp order.
+//!
+//! Pull stores every text or binary message as `/ws/write` does
+//! ([`crate::stream::ingest`]) and answers `ack` or `error` per message; a
+//! bad message counts as an error and never closes the connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::policy::{Policy, Refusal, ResolveError, Target, REFUSED};
+use super::supervise::{stopped, Ended, Timing};
+use super::tls::{ca_certificates, client_tls};
+use super::{Conn, Mode, Spec, Status};
+use crate::api::metrics::Metrics;
+use crate::redact;
+use crate::registry::Registry;
+use crate::store::{Filter, Store};
+use crate::stream::follow::{self, Follower, Start};
+use crate::stream::{ack_frame, data_frame, error_frame, ingest};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a connection's sessions share.
+pub(super) struct Session {
+    pub(super) name: String,
+    pub(super) store: Arc<Store>,
+    pub(super) stores: Arc<Registry>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) timing: Timing,
+    pub(super) policy: Arc<Policy>,
+}
+
+/// Why a dial did not connect.
+enum DialError {
+    /// The policy refused every address of the URL's host.
+    Refused(Refusal),
+    Failed(String),
+}
+
+/// Request headers a connection's `headers` may not set: those the dial
+/// sets itself (`Host` from the URL, the WebSocket handshake's) and the
+/// hop-by-hop ones.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "content-length",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+];
+
+/// True if a connection's `headers` may not set `name`.
+pub fn reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// The handshake request: the URL's, with the connection's headers (a
+/// reserved one, from a file written before they were refused, is left
+/// out).
+fn request(spec: &Spec) -> Result<Request, String> {
+    let mut req = spec
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    for (k, v) in spec.headers.iter().filter(|(k, _)| !reserved_header(k)) {
+        let k = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let v = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        req.headers_mut().insert(k, v);
+    }
+    Ok(req)
+}
+
+/// Connects to the first of `addrs` that answers.
+async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
+/// Why a connected session ended.
+enum Exit {
+    Stopped,
+    /// The peer closed cleanly.
+    Closed,
+    Failed(String),
+}
+
+impl Session {
+    /// One dial and, if it succeeds, one session.
+    pub(super) async fn run(&self) -> Ended {
+        let mut stop = self.conn.stop.subscribe();
+        self.conn.set_status(Status::Connecting);
+        let ws = tokio::select! {
+            r = self.dial() => r,
+            _ = stopped(&mut stop) => return Ended::Stopped,
+        };
+        let mut ws = match ws {
+            Ok(ws) => ws,
+            Err(DialError::Failed(e)) => {
+                self.conn
+                    .error(Some(Status::Error), format!("dial failed: {e}"));
+                return Ended::DialFailed;
+            }
+            Err(DialError::Refused(why)) => {
+                // The same text whatever is (or is not) there: no port
+                // scanner. The reason is for the administrator's log.
+                self.conn.fail(
+                    Some(Status::Error),
+                    format!("dial failed: {REFUSED}"),
+                    Some(why),
+                );
+                return Ended::DialFailed;
+            }
+        };
+        tracing::info!(connection = %self.conn.id(), url = %redact::url(&self.conn.spec.url), "outbound connection established");
+        self.conn.set_status(Status::Connected);
+        let since = Instant::now();
+        let exit = match self.conn.spec.mode {
+            Mode::Push => self.push(&mut ws, &mut stop).await,
+            Mode::Pull => self.pull(&mut ws, &mut stop).await,
+        };
+        match exit {
+            Exit::Stopped => {
+                let close = ws.close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                }));
+                let _ = tokio::time::timeout(Duration::from_millis(300), close).await;
+                Ended::Stopped
+            }
+            Exit::Closed => {
+                self.conn.set_status(Status::Disconnected);
+                Ended::Dropped { since }
+            }
+            Exit::Failed(e) => {
+                self.conn.error(Some(Status::Error), e);
+                let _ = tokio::time::timeout(Duration::from_millis(300), ws.close(None)).await;
+                Ended::Dropped { since }
+            }
+        }
+    }
+
+    /// Resolves the URL's host, keeps the addresses the policy lets this
+    /// connection dial, connects to one of them and runs the handshake,
+    /// all within the handshake timeout.
+    async fn dial(&self) -> Result<Ws, DialError> {
+        let t = self.timing.handshake_timeout;
+        match tokio::time::timeout(t, self.dial_checked()).await {
+            Ok(r) => r,
+            Err(_) => Err(DialError::Failed(format!(
+                "handshake timed out after {t:?}"
+            ))),
+        }
+    }
+
+    async fn dial_checked(&self) -> Result<Ws, DialError> {
+        let spec = &self.conn.spec;
+        let target = Target::parse(&spec.url).map_err(DialError::Failed)?;
+        let req = request(spec).map_err(DialError::Failed)?;
+        let addrs = self
+            .policy
+            .resolve(spec.created_by, &target)
+            .await
+            .map_err(|e| match e {
+                ResolveError::Refused(r) => DialError::Refused(r),
+                ResolveError::Unresolved(m) => {
+                    DialError::Failed(format!("cannot resolve host: {m}"))
+                }
+            })?;
+        let connector = if target.tls {
+            let extra = match &spec.ca_file {
+                None => Vec::new(),
+                Some(name) => {
+                    let (dir, name) = (self.policy.ca_dir().to_path_buf(), name.clone());
+                    tokio::task::spawn_blocking(move || ca_certificates(&dir, &name))
+                        .await
+                        .map_err(|e| DialError::Failed(e.to_string()))?
+                        .map_err(|e| DialError::Failed(e.to_string()))?
+                }
+            };
+            let cfg = client_tls(extra).map_err(DialError::Failed)?;
+            Some(tokio_tungstenite::Connector::Rustls(cfg))
+        } else {
+            None
+        };
+        let tcp = connect_any(&addrs)
+            .await
+            .map_err(|e| DialError::Failed(format!("IO error: {e}")))?;
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, connector)
+            .await
+            .map_err(|e| DialError::Failed(e.to_string()))?;
+        Ok(ws)
+    }
+
+    /// Where a push session starts: after the cursor, else after `from`,
+    /// else the oldest.
+    fn start(&self) -> Start {
+        let last = self.conn.live().last_timestamp;
+        if last > 0 {
+            Start::After(last)
+        } else if self.conn.spec.from > 0 {
+            Start::After(self.conn.spec.from)
+        } else {
+            Start::Oldest
+        }
+    }
+
+    async fn push(&self, ws: &mut Ws, stop: &mut watch::Receiver<bool>) -> Exit {
+        let spec = &self.conn.spec;
+        let compact = spec.format == "compact";
+        let filter =
+            (!spec.filter.is_empty()).then(|| Filter::new(&spec.filter, spec.filter_ignore_case));
+        // Subscribe before the first read: a write in between wakes us.
+        let Some(mut written) = self.stores.watch(&self.name) else {
+            return Exit::Failed("store is not open".into());
+        };
+        written.borrow_and_update();
+        let mut follower = match Follower::new(self.store.clone(), self.start(), filter) {
+            Ok(f) => f,
+            Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+        };
+        let mut peer = Peer::new(&self.timing);
+        loop {
+            written.borrow_and_update();
+            let batch = match follower.next_batch(follow::BATCH) {
+                Ok(b) => b,
+                Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+            };
+            if let Some(g) = batch.gap {
+                self.conn.error(
+                    None,
+                    format!(
+                        "gap: {} objects with timestamps {}..={} were overwritten before they were sent",
+                        g.lost, g.from, g.to
+                    ),
+                );
+            }
+            if !batch.objects.is_empty() {
+                let n = batch.objects.len() as u64;
+                let newest = batch.objects[n as usize - 1].handle.timestamp;
+                let send = async {
+                    for o in &batch.objects {
+                        let f = data_frame(&self.store, o, compact);
+                        ws.feed(Message::Text(f.into())).await?;
+                    }
+                    ws.flush().await
+                };
+                let sent = tokio::select! {
+                    r = send => r,
+                    _ = stopped(stop) => return Exit::Stopped,
+                };
+                if let Err(e) = sent {
+                    return Exit::Failed(format!("send failed: {e}"));
+                }
+                let acking = {
+                    let mut l = self.conn.live();
+                    l.sent += n;
+                    l.acking
+                };
+                if !acking {
+                    self.conn.advance(newest);
+                }
+                // Take the replies already there, so that a peer blocked on
+                // writing acks never stalls our sends.
+                while let Some(m) = ws.next().now_or_never() {
+                    if let Some(exit) = self.on_push_frame(&mut peer, m) {
+                        return exit;
+                    }
+                }
+            }
+            if !batch.caught_up {
+                continue;
+            }
+            loop {
+                let next_ping = peer.deadline(&self.timing);
+                tokio::select! {
+                    r = written.changed() => {
+                        if r.is_err() {
+                            return Exit::Failed("store closed".into());
+                        }
+                        break;
+                    }
+                    m = ws.next() => {
+                        if let Some(exit) = self.on_push_frame(&mut peer, m) {
+                            return exit;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(next_ping) => {
+                        if let Err(e) = peer.ping(ws, &self.timing).await {
+                            return Exit::Failed(e);
+                        }
+                    }
+                    _ = stopped(stop) => return Exit::Stopped,
+                }
+            }
+        }
+    }
+
+    /// Handles a frame from a push peer: acks move the cursor.
+    fn on_push_frame(
+        &self,
+        peer: &mut Peer,
+        m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Option<Exit> {
+        let m = match peer.heard(m) {
+            Ok(m) => m?,
+            Err(exit) => return Some(exit),
+        };
+        if let Message::Text(t) = m {
+            if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                match v["type"].as_str() {
+                    Some("ack") => {
+                        if let Some(ts) = v["timestamp"].as_i64() {
+                            self.conn.live().acking = true;
+                            self.conn.advance(ts);
+                        }
+                    }
+                    Some("error") => {
+                        let msg = v["message"].as_str().unwrap_or("").to_string();
+                        self.conn.error(None, format!("remote error: {msg}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+
+    async fn pull(&self, ws: &mut Ws, stop: &mut watch::Receiver<bool>) -> Exit {
+        let compact = self.conn.spec.format == "compact";
+        let mut peer = Peer::new(&self.timing);
+        loop {
+            let next_ping = peer.deadline(&self.timing);
+            let first = tokio::select! {
+                m = ws.next() => m,
+                _ = tokio::time::sleep_until(next_ping) => {
+                    if let Err(e) = peer.ping(ws, &self.timing).await {
+                        return Exit::Failed(e);
+                    }
+                    continue;
+                }
+                _ = stopped(stop) => return Exit::Stopped,
+            };
+            let mut messages = Vec::new();
+            let mut end = None;
+            if take(&mut peer, first, &mut messages, &mut end) {
+                while messages.len() < 256 {
+                    match ws.next().now_or_never() {
+                        Some(m) => {
+                            if !take(&mut peer, m, &mut messages, &mut end) {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            }
+            if !messages.is_empty() {
+                let n = messages.len() as u64;
+                let results = ingest(&self.store, &self.metrics, messages, compact).await;
+                self.conn.live().received += n;
+                for r in results {
+                    let frame = match r {
+                        Ok(h) => {
+                            self.conn.advance(h.timestamp);
+                            ack_frame(&h)
+                        }
+                        Err(e) => {
+                            self.conn.error(None, e.clone());
+                            error_frame(&e)
+                        }
+                    };
+                    if let Err(e) = ws.feed(Message::Text(frame.into())).await {
+                        return Exit::Failed(format!("send failed: {e}"));
+                    }
+                }
+                if let Err(e) = ws.flush().await {
+                    return Exit::Failed(format!("send failed: {e}"));
+                }
+            }
+            if let Some(exit) = end {
+                return exit;
+            }
+        }
+    }
+}
+
+/// Adds a pulled frame's payload to `messages`; false (and `end` set)
+/// when the session ends.
+fn take(
+    peer: &mut Peer,
+    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    messages: &mut Vec<Vec<u8>>,
+    end: &mut Option<Exit>,
+) -> bool {
+    match peer.heard(m) {
+        Ok(Some(Message::Text(t))) => messages.push(t.as_bytes().to_vec()),
+        Ok(Some(Message::Binary(b))) => messages.push(b.to_vec()),
+        Ok(_) => {}
+        Err(exit) => {
+            *end = Some(exit);
+            return false;
+        }
+    }
+    true
+}
+
+/// Liveness of the peer: pings and the pong deadline.
+struct Peer {
+    last_ping: Instant,
+    /// When the unanswered ping was sent.
+    waiting_since: Option<Instant>,
+}
+
+impl Peer {
+    fn new(_t: &Timing) -> Peer {
+        Peer {
+            last_ping: Instant::now(),
+            waiting_since: None,
+        }
+    }
+
+    fn deadline(&self, t: &Timing) -> Instant {
+        match self.waiting_since {
+            Some(at) => at + t.pong_timeout,
+            None => self.last_ping + t.ping_every,
+        }
+    }
+
+    /// At the deadline: fails if a ping went unanswered, else pings.
+    async fn ping(&mut self, ws: &mut Ws, t: &Timing) -> Result<(), String> {
+        if self.waiting_since.is_some() {
+            return Err(format!("no pong within {:?}", t.pong_timeout));
+        }
+        ws.send(Message::Ping(Default::default()))
+            .await
+            .map_err(|e| format!("ping failed: {e}"))?;
+        self.last_ping = Instant::now();
+        self.waiting_since = Some(self.last_ping);
+        Ok(())
+    }
+
+    /// Any frame proves the peer alive; a close or error ends the session.
+    fn heard(
+        &mut self,
+        m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<Option<Message>, Exit> {
+        match m {
+            None => Err(Exit::Failed("connection lost".into())),
+            Some(Err(e)) => Err(Exit::Failed(format!("receive failed: {e}"))),
+            Some(Ok(Message::Close(_))) => Err(Exit::Closed),
+            Some(Ok(m)) => {
+                self.waiting_since = None;
+                Ok(Some(m))
+            }
+        }
+    }
+}
