@@ -101,6 +101,11 @@ impl Frontier {
 pub(crate) struct Working {
     /// The page it mirrors (re-pointed when the frontier moves on).
     pub page_off: u64,
+    /// The lap of that page it mirrors: the sequence number at the page's
+    /// first position. A ring of one page (or a wrap back onto the same
+    /// page) keeps `page_off` but starts a new lap, which the slot's header
+    /// must name or recovery lays the image over the wrong blocks.
+    pub first_seq: u64,
 }
 
 /// The image of a page a soft delete is changing in place, carried by every

@@ -132,9 +132,10 @@ impl Shared {
     pub(crate) fn mirror(&self, st: &mut State) -> Result<()> {
         let counter = st.commit_next;
         let slot = slot_offset(self.ring_len, slot_of(counter));
+        let first_seq = self.frontier_first_seq(st);
         let current = st
             .working
-            .is_some_and(|w| w.page_off == st.frontier.page_off);
+            .is_some_and(|w| w.page_off == st.frontier.page_off && w.first_seq == first_seq);
         if !current {
             if st.working.is_none() {
                 // The slot holds an older commit: unmake it before its
@@ -148,11 +149,12 @@ impl Shared {
                 session: st.meta.session,
                 base_seq: st.meta.base_seq,
                 page_off: st.frontier.page_off,
-                first_seq: self.frontier_first_seq(st),
+                first_seq,
             };
             self.mapped_write(st, slot + SLOT_WORKING_OFF as u64, &header.encode())?;
             st.working = Some(Working {
                 page_off: st.frontier.page_off,
+                first_seq,
             });
             st.frontier.dirty_from = 0;
         }
