@@ -806,6 +806,19 @@ fn region_of(
         .max(floor)
         .max(reclaimed);
     let mut start = c.index_synced_seq.min(c.next_seq).max(tail);
+    // With no lease, where a missing prefix of the check stops being taken
+    // as reclaimed: blocks written since the previous commit (and those
+    // of its frontier page, durable before this commit) were not
+    // overwritten by a later lap; missing, they mean this commit's sync was
+    // cut (a power cut keeps any subset of the writes since the last sync,
+    // so later blocks may be there).
+    let keep_from = prev.filter(|p| p.base_seq == base).map_or(u64::MAX, |p| {
+        if p.frontier.len > 0 {
+            p.frontier.first_seq.min(p.next_seq)
+        } else {
+            p.next_seq
+        }
+    });
     // The previous commit's frontier page, if the frontier left it since:
     // its in-place write may have been garbled by `c`'s sync.
     let prev = prev.filter(|p| {
@@ -836,14 +849,9 @@ fn region_of(
     if unbounded {
         // With no lease the crashed session may have written a later lap
         // over the oldest blocks, torn: a missing prefix is taken as
-        // reclaimed. Not the previous commit's frontier page, whose blocks
-        // were durable before this commit: missing, they mean its sync was
-        // cut.
-        let keep = prev
-            .filter(|p| p.frontier.len > 0)
-            .map(|p| p.frontier.first_seq..p.next_seq);
+        // reclaimed, up to `keep_from`.
         let mut buf = Vec::new();
-        while start <= last && !keep.as_ref().is_some_and(|k| k.contains(&start)) {
+        while start <= last && start < keep_from {
             match scan_block(v, rule, start, 0, last, &mut buf)? {
                 Scanned::Hole | Scanned::Cont | Scanned::Part => start += 1,
                 _ => break,
