@@ -936,7 +936,10 @@ fn full_path(v: &View, rule: &SessionRule, floor: u64, anchor: u64) -> Result<He
     }
     if anchor < base || present[v.ring.pos(anchor) as usize] == Some(anchor) {
         let from = anchor.wrapping_add(1).max(base);
-        let (scans, last) = scan_run(v, rule, from, from.saturating_add(n - 1))?;
+        // The crashed session may have written more than a lap since the
+        // anchor: the run is followed into the next lap (a position then
+        // holds its block of each lap, in place and in a page image).
+        let (scans, last) = scan_run(v, rule, from, from.saturating_add(2 * n - 1))?;
         return Ok(Head {
             scans,
             head: last.unwrap_or(from - 1),
