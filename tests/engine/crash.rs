@@ -165,8 +165,8 @@ const FAR_PAST: i64 = 1_400_000_000_000_000_000;
 const CASES: u64 = 200;
 const MIN_CUTS: u64 = 400;
 /// The `leftovers_*` tests: cheap cases of 2 to 16 cuts each.
-const LEFTOVER_CASES: u64 = 1_200;
-const LEFTOVER_MIN_CUTS: u64 = 6_000;
+const LEFTOVER_CASES: u64 = 1_600;
+const LEFTOVER_MIN_CUTS: u64 = 8_000;
 /// The tests of this file (12 and 2) and of `crash_threads.rs` together
 /// make at least 5,000 cuts per run.
 const _: () =
