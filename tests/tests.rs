@@ -29,6 +29,7 @@ mod runner {
 mod engine {
     mod api;
     mod crash;
+    mod crash_threads;
     mod format_v1;
     mod kill;
     mod model;
