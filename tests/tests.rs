@@ -41,6 +41,7 @@ mod server {
     mod common;
     mod console;
     mod http;
+    mod kill;
     mod manpage;
     mod notify;
     mod openapi;
