@@ -44,6 +44,7 @@ mod server {
     mod console;
     mod container;
     mod http;
+    mod kill;
     mod manpage;
     mod notify;
     mod openapi;
