@@ -227,3 +227,83 @@ fn a_config_for_the_same_shape_creates_the_same_sizes() {
     assert_eq!(cfg.index_file_len(), index.len() as u64);
     assert_eq!(META_V1_FILE_LEN, meta.len() as u64);
 }
+
+// ------------------------------------------------ a committed version 2 store
+
+/// A small store written by the version 2 engine, committed under
+/// `tests/engine/fixtures/v2-small/` (STYLE.md: a store file of each
+/// released format keeps opening). Rewrite it only when the format is
+/// meant to change, with `TSSTORE_WRITE_FIXTURE=1 cargo test --test tests
+/// engine::format_v1::write_the_v2_fixture -- --ignored`.
+const FIXTURE: &str = "tests/engine/fixtures/v2-small";
+
+fn fixture_span() -> Vec<u8> {
+    (0..600u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+#[ignore = "writes the committed fixture"]
+fn write_the_v2_fixture() {
+    if std::env::var_os("TSSTORE_WRITE_FIXTURE").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        num_blocks: 8,
+        data_block_size: 256,
+        index_block_size: 64,
+        data_type: DataType::Binary,
+        durability: Durability::Always,
+    };
+    let s = Store::create(tmp.path(), "v2", cfg).unwrap();
+    s.insert(1_000, b"alpha").unwrap();
+    s.insert(2_000, b"beta").unwrap();
+    s.insert(3_000, &fixture_span()).unwrap();
+    s.insert(4_000, b"gamma").unwrap();
+    s.delete_by_time(2_000).unwrap();
+    s.close().unwrap();
+    let dst = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["meta.tsdb", "index.tsdb", "data.tsdb"] {
+        std::fs::copy(tmp.path().join("v2").join(f), dst.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn the_committed_v2_store_opens_and_reads_back() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["meta.tsdb", "index.tsdb", "data.tsdb"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let s = Store::open(tmp.path(), "v2").unwrap();
+    let cfg = s.config();
+    assert_eq!(
+        (cfg.num_blocks, cfg.data_block_size, cfg.index_block_size),
+        (8, 256, 64)
+    );
+    let all = s.objects(&Query::oldest(0)).unwrap();
+    let got: Vec<(i64, &[u8])> = all
+        .iter()
+        .map(|o| (o.handle.timestamp, o.data.as_slice()))
+        .collect();
+    let span = fixture_span();
+    assert_eq!(
+        got,
+        [
+            (1_000, &b"alpha"[..]),
+            (3_000, span.as_slice()),
+            (4_000, &b"gamma"[..])
+        ],
+        "the deleted object stays hidden"
+    );
+    assert_eq!(s.stats().unwrap().object_count, 3);
+    // It takes writes and keeps them across a reopen.
+    s.insert(5_000, b"delta").unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(tmp.path(), "v2").unwrap();
+    assert_eq!(s.newest_with_data(1).unwrap()[0].data, b"delta");
+}
