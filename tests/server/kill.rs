@@ -1130,8 +1130,14 @@ fn rounds() -> u32 {
         .unwrap_or(ROUNDS)
 }
 
+/// The server, allowed to dial the test's pull peer on 127.0.0.1 (the
+/// outbound policy refuses loopback to store keys by default).
 fn start(data: &Path, sock: &Path) -> Server {
-    Server::builder().data_dir(data).socket(sock).start()
+    Server::builder()
+        .data_dir(data)
+        .socket(sock)
+        .config(&super::outbound::loopback_allowed(""))
+        .start()
 }
 
 /// Waits for the killed server to exit and checks it died of the SIGKILL,
