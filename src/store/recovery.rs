@@ -1060,6 +1060,18 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
     let view_for = |c: Option<&(usize, CommittedHeader)>| -> Result<View> {
         let mut overlays = Vec::new();
         if let Some((i, c)) = c {
+            // Under everything, the frontier image of the commit before
+            // `c`: `c`'s sync may have torn the in-place write of that
+            // page, whose bytes up to the image's length did not change
+            // since (a delete there commits a new image), and the blocks
+            // the image holds are owed if `c` is taken.
+            if let Some((j, p)) = committed.iter().find(|(_, p)| {
+                !c.self_contained && p.counter + 1 == c.counter && p.base_seq == meta.base_seq
+            }) {
+                if c.base_seq == meta.base_seq {
+                    overlays.extend(slot_overlays(&slots[*j], p).into_iter().filter(|o| !o.aux));
+                }
+            }
             // The working slot that follows `c`, then `c`'s own images
             // (`c`'s frontier image wins where both cover a page's lap).
             let next_slot = slot_of(c.counter + 1);
@@ -1353,11 +1365,33 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
             }
         }
     }
+    // Repairs, 2: the headers of blocks the crashed session left past the
+    // head, inside its lease window, are zeroed. Session-bound record
+    // checksums and the session rule already keep them from validating in
+    // a later session; this is defence in depth, bounded by the lease
+    // (with no lease nothing is zeroed: it would take a write per block of
+    // the ring). Only headers of the crashed session's own numbers are
+    // touched: a page holding one was written by it in this lap, so the
+    // positions after it in that page hold nothing durable either.
+    if let Some(end) = window_end {
+        let last = end.min(next.saturating_add(n - 1));
+        let mut hb = [0u8; BLOCK_HEADER_LEN];
+        for s in next..=last {
+            let off = ring.pos(s) as u64 * b as u64;
+            media.data.read_at(off, &mut hb)?;
+            let dead = BlockHeader::decode(&hb)
+                .is_some_and(|h| h.seq == s && h.seq >= rule.start && h.session == rule.session);
+            if dead {
+                media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
+                data_written = true;
+            }
+        }
+    }
     if data_written {
         media.data.sync()?;
     }
 
-    // Repairs, 2: index entries rewritten where rescanned, zeroed for holes
+    // Repairs, 3: index entries rewritten where rescanned, zeroed for holes
     // and past the head (the new session reuses those numbers).
     for &(s, span) in &rewrite {
         let pos = ring.pos(s);
