@@ -350,29 +350,19 @@ impl Shared {
                 st.index_synced_writes = st.index_synced_writes.max(writes);
             }
             let head = st.ring.next.saturating_sub(1);
-            // `lease` is what writers obey after this commit, `recorded`
-            // what recovery is told to read.
-            let (lease, recorded) = if last {
+            let lease = if last {
                 // Nothing is written after the last commit.
-                (head, head)
+                head
             } else if l == 0 {
-                // (`stuck_cap` lets a writer through that no commit can
-                // help, see there.)
-                // No lease bounds what recovery reads (it reads every
-                // header), but writers still stay off the blocks recovery
-                // checks for this commit and the next: a later lap written
-                // over them would make a durable commit look cut.
-                (self.stuck_cap(&st, lease_to), LEASE_UNBOUNDED)
+                LEASE_UNBOUNDED
             } else {
-                let x = self
-                    .lease()
+                self.lease()
                     .max(head + l)
                     .max(lease_to)
-                    .min(self.stuck_cap(&st, lease_to));
-                (x, x)
+                    .min(self.lease_cap(&st))
             };
             let claim = st.index_claim;
-            self.write_committed(&mut st, recorded, claim, false)?;
+            self.write_committed(&mut st, lease, claim, false)?;
             (self.lsn.load(Ordering::Acquire), lease)
         };
         self.media.data.sync().map_err(|e| fail("data sync", e))?;
@@ -382,21 +372,6 @@ impl Shared {
         Ok((lsn, index_due))
     }
 
-    /// [`Shared::lease_cap`], or `want` if no commit can raise the cap to
-    /// it: the cap a commit written now would leave behind (its own
-    /// frontier page then being the last commit's) is below `want` too.
-    /// That happens to a span that would take, one lap later, the place of
-    /// the start of a span crossing the ring's end; waiting would never
-    /// end, so it is let through (FORMAT.md, "Leases").
-    fn stuck_cap(&self, st: &super::engine::State, want: u64) -> u64 {
-        let cap = self.lease_cap(st);
-        if want > cap && want > self.cap_from(st, true) {
-            want
-        } else {
-            cap
-        }
-    }
-
     /// The highest block a commit written now may lease (FORMAT.md,
     /// "Leases"). Writes made under it must not land in place on a block
     /// that recovery checks for this commit, nor for the next one if the
@@ -404,13 +379,7 @@ impl Shared {
     /// tells a commit whose sync was cut by a block missing among those. A
     /// block is written in place again only when the write position leaves
     /// its page one lap later.
-    pub(crate) fn lease_cap(&self, st: &super::engine::State) -> u64 {
-        self.cap_from(st, false)
-    }
-
-    /// [`Shared::lease_cap`]; with `settled`, as if the last commit's
-    /// frontier page were the current one.
-    fn cap_from(&self, st: &super::engine::State, settled: bool) -> u64 {
+    fn lease_cap(&self, st: &super::engine::State) -> u64 {
         let n = st.ring.n;
         let tail = st
             .ring
@@ -422,7 +391,7 @@ impl Shared {
         let (page, first) = st.last_commit_page;
         // This commit's check: from its index claim, or the previous
         // commit's frontier page if the frontier left it.
-        let prev = if !settled && (page, first) != here {
+        let prev = if (page, first) != here {
             first
         } else {
             u64::MAX

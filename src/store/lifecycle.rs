@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::commit::{spawn_flusher, Syncer};
 use super::config::{Config, Durability};
-use super::engine::{rd, wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
+use super::engine::{wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
 use super::error::{Error, Result};
 use super::format::{commit_area_offset, Meta, COMMIT_AREA_LEN, META_FILE_LEN, META_V1_FILE_LEN};
 use super::medium::{FileMedium, Medium};
@@ -243,13 +243,6 @@ impl Store {
             clock: std::sync::OnceLock::new(),
             _lock: lock,
         });
-        if shared.lease_blocks == 0 {
-            // The commit recovery wrote leases nothing to recovery (it reads
-            // every header), but writers still stay within a lap of what
-            // the next commit's recovery checks (see `Shared::lease_cap`).
-            let cap = shared.lease_cap(&rd(&shared.state));
-            shared.lease_end.store(cap, Ordering::Release);
-        }
         let flusher = spawn_flusher(&shared)?;
         Ok(Store {
             shared,

@@ -1061,12 +1061,16 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
         let mut overlays = Vec::new();
         if let Some((i, c)) = c {
             // Under everything, the frontier image of the commit before
-            // `c`: `c`'s sync may have torn the in-place write of that
-            // page, whose bytes up to the image's length did not change
+            // `c` if the frontier left its page since: `c`'s sync may have
+            // torn the in-place write of that page, whose bytes up to the image's length did not change
             // since (a delete there commits a new image), and the blocks
             // the image holds are owed if `c` is taken.
             if let Some((j, p)) = committed.iter().find(|(_, p)| {
-                !c.self_contained && p.counter + 1 == c.counter && p.base_seq == meta.base_seq
+                !c.self_contained
+                    && p.counter + 1 == c.counter
+                    && p.base_seq == meta.base_seq
+                    && (p.frontier.page_off, p.frontier.first_seq)
+                        != (c.frontier.page_off, c.frontier.first_seq)
             }) {
                 if c.base_seq == meta.base_seq {
                     overlays.extend(slot_overlays(&slots[*j], p).into_iter().filter(|o| !o.aux));

@@ -23,8 +23,7 @@ use super::ring::Ring;
 /// What an append did.
 pub(crate) enum Appended {
     Done(ObjectHandle),
-    /// The append needs block `seq`, past the lease; nothing was changed
-    /// but the open head block sealed (a span's).
+    /// The append needs block `seq`, past the lease; nothing was changed.
     NeedLease(u64),
 }
 
@@ -112,12 +111,6 @@ impl Shared {
         let first = st.ring.next;
         let last = first + k as u64 - 1;
         if last > self.lease() {
-            // Seal the open head first: its page bounds the lease (see
-            // `Shared::lease_cap`), and a lease past it could never cover a
-            // span as long as the ring.
-            if st.head.is_some() {
-                self.seal_head(st)?;
-            }
             return Ok(Appended::NeedLease(last));
         }
         self.seal_head(st)?;
