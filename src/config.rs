@@ -7,9 +7,13 @@
 //! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
 //! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
-//! `server.outbound.{ca_dir,allow,deny}` and `store.durability`.
+//! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
+//! (`server.max_connections`, `server.header_timeout_seconds`,
+//! `server.idle_timeout_seconds`, `server.auth_limit.{burst,window_seconds}`,
+//! `store.max_future`) and `store.durability`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -58,6 +62,35 @@ impl Default for OutboundConfig {
     }
 }
 
+/// Default of `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default of `server.header_timeout_seconds`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `server.idle_timeout_seconds` (the original's idle timeout).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `store.max_future`.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(86_400);
+
+/// `server.auth_limit`: the token bucket of failed authentications per
+/// client (see [`crate::api::throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimit {
+    /// Failures a client may make in a row before it is refused.
+    pub burst: u32,
+    /// Time in which an exhausted bucket fills up again (one failure back
+    /// every `window / burst`).
+    pub window: Duration,
+}
+
+impl Default for AuthLimit {
+    fn default() -> AuthLimit {
+        AuthLimit {
+            burst: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
 /// TLS certificate and key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -85,6 +118,18 @@ pub struct Config {
     /// times this is dropped.
     pub ws_ping_seconds: u32,
     pub outbound: OutboundConfig,
+    /// Most HTTP connections open at once (WebSocket streams included).
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head once the server
+    /// waits for one (a new connection, or the next request of a
+    /// keep-alive connection that started sending it).
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    pub auth_limit: AuthLimit,
+    /// How far ahead of the server's clock an explicit timestamp may be.
+    pub max_future: Duration,
     /// Keys of the config file that were not recognised (warned about).
     pub unknown_keys: Vec<String>,
 }
@@ -106,6 +151,11 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY,
             ws_ping_seconds: 30,
             outbound: OutboundConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            auth_limit: AuthLimit::default(),
+            max_future: DEFAULT_MAX_FUTURE,
             unknown_keys: Vec::new(),
         }
     }
@@ -159,6 +209,17 @@ struct FileServer {
     max_body_bytes: Option<usize>,
     ws_ping_seconds: Option<u32>,
     outbound: FileOutbound,
+    max_connections: Option<usize>,
+    header_timeout_seconds: Option<u32>,
+    idle_timeout_seconds: Option<u32>,
+    auth_limit: FileAuthLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileAuthLimit {
+    burst: Option<u32>,
+    window_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +238,7 @@ struct FileStore {
     index_block_size: Option<u32>,
     num_blocks: Option<u32>,
     durability: Option<String>,
+    max_future: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,12 +276,22 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.outbound.ca_dir", Kind::Str),
     ("server.outbound.allow", Kind::StrList),
     ("server.outbound.deny", Kind::StrList),
+    ("server.max_connections", Kind::Uint(1 << 20)),
+    ("server.header_timeout_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.idle_timeout_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.auth_limit", Kind::Object),
+    ("server.auth_limit.burst", Kind::Uint(u32::MAX as u64)),
+    (
+        "server.auth_limit.window_seconds",
+        Kind::Uint(u32::MAX as u64),
+    ),
     ("store", Kind::Object),
     ("store.base_path", Kind::Str),
     ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
     ("store.index_block_size", Kind::Uint(u32::MAX as u64)),
     ("store.num_blocks", Kind::Uint(u32::MAX as u64)),
     ("store.durability", Kind::Str),
+    ("store.max_future", Kind::Str),
 ];
 
 /// Collects the unknown keys of `v` and checks the type of the known ones.
@@ -314,6 +386,21 @@ impl Config {
             c.ws_ping_seconds = v;
         }
         c.outbound = outbound_of(s.outbound)?;
+        if let Some(v) = s.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = s.header_timeout_seconds {
+            c.header_timeout = Duration::from_secs(v.into());
+        }
+        if let Some(v) = s.idle_timeout_seconds {
+            c.idle_timeout = Duration::from_secs(v.into());
+        }
+        if let Some(v) = s.auth_limit.burst {
+            c.auth_limit.burst = v;
+        }
+        if let Some(v) = s.auth_limit.window_seconds {
+            c.auth_limit.window = Duration::from_secs(v.into());
+        }
         let st = file.store;
         if let Some(v) = non_empty(st.base_path) {
             c.base_path = PathBuf::from(v);
@@ -331,6 +418,10 @@ impl Config {
             c.durability = v
                 .parse()
                 .map_err(|e: crate::store::Error| err("store.durability", e.to_string()))?;
+        }
+        if let Some(v) = non_empty(st.max_future) {
+            c.max_future =
+                crate::api::duration::parse(&v).map_err(|e| err("store.max_future", e))?;
         }
 
         // The environment.
@@ -415,6 +506,21 @@ impl Config {
         }
         if !(1..=3600).contains(&self.ws_ping_seconds) {
             return Err(err("server.ws_ping_seconds", "must be from 1 to 3600"));
+        }
+        if self.max_connections < 1 {
+            return Err(err("server.max_connections", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("server.header_timeout_seconds", self.header_timeout),
+            ("server.idle_timeout_seconds", self.idle_timeout),
+            ("server.auth_limit.window_seconds", self.auth_limit.window),
+        ] {
+            if !(1..=86_400).contains(&v.as_secs()) {
+                return Err(err(key, "must be from 1 to 86400"));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.auth_limit.burst) {
+            return Err(err("server.auth_limit.burst", "must be from 1 to 1000000"));
         }
         Ok(())
     }
@@ -530,6 +636,25 @@ mod tests {
         move |k| m.get(k).cloned()
     }
 
+    /// Flags naming `dir/c.json` as the config file, and its path.
+    fn config_in(dir: &tempfile::TempDir) -> (PathBuf, Flags) {
+        let file = dir.path().join("c.json");
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        (file, flags)
+    }
+
+    /// Each config text is refused, naming its key.
+    fn assert_refused(flags: &Flags, cases: &[(&str, &str)]) {
+        for (text, key) in cases {
+            std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
+            let e = Config::load(flags, &env_of(&[])).unwrap_err();
+            assert_eq!(&e.key, key, "{text}: {e}");
+        }
+    }
+
     #[test]
     fn defaults_file_env_flags_in_that_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -582,30 +707,25 @@ mod tests {
         let e = Config::load(&flags, &env_of(&[])).unwrap_err();
         assert!(e.reason.contains("data_block_size"), "{e}");
         // A value of the wrong type names its key (serde's message does not).
-        for (text, key) in [
-            (r#"{"server":{"port":"abc"}}"#, "server.port"),
-            (r#"{"server":{"port":70000}}"#, "server.port"),
-            (
-                r#"{"server":{"tls":{"cert_file":1}}}"#,
-                "server.tls.cert_file",
-            ),
-            (r#"{"store":{"num_blocks":-1}}"#, "store.num_blocks"),
-            (r#"{"store":[]}"#, "store"),
-        ] {
-            std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
-            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
-            assert_eq!(e.key, key, "{text}: {e}");
-        }
+        assert_refused(
+            &flags,
+            &[
+                (r#"{"server":{"port":"abc"}}"#, "server.port"),
+                (r#"{"server":{"port":70000}}"#, "server.port"),
+                (
+                    r#"{"server":{"tls":{"cert_file":1}}}"#,
+                    "server.tls.cert_file",
+                ),
+                (r#"{"store":{"num_blocks":-1}}"#, "store.num_blocks"),
+                (r#"{"store":[]}"#, "store"),
+            ],
+        );
     }
 
     #[test]
     fn the_outbound_policy_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.json");
-        let flags = Flags {
-            config: Some(file.clone()),
-            ..Flags::default()
-        };
+        let (file, flags) = config_in(&dir);
         let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
         assert_eq!(c.outbound, OutboundConfig::default());
         assert_eq!(c.outbound.ca_dir, Path::new("/etc/tsstore/ca"));
@@ -618,25 +738,86 @@ mod tests {
         assert_eq!(c.outbound.ca_dir, Path::new("/srv/ca"));
         assert_eq!(c.outbound.allow.len(), 2);
         assert_eq!(c.outbound.deny, [":22".parse::<Rule>().unwrap()]);
-        for (text, key) in [
-            (
-                r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
-                "server.outbound.allow",
-            ),
-            (
-                r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
-                "server.outbound.deny",
-            ),
-            (
-                r#"{"server":{"outbound":{"deny":[1]}}}"#,
-                "server.outbound.deny",
-            ),
-            (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
-        ] {
-            std::fs::write(&file, text).unwrap();
-            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
-            assert_eq!(e.key, key, "{text}: {e}");
-        }
+        assert_refused(
+            &flags,
+            &[
+                (
+                    r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
+                    "server.outbound.allow",
+                ),
+                (
+                    r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
+                    "server.outbound.deny",
+                ),
+                (
+                    r#"{"server":{"outbound":{"deny":[1]}}}"#,
+                    "server.outbound.deny",
+                ),
+                (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_limit_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, flags) = config_in(&dir);
+        let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.max_connections, c.header_timeout, c.idle_timeout),
+            (512, Duration::from_secs(10), Duration::from_secs(60))
+        );
+        assert_eq!(
+            (c.auth_limit.burst, c.auth_limit.window),
+            (10, Duration::from_secs(10))
+        );
+        assert_eq!(c.max_future, Duration::from_secs(86_400));
+        std::fs::write(
+            &file,
+            r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
+                "auth_limit":{"burst":3,"window_seconds":30}},"store":{"max_future":"1h30m"}}"#,
+        )
+        .unwrap();
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(c.max_connections, 64);
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.auth_limit.burst, 3);
+        assert_eq!(c.auth_limit.window, Duration::from_secs(30));
+        assert_eq!(c.max_future, Duration::from_secs(5400));
+        assert_refused(
+            &flags,
+            &[
+                (
+                    r#"{"server":{"max_connections":0}}"#,
+                    "server.max_connections",
+                ),
+                (
+                    r#"{"server":{"max_connections":-1}}"#,
+                    "server.max_connections",
+                ),
+                (
+                    r#"{"server":{"header_timeout_seconds":0}}"#,
+                    "server.header_timeout_seconds",
+                ),
+                (
+                    r#"{"server":{"idle_timeout_seconds":100000}}"#,
+                    "server.idle_timeout_seconds",
+                ),
+                (
+                    r#"{"server":{"auth_limit":{"burst":0}}}"#,
+                    "server.auth_limit.burst",
+                ),
+                (
+                    r#"{"server":{"auth_limit":{"window_seconds":"10"}}}"#,
+                    "server.auth_limit.window_seconds",
+                ),
+                (r#"{"server":{"auth_limit":5}}"#, "server.auth_limit"),
+                (r#"{"store":{"max_future":"soon"}}"#, "store.max_future"),
+                (r#"{"store":{"max_future":"-1h"}}"#, "store.max_future"),
+                (r#"{"store":{"max_future":3600}}"#, "store.max_future"),
+            ],
+        );
     }
 
     #[test]
