@@ -368,6 +368,7 @@ impl Server {
             path: path.into(),
             headers: Vec::new(),
             body: None,
+            source: None,
         }
     }
 
@@ -467,9 +468,33 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+    /// The local address to connect from (`None`: the system's choice).
+    source: Option<std::net::IpAddr>,
+}
+
+/// A TCP connection to `addr` from local address `source` (any address of
+/// 127.0.0.0/8 is this host's, so a test can be many clients).
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(source, 0))?;
+        sock.connect(addr).await
+    })?;
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 impl Req {
+    /// Sends from this local address (see [`connect_from`]).
+    pub fn from(mut self, source: &str) -> Req {
+        self.source = Some(source.parse().expect("an IP address"));
+        self
+    }
+
     pub fn header(mut self, k: &str, v: &str) -> Req {
         self.headers.push((k.into(), v.into()));
         self
@@ -519,7 +544,10 @@ impl Req {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        let mut tcp = TcpStream::connect(self.addr).expect("connect");
+        let mut tcp = match self.source {
+            Some(ip) => connect_from(ip, self.addr).expect("connect"),
+            None => TcpStream::connect(self.addr).expect("connect"),
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         tcp.write_all(head.as_bytes()).unwrap();
         let mut buf = Vec::new();
@@ -559,7 +587,10 @@ impl Req {
     }
 
     pub fn try_send(self) -> std::io::Result<Resp> {
-        let tcp = TcpStream::connect(self.addr)?;
+        let tcp = match self.source {
+            Some(ip) => connect_from(ip, self.addr)?,
+            None => TcpStream::connect(self.addr)?,
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
         tcp.set_nodelay(true)?;
         let mut head = format!(
