@@ -3,7 +3,10 @@
 //! Every client error is a 4xx with a JSON body `{"error": "..."}`; an
 //! internal fault is logged and answered with a generic 500; a store that
 //! is busy (recovering, being created, reset or deleted) answers 503 with
-//! `Retry-After` and a body naming it. Routes follow
+//! `Retry-After` and a body naming it; a client that failed to
+//! authenticate too often answers 429 with `Retry-After` ([`throttle`]).
+//! Errors the HTTP layer answers by itself get the same JSON body (here,
+//! and in `app::listen` for those hyper answers). Routes follow
 //! the original's paths, parameters and JSON shapes (see
 //! `docs/compatibility.md`).
 

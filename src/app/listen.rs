@@ -54,7 +54,7 @@ pub struct Limits {
 }
 
 /// The answer to a connection over the cap (plain HTTP).
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 31\r\n\r\n{\"error\":\"too many connections\"}";
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 32\r\n\r\n{\"error\":\"too many connections\"}";
 
 /// Serves `app` on `listener` (HTTPS if `tls`) until `shutdown` resolves,
 /// then lets open connections finish for [`super::GRACE`].
@@ -515,9 +515,18 @@ mod tests {
         ] {
             assert!(json_rejection(h).is_none(), "{}", String::from_utf8_lossy(h));
         }
+        // The fixed answer's length is its body's.
+        let (head, body) = std::str::from_utf8(REFUSED)
+            .unwrap()
+            .split_once("\r\n\r\n")
+            .unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         assert_eq!(
-            REFUSED.len() - REFUSED.windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4,
-            31
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
+            "too many connections"
         );
     }
 

@@ -9,15 +9,25 @@
 //!
 //! `GET /api/stores/:store/ws/write?format=` stores each
 //! `{"timestamp"?, "data"}` message and answers `ack` or `error` per
-//! message, in order; a bad message never closes the connection. Messages
-//! that arrive together are stored as one batch (one commit).
+//! message, in order; a bad message never closes the connection, except
+//! one over `server.max_body_bytes`: its `error` is followed by a close
+//! frame with code 1009, since the rest of it is still on the wire, unread.
+//! Messages that arrive together are stored as one batch (one commit).
 //!
-//! Both authenticate before the upgrade (401 JSON, as the REST API; 503
-//! with `Retry-After` while the store is busy, see [`crate::registry`]), ping
-//! the client every `server.ws_ping_seconds` (30 s) and drop it after 2.5
-//! times that without a frame from it, and close with 1001 when the server
-//! shuts down.
+//! Both authenticate before the upgrade (401 JSON, as the REST API; 429
+//! for a client that failed too often; 503 with `Retry-After` while the
+//! store is busy, see [`crate::registry`]), ping the client every
+//! `server.ws_ping_seconds` (30 s) and drop it after 2.5 times that
+//! without a sign of life, and close with 1001 when the server shuts down.
+//!
+//! A read stream's signs of life: any frame from the client, read all
+//! along by a task of its own (backlog or not), and any send of ours that
+//! had to wait for the client and then went through. While it sends a
+//! backlog it also pings every [`PING_EVERY_BYTES`]: whatever the socket
+//! buffers hold, a client working through them meets pings and answers
+//! them, so a slow reader is never taken for a silent one.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +37,6 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use std::future::Future;
-
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 
@@ -233,7 +241,7 @@ async fn listen(
 /// Bytes of data frames between two pings of a read stream sending a
 /// backlog: whatever the socket buffers hold, a client reading them meets
 /// a ping at least this often, and its pongs show it alive.
-const PING_EVERY_BYTES: usize = 64 * 1024;
+pub const PING_EVERY_BYTES: usize = 64 * 1024;
 
 /// The sending half of a read stream, with what it needs to tell a slow
 /// client from a dead one while a send waits.
