@@ -6,10 +6,11 @@ VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
-.PHONY: setup setup-cross cross cross-test
+.PHONY: setup setup-check setup-cross cross cross-test
 .PHONY: setup-deb deb lint-deb deb-test
 .PHONY: setup-yocto yocto-check yocto-image
 .PHONY: setup-image image image-test
+.PHONY: setup-oci oci oci-test
 
 help:
 	@echo "make run    - build and start tsstore with data under $(DATA)"
@@ -19,6 +20,7 @@ help:
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 	@echo "make setup  - install what the builds below need (Debian, as root); idempotent"
+	@echo "make setup-check - check in seconds that every tool of the targets below is installed (names the missing packages)"
 	@echo "make setup-cross - rustup targets, ARM cross compilers, zig and qemu-user for the cross builds"
 	@echo "make cross  - static release binaries for $(CROSS_TARGETS), copied to dist/"
 	@echo "make cross-test - the engine tests and a set of server tests built for aarch64 and armv7, run under qemu-user"
@@ -29,6 +31,8 @@ help:
 	@echo "make yocto-image - build the Raspberry Pi 4 SD-card image with kas (needs internet, hours, ~60 GB)"
 	@echo "make image  - the SD-card image for 64-bit Raspberry Pi boards: $(IMAGE)"
 	@echo "make image-test - check the image and boot it twice under qemu-system-aarch64"
+	@echo "make oci    - container images (linux/amd64, arm64, arm/v7) of make cross's binaries as OCI archives in dist/"
+	@echo "make oci-test - run the images under Podman and compose.yaml under podman-compose"
 
 # Starts the server on port 21080 with data under $(DATA). Without
 # TSSTORE_ADMIN_KEY, an admin key is generated once, kept in
@@ -92,7 +96,23 @@ clean:
 #
 # Every setup-* step is idempotent and installs only what is missing;
 # `setup` gathers them.
-setup: setup-cross setup-deb setup-yocto setup-image
+
+# Installs those of the Debian packages $(1) that are not installed, without
+# their recommendations (name every package a target needs).
+apt_install_missing = PKGS=""; for p in $(1); do \
+		dpkg -s $$p >/dev/null 2>&1 || PKGS="$$PKGS $$p"; \
+	done; \
+	if [ -n "$$PKGS" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$PKGS; \
+	fi
+setup: setup-cross setup-deb setup-yocto setup-image setup-oci
+
+# Every tool the targets below call, and each cross target's C compiler
+# compiling a file that includes <stdint.h>: a missing package fails here
+# in seconds, with its name (packaging/setup-check.sh).
+setup-check:
+	@CROSS_TARGETS="$(CROSS_TARGETS)" ZIG_TARGETS="$(ZIG_TARGETS)" SYSROOT="$(SYSROOT)" \
+		YOCTO_VENV="$(YOCTO_VENV)" IMAGE_TOOLS="$(IMAGE_TOOLS)" packaging/setup-check.sh
 
 CROSS_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
 # The targets the tests run on under qemu-user (x86_64 musl is the host's
@@ -128,6 +148,14 @@ cross_std = $(if $(call have_std,$(1)),,$(BUILD_STD))
 # host artifacts. The binary is copied to where the others are.
 STD_TARGET_DIR := $(TARGET_DIR)/build-std
 
+# The Debian packages of the cross builds. apt runs with
+# --no-install-recommends, so a package another one only recommends is
+# named here: libc6-dev-arm64-cross (the aarch64 libc headers ring's C
+# includes; gcc-aarch64-linux-gnu merely recommends it). musl-tools brings
+# x86_64-linux-musl-gcc, the compiler cc-rs looks for on that target.
+# `make setup-check` compiles with each of them.
+CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross musl-tools qemu-user-static file
+
 setup-cross:
 	@set -e; for t in $(CROSS_TARGETS); do \
 		ls $(SYSROOT)/lib/rustlib/$$t/lib/libstd-*.rlib >/dev/null 2>&1 && continue; \
@@ -137,13 +165,7 @@ setup-cross:
 		esac; \
 	done
 	rustup component add rust-src
-	@PKGS=""; for p in gcc-aarch64-linux-gnu qemu-user-static file; do \
-		dpkg -s $$p >/dev/null 2>&1 || PKGS="$$PKGS $$p"; \
-	done; \
-	python3 -m pip --version >/dev/null 2>&1 || PKGS="$$PKGS python3-pip"; \
-	if [ -n "$$PKGS" ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$PKGS; \
-	fi
+	@$(call apt_install_missing,$(CROSS_PKGS) $$(python3 -m pip --version >/dev/null 2>&1 || echo python3-pip))
 	@# zig and cargo-zigbuild are prebuilt wheels on PyPI (no compile).
 	@if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -m ziglang version >/dev/null 2>&1; then \
 		python3 -m pip install --break-system-packages $(ZIG_PIP); \
@@ -323,3 +345,28 @@ $(IMAGE): $(DEB) $(IMAGE_INPUTS)
 
 image-test: image
 	packaging/image/test.sh $(IMAGE) $(TARGET_DIR)/image-work $(IMAGE_TOOLS)
+
+# --- Container images (Dockerfile, compose.yaml, packaging/oci/) ------------
+
+# podman builds the images (its built-in buildah, no daemon) and runs the
+# tests with runc (crun fails on hosts with a hybrid cgroup v1 layout);
+# netavark and iptables publish ports; podman-compose runs compose.yaml.
+OCI_PKGS := podman runc netavark iptables podman-compose
+
+setup-oci:
+	@$(call apt_install_missing,$(OCI_PKGS))
+
+# The images of the Dockerfile for linux/amd64, linux/arm64 and linux/arm/v7
+# from make cross's static binaries (the final stage only copies them, so
+# no emulation), as OCI archives in dist/ with a multi-arch index
+# (packaging/oci/build.sh). Each image is at most 8 MB.
+OCI_WORK := $(TARGET_DIR)/oci
+oci: cross
+	packaging/oci/build.sh $(VERSION) dist $(OCI_WORK)
+
+# The archives loaded into a throwaway Podman storage and run: the amd64
+# image with a volume and a loopback port (stores, keys, HTTP, restarts,
+# health check, user), the ARM images' binaries, and compose.yaml under
+# podman-compose (packaging/oci/test.sh).
+oci-test: oci
+	packaging/oci/test.sh $(VERSION) dist $(OCI_WORK)/test

@@ -1,5 +1,5 @@
 //! The command line (clap derive): `serve`, `create`, `key`, `status`,
-//! `calc`, `swagger`, `version`.
+//! `calc`, `swagger`, `healthcheck`, `version`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,9 @@ pub enum Command {
     Calc(CalcArgs),
     /// Serve the OpenAPI description for Swagger Editor on port 21090.
     Swagger(SwaggerArgs),
+    /// Ask the local server's GET /health; exit 0 if it answers ok (a
+    /// container's HEALTHCHECK: needs no shell or curl).
+    Healthcheck(HealthcheckArgs),
     /// Print the version.
     Version,
 }
@@ -145,6 +148,20 @@ pub struct SwaggerArgs {
     /// Port to serve the description on.
     #[arg(long, default_value_t = 21090)]
     pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Server address (default: the configured bind address; 0.0.0.0 or ::
+    /// mean loopback).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Server port (default: the configured port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seconds to wait for the answer (1 to 600).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
 }
 
 impl ServeArgs {

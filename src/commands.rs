@@ -1,14 +1,18 @@
-//! The CLI commands other than `serve`: create, key, status, calc and
-//! swagger. Output formats follow the original's.
+//! The CLI commands other than `serve`: create, key, status, calc,
+//! swagger and healthcheck; and the admin key of a first start, which
+//! `serve` generates when none is configured and `TSSTORE_ADMIN_KEY_FILE`
+//! names a file that does not exist yet. Output formats follow the
+//! original's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{CalcArgs, CreateArgs, KeyCommand, SwaggerArgs};
-use crate::config::Config;
+use crate::cli::{CalcArgs, CreateArgs, HealthcheckArgs, KeyCommand, SwaggerArgs};
+use crate::config::{self, Config};
 use crate::keys::{self, KeyError};
+use crate::probe;
 use crate::store::{self, format, DataType, Store};
 
 fn base(config: &Config, path: &Option<PathBuf>) -> PathBuf {
@@ -193,48 +197,29 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
 /// with the admin key (the store's files are locked by the server). The
 /// reason they cannot be had otherwise.
 fn server_stats(config: &Config, lock: Option<&str>, name: &str) -> Result<store::Stats, String> {
-    use std::io::Read;
     let Some(key) = config.admin_key.as_deref().filter(|k| !k.is_empty()) else {
         return Err("set TSSTORE_ADMIN_KEY to see its stats".into());
     };
+    // probe::get does not verify a certificate: no admin key over HTTPS.
     if config.tls.is_some() {
         return Err("stats over HTTPS are not fetched".into());
     }
-    let mut addr: std::net::SocketAddr = lock
+    let addr = lock
         .and_then(|l| l.rsplit(", ").next())
-        .and_then(|a| a.trim().parse().ok())
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok())
         .ok_or("server address unknown")?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let timeout = std::time::Duration::from_secs(2);
-    let mut conn = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("server not reachable: {e}"))?;
-    let _ = conn.set_read_timeout(Some(timeout));
-    write!(
-        conn,
-        "GET /api/stores/{name}/stats HTTP/1.1\r\nHost: {addr}\r\nX-Admin-Key: {key}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("server not reachable: {e}"))?;
-    let mut resp = Vec::new();
-    conn.read_to_end(&mut resp)
-        .map_err(|e| format!("no answer from the server: {e}"))?;
-    let resp = String::from_utf8_lossy(&resp);
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or("bad answer from the server")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "the server answered {}",
-            head.lines().next().unwrap_or_default()
-        ));
+    let r = probe::get(
+        probe::reachable(addr),
+        &format!("/api/stores/{name}/stats"),
+        &[("X-Admin-Key", key)],
+        false,
+        std::time::Duration::from_secs(2),
+    )?;
+    if r.status != 200 {
+        return Err(format!("the server answered {}", r.status));
     }
     let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|_| "bad answer from the server")?;
+        serde_json::from_str(&r.body).map_err(|_| "bad answer from the server")?;
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     let ts = |k: &str| v[k].as_i64().unwrap_or(0);
     Ok(store::Stats {
@@ -433,9 +418,138 @@ pub async fn swagger(a: &SwaggerArgs, out: &mut (dyn Write + Send)) -> Result<()
     Ok(())
 }
 
+/// `tsstore healthcheck`: the server this configuration describes (its
+/// bind address, a wildcard meaning loopback, its port, HTTP or HTTPS)
+/// answers `GET /health` with 200 and `"status": "ok"` within the timeout.
+/// An error (exit status 1) says what it got instead.
+pub fn healthcheck(config: &Config, a: &HealthcheckArgs, out: &mut dyn Write) -> Result<()> {
+    let host = a.host.as_deref().unwrap_or(&config.host);
+    let port = a.port.unwrap_or(config.port);
+    let tls = config.tls.is_some();
+    let addr = probe::local_addr(host, port).map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
+    let url = format!("{}://{addr}/health", if tls { "https" } else { "http" });
+    let r = probe::get(
+        addr,
+        "/health",
+        &[],
+        tls,
+        std::time::Duration::from_secs(a.timeout),
+    )
+    .map_err(|e| anyhow::anyhow!("unhealthy: {url}: {e}"))?;
+    let body: String = r.body.trim().chars().take(200).collect();
+    let ok = serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["status"] == "ok");
+    if r.status != 200 || !ok {
+        bail!("unhealthy: {url} answered {}: {body}", r.status);
+    }
+    writeln!(out, "healthy: {url} answered {body}")?;
+    Ok(())
+}
+
+/// The admin key of a container's first start: with no admin key
+/// configured and `TSSTORE_ADMIN_KEY_FILE` naming a file that does not
+/// exist yet (`Config::load` reads it when it does), generates a key (32
+/// random bytes as hex), keeps it in that file (mode 0600) and prints it
+/// once on `log`. Does nothing otherwise: without that variable `serve`
+/// still refuses to start without a key.
+pub fn admin_key_first_start(config: &mut Config, log: &mut dyn Write) -> Result<()> {
+    let (None, Some(path)) = (&config.admin_key, &config.admin_key_file) else {
+        return Ok(());
+    };
+    let path = path.clone();
+    let key = random_hex(32)?;
+    let created = write_new_private_file(&path, &format!("{key}\n")).with_context(|| {
+        format!(
+            "TSSTORE_ADMIN_KEY_FILE: cannot keep a generated admin key in {}",
+            path.display()
+        )
+    })?;
+    if !created {
+        // Another process made the file since the configuration was read.
+        config.admin_key = config::read_admin_key_file(&path)?;
+        return Ok(());
+    }
+    writeln!(
+        log,
+        "tsstore: no admin key was configured: generated one and kept it in {} (it is not printed again)\ntsstore admin key: {key}",
+        path.display()
+    )?;
+    config.admin_key = Some(key);
+    Ok(())
+}
+
+/// `n` random bytes from the OS (ring's generator) as lower-case hex.
+fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no random numbers from the operating system"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Creates `path` holding `text`, mode 0600, whole or not at all: a
+/// temporary file in the same directory is written and synced, then
+/// hard-linked to `path`, which fails if `path` exists. `false`: it did
+/// (another process was first); the file there is left as it is.
+fn write_new_private_file(path: &Path, text: &str) -> std::io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let suffix = random_hex(8).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(
+        ".{}.{suffix}.tmp",
+        name.unwrap_or_else(|| "key".into())
+    ));
+    let linked = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    if linked? {
+        // The new name, like the data, must survive a power cut.
+        std::fs::File::open(dir)?.sync_all()?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_private_file_is_made_once_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/.admin_key");
+        assert!(write_new_private_file(&path, "first\n").unwrap());
+        assert!(!write_new_private_file(&path, "second\n").unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The temporary files are gone, the won race's and the lost one's.
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [".admin_key"]);
+        assert_ne!(random_hex(32).unwrap(), random_hex(32).unwrap());
+        assert_eq!(random_hex(32).unwrap().len(), 64);
+    }
 
     #[test]
     fn calc_capacity_and_reverse() {

@@ -10,7 +10,10 @@
 //! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
 //! (`server.max_connections`, `server.header_timeout_seconds`,
 //! `server.idle_timeout_seconds`, `server.auth_limit.{burst,window_seconds}`,
-//! `store.max_future`) and `store.durability`.
+//! `store.max_future`), `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`:
+//! the file the admin key is read from when none is configured (the
+//! container image sets it; see `commands::admin_key_first_start` for the
+//! first start, when it does not exist yet).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,6 +110,9 @@ pub struct Config {
     /// `None`: the Unix socket is disabled.
     pub socket_path: Option<PathBuf>,
     pub admin_key: Option<String>,
+    /// `TSSTORE_ADMIN_KEY_FILE`: where the admin key is kept when none is
+    /// configured otherwise.
+    pub admin_key_file: Option<PathBuf>,
     pub tls: Option<TlsFiles>,
     pub base_path: PathBuf,
     pub data_block_size: u32,
@@ -142,6 +148,7 @@ impl Default for Config {
             mode: Mode::Release,
             socket_path: Some(PathBuf::from(DEFAULT_SOCKET_PATH)),
             admin_key: None,
+            admin_key_file: None,
             tls: None,
             base_path: PathBuf::from("./data"),
             data_block_size: 4096,
@@ -444,6 +451,9 @@ impl Config {
         if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY")) {
             c.admin_key = Some(v);
         }
+        if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY_FILE")) {
+            c.admin_key_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = non_empty(env("TSSTORE_TLS_CERT")) {
             cert = Some(v);
         }
@@ -489,6 +499,12 @@ impl Config {
                     "TLS requires both cert and key: set both TSSTORE_TLS_CERT and TSSTORE_TLS_KEY",
                 )),
             };
+        // The key file only stands in for a key configured nowhere else.
+        if c.admin_key.is_none() {
+            if let Some(p) = &c.admin_key_file {
+                c.admin_key = read_admin_key_file(p)?;
+            }
+        }
         c.validate_store_defaults()?;
         Ok(c)
     }
@@ -588,6 +604,26 @@ fn outbound_of(f: FileOutbound) -> Result<OutboundConfig, ConfigError> {
         c.ca_dir = PathBuf::from(d);
     }
     Ok(c)
+}
+
+/// The admin key kept in `path` (`TSSTORE_ADMIN_KEY_FILE`), surrounding
+/// white space removed; `None` while the file does not exist.
+pub fn read_admin_key_file(path: &Path) -> Result<Option<String>, ConfigError> {
+    let key = "TSSTORE_ADMIN_KEY_FILE";
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().chars().count() >= MIN_ADMIN_KEY_LEN => {
+            Ok(Some(text.trim().to_string()))
+        }
+        Ok(_) => Err(err(
+            key,
+            format!(
+                "{} holds no admin key of at least {MIN_ADMIN_KEY_LEN} characters: write one into it, or delete it and `tsstore serve` generates one",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(err(key, format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
 fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
@@ -818,6 +854,45 @@ mod tests {
                 (r#"{"store":{"max_future":3600}}"#, "store.max_future"),
             ],
         );
+    }
+
+    #[test]
+    fn the_admin_key_file_stands_in_only_for_a_missing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin_key");
+        let var = file.to_str().unwrap();
+        // Not there yet: no key (serve generates one).
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.admin_key, c.admin_key_file.as_deref()),
+            (None, Some(file.as_path()))
+        );
+        std::fs::write(&file, "\n  key-from-the-file-0123456789\t\n").unwrap();
+        let c = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some("key-from-the-file-0123456789"));
+        let env = env_of(&[
+            ("TSSTORE_ADMIN_KEY_FILE", var),
+            ("TSSTORE_ADMIN_KEY", "key-from-the-environment"),
+        ]);
+        let c = Config::load(&Flags::default(), &env).unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some("key-from-the-environment"));
+        // A configured key wins even over a key file that is unusable.
+        std::fs::write(&file, "short").unwrap();
+        assert!(Config::load(&Flags::default(), &env).is_ok());
+        let e = Config::load(
+            &Flags::default(),
+            &env_of(&[("TSSTORE_ADMIN_KEY_FILE", var)]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "TSSTORE_ADMIN_KEY_FILE");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   of fixed-size blocks on disk, an on-disk time index, power-loss safe
 //!   recovery. Builds with `--no-default-features`.
 //! - Behind the `server` feature (default): [`config`] (layered
-//!   configuration), [`cli`] and [`commands`] (the command line), [`keys`]
+//!   configuration), [`cli`] and [`commands`] (the command line; [`probe`]
+//!   its requests to a local server), [`keys`]
 //!   (store API keys), [`registry`] (the stores' lifecycle), [`api`] (the REST API,
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
@@ -36,6 +37,8 @@ pub mod console;
 pub mod keys;
 #[cfg(feature = "server")]
 pub mod notify;
+#[cfg(feature = "server")]
+pub mod probe;
 #[cfg(feature = "server")]
 pub mod redact;
 #[cfg(feature = "server")]

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             ..Flags::default()
         },
     };
-    let config = match Config::load(&flags, &env) {
+    let mut config = match Config::load(&flags, &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tsstore: configuration error: {e}");
@@ -42,7 +42,11 @@ fn main() -> ExitCode {
 
     let mut out = std::io::stdout();
     let result = match &cli.command {
-        Command::Serve(_) => runtime().and_then(|rt| rt.block_on(tsstore::app::run(config))),
+        Command::Serve(_) => {
+            tsstore::commands::admin_key_first_start(&mut config, &mut std::io::stderr())
+                .and_then(|()| runtime())
+                .and_then(|rt| rt.block_on(tsstore::app::run(config)))
+        }
         Command::Create(a) => tsstore::commands::create(&config, a, &mut out),
         Command::Key(k) => tsstore::commands::key(&config, k, &mut out),
         Command::Status(p) => tsstore::commands::status(&config, &p.path, &mut out),
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Swagger(a) => {
             runtime().and_then(|rt| rt.block_on(tsstore::commands::swagger(a, &mut out)))
         }
+        Command::Healthcheck(a) => tsstore::commands::healthcheck(&config, a, &mut out),
         Command::Version => {
             println!("tsstore v{}", env!("CARGO_PKG_VERSION"));
             Ok(())

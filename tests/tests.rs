@@ -41,6 +41,7 @@ mod server {
     mod cli;
     mod common;
     mod console;
+    mod container;
     mod http;
     mod manpage;
     mod notify;

@@ -107,9 +107,13 @@ impl Sessions {
 
     /// Starts a session; returns its token.
     pub fn create(&self, scope: Scope) -> String {
+        self.create_at(scope, Instant::now())
+    }
+
+    /// [`Sessions::create`] at the instant `now`.
+    fn create_at(&self, scope: Scope, now: Instant) -> String {
         let token = random_token();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         let idle = self.idle;
         map.retain(|_, s| now.duration_since(s.last_seen) < idle);
         if map.len() >= MAX_SESSIONS {
@@ -134,8 +138,12 @@ impl Sessions {
 
     /// The live session of `token`, touched (its idle time restarts).
     pub fn get(&self, token: &str) -> Option<Session> {
+        self.get_at(token, Instant::now())
+    }
+
+    /// [`Sessions::get`] at the instant `now`.
+    fn get_at(&self, token: &str, now: Instant) -> Option<Session> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         let s = map.get_mut(token)?;
         if now.duration_since(s.last_seen) >= self.idle {
             map.remove(token);
@@ -229,15 +237,24 @@ mod tests {
 
     #[test]
     fn idle_sessions_expire() {
-        let s = Sessions::with_idle(Duration::from_millis(30));
-        let t = s.create(Scope::Admin);
-        assert!(s.get(&t).is_some());
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(s.get(&t).is_some(), "use restarts the idle time");
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(s.get(&t).is_some());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(s.get(&t).is_none(), "expired after the idle time");
+        // The clock is stepped, not slept: a slow machine (qemu) cannot
+        // stretch the gaps past the idle time.
+        let ms = Duration::from_millis;
+        let s = Sessions::with_idle(ms(30));
+        let t0 = Instant::now();
+        let t = s.create_at(Scope::Admin, t0);
+        assert!(s.get_at(&t, t0).is_some());
+        assert!(s.get_at(&t, t0 + ms(20)).is_some());
+        assert!(
+            s.get_at(&t, t0 + ms(40)).is_some(),
+            "use restarts the idle time"
+        );
+        assert!(s.get_at(&t, t0 + ms(69)).is_some());
+        assert!(
+            s.get_at(&t, t0 + ms(99)).is_none(),
+            "expired after the idle time"
+        );
+        assert!(s.get_at(&t, t0 + ms(100)).is_none(), "and stays gone");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const ADMIN: &str = "test-admin-key-0123456789";
 /// developer's environment cannot leak into a test.
 const TSSTORE_VARS: &[&str] = &[
     "TSSTORE_ADMIN_KEY",
+    "TSSTORE_ADMIN_KEY_FILE",
     "TSSTORE_CONFIG",
     "TSSTORE_DATA_PATH",
     "TSSTORE_HOST",
@@ -241,12 +242,19 @@ impl ServerBuilder {
     /// Runs a server that is expected to refuse to start: its exit status
     /// and its whole stderr.
     pub fn fail(self) -> (ExitStatus, String) {
-        let (mut child, _work, _data, log, _rx) = self.spawn();
+        let (mut child, _work, _data, log, rx) = self.spawn();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                // Let the reader thread drain the pipe.
-                std::thread::sleep(Duration::from_millis(50));
+                // The reader thread hangs up at the pipe's end: then the
+                // log is whole. (A fixed 50 ms sleep here lost the whole
+                // log of startup_tls_errors_are_clear under load.)
+                while Instant::now() < deadline {
+                    match rx.recv_timeout(Duration::from_millis(100)) {
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                }
                 let text = log.lock().unwrap().clone();
                 return (status, strip_ansi(&text));
             }
