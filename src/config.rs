@@ -10,11 +10,15 @@
 //! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
 //! (`server.max_connections`, `server.header_timeout_seconds`,
 //! `server.idle_timeout_seconds`, `server.auth_limit.{burst,window_seconds}`,
-//! `store.max_future`), `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`:
-//! the file the admin key is read from when none is configured (the
-//! container image sets it; see `commands::admin_key_first_start` for the
-//! first start, when it does not exist yet).
+//! `store.max_future`, each with its variable too:
+//! `TSSTORE_{MAX_CONNECTIONS,HEADER_TIMEOUT_SECONDS,IDLE_TIMEOUT_SECONDS}`,
+//! `TSSTORE_AUTH_LIMIT_{BURST,WINDOW_SECONDS}`, `TSSTORE_MAX_FUTURE`),
+//! `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`: the file the admin
+//! key is read from when none is configured (the container image sets it;
+//! see `commands::admin_key_first_start` for the first start, when it does
+//! not exist yet).
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,6 +75,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of `server.idle_timeout_seconds` (the original's idle timeout).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Values `server.max_connections` may take.
+const CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=1 << 20;
+/// Values the limits in seconds may take (`server.header_timeout_seconds`,
+/// `server.idle_timeout_seconds`, `server.auth_limit.window_seconds`).
+const SECONDS_RANGE: RangeInclusive<u64> = 1..=86_400;
+/// Values `server.auth_limit.burst` may take.
+const BURST_RANGE: RangeInclusive<u64> = 1..=1_000_000;
 /// Default of `store.max_future`.
 pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(86_400);
 
@@ -460,6 +471,28 @@ impl Config {
         if let Some(v) = non_empty(env("TSSTORE_TLS_KEY")) {
             key = Some(v);
         }
+        if let Some(v) = env_uint(env, "TSSTORE_MAX_CONNECTIONS", CONNECTIONS_RANGE)? {
+            c.max_connections = v as usize;
+        }
+        for (var, field) in [
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", &mut c.header_timeout),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", &mut c.idle_timeout),
+            (
+                "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
+                &mut c.auth_limit.window,
+            ),
+        ] {
+            if let Some(v) = env_uint(env, var, SECONDS_RANGE)? {
+                *field = Duration::from_secs(v);
+            }
+        }
+        if let Some(v) = env_uint(env, "TSSTORE_AUTH_LIMIT_BURST", BURST_RANGE)? {
+            c.auth_limit.burst = v as u32;
+        }
+        if let Some(v) = non_empty(env("TSSTORE_MAX_FUTURE")) {
+            c.max_future =
+                crate::api::duration::parse(&v).map_err(|e| err("TSSTORE_MAX_FUTURE", e))?;
+        }
 
         // The flags.
         if let Some(v) = &flags.host {
@@ -523,21 +556,30 @@ impl Config {
         if !(1..=3600).contains(&self.ws_ping_seconds) {
             return Err(err("server.ws_ping_seconds", "must be from 1 to 3600"));
         }
-        if self.max_connections < 1 {
-            return Err(err("server.max_connections", "must be at least 1"));
-        }
+        let in_range = |key: &str, range: RangeInclusive<u64>, v: u64| {
+            if range.contains(&v) {
+                return Ok(());
+            }
+            let (lo, hi) = range.into_inner();
+            Err(err(key, format!("must be from {lo} to {hi}")))
+        };
+        in_range(
+            "server.max_connections",
+            CONNECTIONS_RANGE,
+            self.max_connections as u64,
+        )?;
         for (key, v) in [
             ("server.header_timeout_seconds", self.header_timeout),
             ("server.idle_timeout_seconds", self.idle_timeout),
             ("server.auth_limit.window_seconds", self.auth_limit.window),
         ] {
-            if !(1..=86_400).contains(&v.as_secs()) {
-                return Err(err(key, "must be from 1 to 86400"));
-            }
+            in_range(key, SECONDS_RANGE, v.as_secs())?;
         }
-        if !(1..=1_000_000).contains(&self.auth_limit.burst) {
-            return Err(err("server.auth_limit.burst", "must be from 1 to 1000000"));
-        }
+        in_range(
+            "server.auth_limit.burst",
+            BURST_RANGE,
+            self.auth_limit.burst.into(),
+        )?;
         Ok(())
     }
 
@@ -639,6 +681,28 @@ fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
     let f: FileConfig = serde_json::from_value(v)
         .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
     Ok((f, unknown))
+}
+
+/// An integer variable in `range`, if set and not empty.
+fn env_uint(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(v) = non_empty(env(var)) else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(err(
+            var,
+            format!(
+                "invalid value {v:?}: expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
 }
 
 fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
@@ -854,6 +918,48 @@ mod tests {
                 (r#"{"store":{"max_future":3600}}"#, "store.max_future"),
             ],
         );
+    }
+
+    #[test]
+    fn the_limit_variables_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, flags) = config_in(&dir);
+        std::fs::write(
+            &file,
+            r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
+                "auth_limit":{"burst":3,"window_seconds":30}},"store":{"max_future":"1h"}}"#,
+        )
+        .unwrap();
+        let vars = [
+            ("TSSTORE_MAX_CONNECTIONS", "100"),
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", "7"),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", "90"),
+            ("TSSTORE_AUTH_LIMIT_BURST", "20"),
+            ("TSSTORE_AUTH_LIMIT_WINDOW_SECONDS", "60"),
+            ("TSSTORE_MAX_FUTURE", "2d"),
+        ];
+        let c = Config::load(&flags, &env_of(&vars)).unwrap();
+        assert_eq!(c.max_connections, 100);
+        assert_eq!(c.header_timeout, Duration::from_secs(7));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.auth_limit.burst, 20);
+        assert_eq!(c.auth_limit.window, Duration::from_secs(60));
+        assert_eq!(c.max_future, Duration::from_secs(2 * 86_400));
+        // Set but empty: the file's value.
+        let c = Config::load(&flags, &env_of(&[("TSSTORE_MAX_CONNECTIONS", "")])).unwrap();
+        assert_eq!(c.max_connections, 64);
+        for (var, value) in [
+            ("TSSTORE_MAX_CONNECTIONS", "0"),
+            ("TSSTORE_MAX_CONNECTIONS", "many"),
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", "-1"),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", "86401"),
+            ("TSSTORE_AUTH_LIMIT_BURST", "1000001"),
+            ("TSSTORE_AUTH_LIMIT_WINDOW_SECONDS", "10s"),
+            ("TSSTORE_MAX_FUTURE", "0s"),
+        ] {
+            let e = Config::load(&flags, &env_of(&[(var, value)])).unwrap_err();
+            assert_eq!(e.key, var, "{value}: {e}");
+        }
     }
 
     #[test]
