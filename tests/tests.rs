@@ -47,6 +47,7 @@ mod server {
     mod notify;
     mod openapi;
     mod outbound;
+    mod security_limits;
     mod security_outbound;
     mod unix;
     mod ws;

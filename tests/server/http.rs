@@ -402,7 +402,11 @@ fn stats_has_every_field_even_when_empty() {
 
 #[test]
 fn store_auth_paths_and_precedence() {
-    let srv = Server::start();
+    // More wrong keys than the throttle lets one address try by default
+    // (tests/server/security_limits.rs tests the throttle).
+    let srv = Server::builder()
+        .config(r#"{"server": {"auth_limit": {"burst": 100}}}"#)
+        .start();
     let a = srv.json_store("a");
     let b = srv.json_store("b");
     let stats = a.path("/stats");
