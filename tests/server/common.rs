@@ -357,8 +357,14 @@ impl Server {
     /// Waits (up to 15 s) for the server to exit by itself (after a signal
     /// the test sent).
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_within(Duration::from_secs(15))
+    }
+
+    /// Waits up to `limit` for the server to exit by itself; past it, kills
+    /// it and fails the test.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(50));

@@ -1684,11 +1684,18 @@ fn shutdown_is_bounded_by_a_stalled_client() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let status = srv.stop();
-    let took = t.elapsed();
+    // The grace period (10 s) ends the wait, not the client: the log says
+    // so, and the exit is clean. The limit only turns a hang into a failure
+    // (wide enough for a loaded machine; time itself is not asserted).
+    common::signal(srv.pid(), "TERM");
+    let status = srv.wait_exit_within(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{}", srv.log());
-    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
+    assert!(
+        srv.log()
+            .contains("connections still open after the grace period"),
+        "{}",
+        srv.log()
+    );
     drop(stalled);
 }
 
