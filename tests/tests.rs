@@ -30,6 +30,7 @@ mod engine {
     mod api;
     mod crash;
     mod format_v1;
+    mod fs_cut;
     mod kill;
     mod model;
     mod scenarios;
