@@ -43,6 +43,7 @@ mod server {
     mod common;
     mod console;
     mod container;
+    mod fs_cut;
     mod http;
     mod manpage;
     mod notify;
