@@ -18,8 +18,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +28,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use crate::store::fs::{Fs, RealFs};
 
 /// The key file's name inside a store directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -149,35 +150,29 @@ pub fn load(dir: &Path, store: &str) -> Result<KeyFile, KeyError> {
 
 /// Writes `dir/keys.json` atomically with mode 0600.
 pub fn save(dir: &Path, file: &KeyFile) -> Result<(), KeyError> {
-    let path = dir.join(KEYS_FILE);
-    let tmp = dir.join(format!("{KEYS_FILE}.tmp"));
+    save_with(&RealFs, dir, file)
+}
+
+/// [`save`] through the file-system seam `fs`.
+pub fn save_with(fs: &dyn Fs, dir: &Path, file: &KeyFile) -> Result<(), KeyError> {
     let mut text = serde_json::to_vec_pretty(file).map_err(|e| KeyError::Hash(e.to_string()))?;
     text.push(b'\n');
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(&text).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::store::fs::replace(fs, dir, KEYS_FILE, &text, 0o600).map_err(io(&dir.join(KEYS_FILE)))
 }
 
 /// Creates the key file of a new store with one key.
 pub fn init(dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
+    init_with(&RealFs, dir, store, note)
+}
+
+/// [`init`] through the file-system seam `fs`.
+pub fn init_with(fs: &dyn Fs, dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
     let k = generate();
     let file = KeyFile {
         store_name: store.to_string(),
         keys: vec![entry(&k, note)?],
     };
-    save(dir, &file)?;
+    save_with(fs, dir, &file)?;
     Ok(k)
 }
 

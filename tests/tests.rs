@@ -30,6 +30,7 @@ mod engine {
     mod api;
     mod crash;
     mod format_v1;
+    mod fs_cut;
     mod kill;
     mod model;
     mod scenarios;
@@ -42,6 +43,7 @@ mod server {
     mod common;
     mod console;
     mod container;
+    mod fs_cut;
     mod http;
     mod manpage;
     mod notify;

@@ -200,7 +200,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
+pub(super) fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
     let f = fs::File::open(dir.join(META_FILE))?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == nix::errno::Errno::EWOULDBLOCK {
@@ -213,25 +213,10 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
     })
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Deletes a store by path without opening it. Fails if it is open.
+/// Deletes a store by path without opening it. Fails if it is open. A
+/// power cut leaves the store whole or gone (see [`super::staged`]).
 pub fn delete_store(base: &Path, name: &str) -> Result<()> {
-    validate_name(name)?;
-    let dir = base.join(name);
-    if !dir.join(META_FILE).exists() {
-        return Err(Error::NotFound { path: dir });
-    }
-    let lock = lock_dir(&dir)?;
-    fs::remove_dir_all(&dir)?;
-    drop(lock);
-    if let Some(parent) = dir.parent() {
-        let _ = sync_dir(parent);
-    }
-    Ok(())
+    super::staged::delete_store_with(&super::fs::RealFs, base, name)
 }
 
 /// True if a store exists at `base/name`.
@@ -240,36 +225,14 @@ pub fn exists(base: &Path, name: &str) -> bool {
 }
 
 impl Store {
-    /// Creates a store in `base/name`, allocating its files in full.
+    /// Creates a store in `base/name`, allocating its files in full. A power
+    /// cut leaves no store (the name can be created again) or a whole one
+    /// (see [`Store::create_with`]).
     pub fn create(base: &Path, name: &str, config: Config) -> Result<Store> {
-        validate_name(name)?;
-        config.validate()?;
-        let dir = base.join(name);
-        if dir.join(META_FILE).exists() {
-            return Err(Error::AlreadyExists { path: dir });
-        }
-        fs::create_dir_all(&dir)?;
-        let made = (|| -> Result<Store> {
-            let data_len = config.data_file_len().unwrap_or(0);
-            let data = FileMedium::create(&dir.join(DATA_FILE), data_len)?;
-            let index = FileMedium::create(&dir.join(INDEX_FILE), config.index_file_len())?;
-            let meta = FileMedium::create(&dir.join(META_FILE), super::format::META_FILE_LEN)?;
-            data.sync()?;
-            index.sync()?;
-            drop((data, index, meta));
-            let media = open_media(&dir)?;
-            Store::init_media(&media, &config)?;
-            sync_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-            Store::open_dir(dir.clone(), media, None)
-        })();
-        if made.is_err() {
-            // Leave nothing half made behind.
-            let _ = fs::remove_dir_all(&dir);
-        }
-        made
+        let (s, ()) = Store::create_with(&super::fs::RealFs, base, name, config, |_, _| {
+            Ok::<(), Error>(())
+        })?;
+        Ok(s)
     }
 
     /// Opens the store in `base/name` with the durability it was created with.
@@ -289,7 +252,11 @@ impl Store {
         Store::open_dir(dir, media, durability)
     }
 
-    fn open_dir(dir: PathBuf, media: Media, durability: Option<Durability>) -> Result<Store> {
+    pub(super) fn open_dir(
+        dir: PathBuf,
+        media: Media,
+        durability: Option<Durability>,
+    ) -> Result<Store> {
         let lock = lock_dir(&dir)?;
         let schema = schema::load(&dir)?;
         Store::start(media, Some(dir), Some(lock), schema, durability)
@@ -297,9 +264,19 @@ impl Store {
 
     /// Writes a fresh meta record for `config` to `media` (a new store).
     pub fn init_media(media: &Media, config: &Config) -> Result<()> {
+        let meta = Store::first_meta(config)?;
+        media
+            .meta
+            .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
+        media.meta.sync()?;
+        Ok(())
+    }
+
+    /// The meta record of a new store with `config`.
+    pub(super) fn first_meta(config: &Config) -> Result<Meta> {
         config.validate()?;
         let (durability, interval) = config.durability.encode();
-        let meta = Meta {
+        Ok(Meta {
             data_type: config.data_type.code(),
             durability,
             num_blocks: config.num_blocks,
@@ -313,12 +290,7 @@ impl Store {
             created_ns: now_ns(),
             // Nothing written yet: the first open has nothing to repair.
             clean: true,
-        };
-        media
-            .meta
-            .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
-        media.meta.sync()?;
-        Ok(())
+        })
     }
 
     /// Creates a store on the given media (used with simulated media).
@@ -871,13 +843,10 @@ impl Store {
     /// Closes the store and removes its directory.
     pub fn delete_store(&self) -> Result<()> {
         let _ = self.close();
-        if let Some(dir) = &self.shared.dir {
-            fs::remove_dir_all(dir)?;
-            if let Some(parent) = dir.parent() {
-                let _ = sync_dir(parent);
-            }
+        match &self.shared.dir {
+            Some(dir) => super::staged::discard(&super::fs::RealFs, dir),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -29,6 +29,7 @@ mod durability;
 mod engine;
 mod error;
 pub mod format;
+pub mod fs;
 mod index;
 mod json;
 pub mod medium;
@@ -37,6 +38,8 @@ mod recovery;
 mod ring;
 pub mod schema;
 pub mod sim;
+pub mod simfs;
+mod staged;
 
 pub use config::{Config, DataType, Durability, DEFAULT_SYNC_INTERVAL_MS};
 pub use engine::{
@@ -47,6 +50,7 @@ pub use error::{Error, Result};
 pub use medium::{FileMedium, IoSnapshot, Medium};
 pub use object::{now_ns, since_start, Filter, Object, ObjectHandle, Order, Query};
 pub use schema::{Field, FieldType, Schema, SchemaError};
+pub use staged::{delete_store_with, sweep};
 
 #[doc = include_str!("FORMAT.md")]
 pub mod format_spec {}
