@@ -15,16 +15,15 @@
 //! (see [`crate::notify`]).
 //!
 //! HTTPS uses rustls with the ring provider; SIGHUP reloads the certificate
-//! and key for new connections without dropping open ones.
+//! and key for new connections without dropping open ones. The accept
+//! loop and its limits (connection cap, header and idle timeouts) are in
+//! `listen`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -34,6 +33,8 @@ use crate::api::{self, AppState};
 use crate::config::{Config, Mode, TlsFiles};
 use crate::ingest::{self, SocketListener};
 use crate::notify;
+
+mod listen;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -111,18 +112,19 @@ pub async fn serve(
         }
     });
     let ingest = socket.map(|s| tokio::spawn(ingest::serve(s, state.clone(), stop_rx.clone())));
-    let http = match tls {
-        None => serve_http(listener, app, stop_rx.clone()).await,
-        Some(tls) => serve_tls(listener, app, tls, stopped(stop_rx)).await,
+    let limits = listen::Limits {
+        max_connections: state.config.max_connections,
+        header_timeout: state.config.header_timeout,
+        idle_timeout: state.config.idle_timeout,
     };
-    // The HTTP server may also have ended by itself (an error).
+    let metrics = state.metrics.clone();
+    listen::serve(listener, app, tls, limits, metrics, stopped(stop_rx)).await;
     let _ = stop_tx.send(true);
     if let Some(ingest) = ingest {
         if let Err(e) = ingest.await {
             tracing::error!(error = %e, "unix socket listener failed");
         }
     }
-    http?;
     tracing::info!("Shutting down server...");
     // Outbound connections stop (and persist their cursors) before the
     // stores they read and write close.
@@ -142,80 +144,6 @@ pub async fn serve(
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn serve_http(listener: TcpListener, app: Router, stop: watch::Receiver<bool>) -> Result<()> {
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop.clone()));
-    // In-flight requests get GRACE after the signal, no more: a stalled
-    // client must not keep the server from stopping.
-    tokio::select! {
-        r = std::future::IntoFuture::into_future(server) => r.context("HTTP server")?,
-        _ = async {
-            stopped(stop).await;
-            tokio::time::sleep(GRACE).await;
-        } => tracing::warn!("connections still open after the grace period"),
-    }
-    Ok(())
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    tls: Arc<RwLock<Arc<rustls::ServerConfig>>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop_rx.changed() => break,
-        };
-        let (tcp, _peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let cfg = tls.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    _ => return,
-                };
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move {
-                        use tower::ServiceExt;
-                        app.oneshot(req.map(axum::body::Body::new)).await
-                    }
-                });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            let _ = watcher.watch(conn.into_owned()).await;
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(GRACE) => tracing::warn!("connections still open after the grace period"),
-    }
-    Ok(())
 }
 
 /// `tsstore serve`: validates the configuration, binds, serves until a

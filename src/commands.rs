@@ -45,16 +45,8 @@ pub fn create(config: &Config, a: &CreateArgs, out: &mut dyn Write) -> Result<()
     }
     std::fs::create_dir_all(&base)
         .with_context(|| format!("Failed to create data directory {}", base.display()))?;
-    let s = Store::create(&base, &a.name, cfg)
+    let (s, key) = crate::registry::create_store(&store::fs::RealFs, &base, &a.name, cfg)
         .map_err(|e| anyhow::anyhow!("Failed to create store: {e}"))?;
-    let dir = base.join(&a.name);
-    let key = match keys::init(&dir, &a.name, "Initial key") {
-        Ok(k) => k,
-        Err(e) => {
-            let _ = s.delete_store();
-            bail!("Failed to create store: {e}");
-        }
-    };
     s.close().context("Failed to create store")?;
     writeln!(
         out,

@@ -7,13 +7,20 @@
 //! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
 //! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
-//! `server.outbound.{ca_dir,allow,deny}`, `store.durability`, and
-//! `TSSTORE_ADMIN_KEY_FILE`: the file the admin key is read from when none
-//! is configured (the container image sets it; see
-//! `commands::admin_key_first_start` for the first start, when it does not
-//! exist yet).
+//! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
+//! (`server.max_connections`, `server.header_timeout_seconds`,
+//! `server.idle_timeout_seconds`, `server.auth_limit.{burst,window_seconds}`,
+//! `store.max_future`, each with its variable too:
+//! `TSSTORE_{MAX_CONNECTIONS,HEADER_TIMEOUT_SECONDS,IDLE_TIMEOUT_SECONDS}`,
+//! `TSSTORE_AUTH_LIMIT_{BURST,WINDOW_SECONDS}`, `TSSTORE_MAX_FUTURE`),
+//! `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`: the file the admin
+//! key is read from when none is configured (the container image sets it;
+//! see `commands::admin_key_first_start` for the first start, when it does
+//! not exist yet).
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -62,6 +69,42 @@ impl Default for OutboundConfig {
     }
 }
 
+/// Default of `server.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default of `server.header_timeout_seconds`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `server.idle_timeout_seconds` (the original's idle timeout).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Values `server.max_connections` may take.
+const CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=1 << 20;
+/// Values the limits in seconds may take (`server.header_timeout_seconds`,
+/// `server.idle_timeout_seconds`, `server.auth_limit.window_seconds`).
+const SECONDS_RANGE: RangeInclusive<u64> = 1..=86_400;
+/// Values `server.auth_limit.burst` may take.
+const BURST_RANGE: RangeInclusive<u64> = 1..=1_000_000;
+/// Default of `store.max_future`.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(86_400);
+
+/// `server.auth_limit`: the token bucket of failed authentications per
+/// client (see [`crate::api::throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimit {
+    /// Failures a client may make in a row before it is refused.
+    pub burst: u32,
+    /// Time in which an exhausted bucket fills up again (one failure back
+    /// every `window / burst`).
+    pub window: Duration,
+}
+
+impl Default for AuthLimit {
+    fn default() -> AuthLimit {
+        AuthLimit {
+            burst: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
 /// TLS certificate and key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -92,6 +135,18 @@ pub struct Config {
     /// times this is dropped.
     pub ws_ping_seconds: u32,
     pub outbound: OutboundConfig,
+    /// Most HTTP connections open at once (WebSocket streams included).
+    pub max_connections: usize,
+    /// Time a client has to send a whole request head once the server
+    /// waits for one (a new connection, or the next request of a
+    /// keep-alive connection that started sending it).
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    pub auth_limit: AuthLimit,
+    /// How far ahead of the server's clock an explicit timestamp may be.
+    pub max_future: Duration,
     /// Keys of the config file that were not recognised (warned about).
     pub unknown_keys: Vec<String>,
 }
@@ -114,6 +169,11 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY,
             ws_ping_seconds: 30,
             outbound: OutboundConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            auth_limit: AuthLimit::default(),
+            max_future: DEFAULT_MAX_FUTURE,
             unknown_keys: Vec::new(),
         }
     }
@@ -167,6 +227,17 @@ struct FileServer {
     max_body_bytes: Option<usize>,
     ws_ping_seconds: Option<u32>,
     outbound: FileOutbound,
+    max_connections: Option<usize>,
+    header_timeout_seconds: Option<u32>,
+    idle_timeout_seconds: Option<u32>,
+    auth_limit: FileAuthLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileAuthLimit {
+    burst: Option<u32>,
+    window_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +256,7 @@ struct FileStore {
     index_block_size: Option<u32>,
     num_blocks: Option<u32>,
     durability: Option<String>,
+    max_future: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,12 +294,22 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.outbound.ca_dir", Kind::Str),
     ("server.outbound.allow", Kind::StrList),
     ("server.outbound.deny", Kind::StrList),
+    ("server.max_connections", Kind::Uint(1 << 20)),
+    ("server.header_timeout_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.idle_timeout_seconds", Kind::Uint(u32::MAX as u64)),
+    ("server.auth_limit", Kind::Object),
+    ("server.auth_limit.burst", Kind::Uint(u32::MAX as u64)),
+    (
+        "server.auth_limit.window_seconds",
+        Kind::Uint(u32::MAX as u64),
+    ),
     ("store", Kind::Object),
     ("store.base_path", Kind::Str),
     ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
     ("store.index_block_size", Kind::Uint(u32::MAX as u64)),
     ("store.num_blocks", Kind::Uint(u32::MAX as u64)),
     ("store.durability", Kind::Str),
+    ("store.max_future", Kind::Str),
 ];
 
 /// Collects the unknown keys of `v` and checks the type of the known ones.
@@ -322,6 +404,21 @@ impl Config {
             c.ws_ping_seconds = v;
         }
         c.outbound = outbound_of(s.outbound)?;
+        if let Some(v) = s.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = s.header_timeout_seconds {
+            c.header_timeout = Duration::from_secs(v.into());
+        }
+        if let Some(v) = s.idle_timeout_seconds {
+            c.idle_timeout = Duration::from_secs(v.into());
+        }
+        if let Some(v) = s.auth_limit.burst {
+            c.auth_limit.burst = v;
+        }
+        if let Some(v) = s.auth_limit.window_seconds {
+            c.auth_limit.window = Duration::from_secs(v.into());
+        }
         let st = file.store;
         if let Some(v) = non_empty(st.base_path) {
             c.base_path = PathBuf::from(v);
@@ -339,6 +436,10 @@ impl Config {
             c.durability = v
                 .parse()
                 .map_err(|e: crate::store::Error| err("store.durability", e.to_string()))?;
+        }
+        if let Some(v) = non_empty(st.max_future) {
+            c.max_future =
+                crate::api::duration::parse(&v).map_err(|e| err("store.max_future", e))?;
         }
 
         // The environment.
@@ -369,6 +470,28 @@ impl Config {
         }
         if let Some(v) = non_empty(env("TSSTORE_TLS_KEY")) {
             key = Some(v);
+        }
+        if let Some(v) = env_uint(env, "TSSTORE_MAX_CONNECTIONS", CONNECTIONS_RANGE)? {
+            c.max_connections = v as usize;
+        }
+        for (var, field) in [
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", &mut c.header_timeout),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", &mut c.idle_timeout),
+            (
+                "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
+                &mut c.auth_limit.window,
+            ),
+        ] {
+            if let Some(v) = env_uint(env, var, SECONDS_RANGE)? {
+                *field = Duration::from_secs(v);
+            }
+        }
+        if let Some(v) = env_uint(env, "TSSTORE_AUTH_LIMIT_BURST", BURST_RANGE)? {
+            c.auth_limit.burst = v as u32;
+        }
+        if let Some(v) = non_empty(env("TSSTORE_MAX_FUTURE")) {
+            c.max_future =
+                crate::api::duration::parse(&v).map_err(|e| err("TSSTORE_MAX_FUTURE", e))?;
         }
 
         // The flags.
@@ -433,6 +556,30 @@ impl Config {
         if !(1..=3600).contains(&self.ws_ping_seconds) {
             return Err(err("server.ws_ping_seconds", "must be from 1 to 3600"));
         }
+        let in_range = |key: &str, range: RangeInclusive<u64>, v: u64| {
+            if range.contains(&v) {
+                return Ok(());
+            }
+            let (lo, hi) = range.into_inner();
+            Err(err(key, format!("must be from {lo} to {hi}")))
+        };
+        in_range(
+            "server.max_connections",
+            CONNECTIONS_RANGE,
+            self.max_connections as u64,
+        )?;
+        for (key, v) in [
+            ("server.header_timeout_seconds", self.header_timeout),
+            ("server.idle_timeout_seconds", self.idle_timeout),
+            ("server.auth_limit.window_seconds", self.auth_limit.window),
+        ] {
+            in_range(key, SECONDS_RANGE, v.as_secs())?;
+        }
+        in_range(
+            "server.auth_limit.burst",
+            BURST_RANGE,
+            self.auth_limit.burst.into(),
+        )?;
         Ok(())
     }
 
@@ -536,6 +683,28 @@ fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
     Ok((f, unknown))
 }
 
+/// An integer variable in `range`, if set and not empty.
+fn env_uint(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    range: RangeInclusive<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    let Some(v) = non_empty(env(var)) else {
+        return Ok(None);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(err(
+            var,
+            format!(
+                "invalid value {v:?}: expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
 fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
     match v.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
@@ -565,6 +734,25 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    /// Flags naming `dir/c.json` as the config file, and its path.
+    fn config_in(dir: &tempfile::TempDir) -> (PathBuf, Flags) {
+        let file = dir.path().join("c.json");
+        let flags = Flags {
+            config: Some(file.clone()),
+            ..Flags::default()
+        };
+        (file, flags)
+    }
+
+    /// Each config text is refused, naming its key.
+    fn assert_refused(flags: &Flags, cases: &[(&str, &str)]) {
+        for (text, key) in cases {
+            std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
+            let e = Config::load(flags, &env_of(&[])).unwrap_err();
+            assert_eq!(&e.key, key, "{text}: {e}");
+        }
     }
 
     #[test]
@@ -619,30 +807,25 @@ mod tests {
         let e = Config::load(&flags, &env_of(&[])).unwrap_err();
         assert!(e.reason.contains("data_block_size"), "{e}");
         // A value of the wrong type names its key (serde's message does not).
-        for (text, key) in [
-            (r#"{"server":{"port":"abc"}}"#, "server.port"),
-            (r#"{"server":{"port":70000}}"#, "server.port"),
-            (
-                r#"{"server":{"tls":{"cert_file":1}}}"#,
-                "server.tls.cert_file",
-            ),
-            (r#"{"store":{"num_blocks":-1}}"#, "store.num_blocks"),
-            (r#"{"store":[]}"#, "store"),
-        ] {
-            std::fs::write(flags.config.as_ref().unwrap(), text).unwrap();
-            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
-            assert_eq!(e.key, key, "{text}: {e}");
-        }
+        assert_refused(
+            &flags,
+            &[
+                (r#"{"server":{"port":"abc"}}"#, "server.port"),
+                (r#"{"server":{"port":70000}}"#, "server.port"),
+                (
+                    r#"{"server":{"tls":{"cert_file":1}}}"#,
+                    "server.tls.cert_file",
+                ),
+                (r#"{"store":{"num_blocks":-1}}"#, "store.num_blocks"),
+                (r#"{"store":[]}"#, "store"),
+            ],
+        );
     }
 
     #[test]
     fn the_outbound_policy_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.json");
-        let flags = Flags {
-            config: Some(file.clone()),
-            ..Flags::default()
-        };
+        let (file, flags) = config_in(&dir);
         let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
         assert_eq!(c.outbound, OutboundConfig::default());
         assert_eq!(c.outbound.ca_dir, Path::new("/etc/tsstore/ca"));
@@ -655,24 +838,127 @@ mod tests {
         assert_eq!(c.outbound.ca_dir, Path::new("/srv/ca"));
         assert_eq!(c.outbound.allow.len(), 2);
         assert_eq!(c.outbound.deny, [":22".parse::<Rule>().unwrap()]);
-        for (text, key) in [
-            (
-                r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
-                "server.outbound.allow",
-            ),
-            (
-                r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
-                "server.outbound.deny",
-            ),
-            (
-                r#"{"server":{"outbound":{"deny":[1]}}}"#,
-                "server.outbound.deny",
-            ),
-            (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
+        assert_refused(
+            &flags,
+            &[
+                (
+                    r#"{"server":{"outbound":{"allow":["10.0.0.0/99"]}}}"#,
+                    "server.outbound.allow",
+                ),
+                (
+                    r#"{"server":{"outbound":{"deny":"10.0.0.1"}}}"#,
+                    "server.outbound.deny",
+                ),
+                (
+                    r#"{"server":{"outbound":{"deny":[1]}}}"#,
+                    "server.outbound.deny",
+                ),
+                (r#"{"server":{"outbound":[]}}"#, "server.outbound"),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_limit_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, flags) = config_in(&dir);
+        let c = Config::load(&Flags::default(), &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.max_connections, c.header_timeout, c.idle_timeout),
+            (512, Duration::from_secs(10), Duration::from_secs(60))
+        );
+        assert_eq!(
+            (c.auth_limit.burst, c.auth_limit.window),
+            (10, Duration::from_secs(10))
+        );
+        assert_eq!(c.max_future, Duration::from_secs(86_400));
+        std::fs::write(
+            &file,
+            r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
+                "auth_limit":{"burst":3,"window_seconds":30}},"store":{"max_future":"1h30m"}}"#,
+        )
+        .unwrap();
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(c.max_connections, 64);
+        assert_eq!(c.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.auth_limit.burst, 3);
+        assert_eq!(c.auth_limit.window, Duration::from_secs(30));
+        assert_eq!(c.max_future, Duration::from_secs(5400));
+        assert_refused(
+            &flags,
+            &[
+                (
+                    r#"{"server":{"max_connections":0}}"#,
+                    "server.max_connections",
+                ),
+                (
+                    r#"{"server":{"max_connections":-1}}"#,
+                    "server.max_connections",
+                ),
+                (
+                    r#"{"server":{"header_timeout_seconds":0}}"#,
+                    "server.header_timeout_seconds",
+                ),
+                (
+                    r#"{"server":{"idle_timeout_seconds":100000}}"#,
+                    "server.idle_timeout_seconds",
+                ),
+                (
+                    r#"{"server":{"auth_limit":{"burst":0}}}"#,
+                    "server.auth_limit.burst",
+                ),
+                (
+                    r#"{"server":{"auth_limit":{"window_seconds":"10"}}}"#,
+                    "server.auth_limit.window_seconds",
+                ),
+                (r#"{"server":{"auth_limit":5}}"#, "server.auth_limit"),
+                (r#"{"store":{"max_future":"soon"}}"#, "store.max_future"),
+                (r#"{"store":{"max_future":"-1h"}}"#, "store.max_future"),
+                (r#"{"store":{"max_future":3600}}"#, "store.max_future"),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_limit_variables_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, flags) = config_in(&dir);
+        std::fs::write(
+            &file,
+            r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
+                "auth_limit":{"burst":3,"window_seconds":30}},"store":{"max_future":"1h"}}"#,
+        )
+        .unwrap();
+        let vars = [
+            ("TSSTORE_MAX_CONNECTIONS", "100"),
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", "7"),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", "90"),
+            ("TSSTORE_AUTH_LIMIT_BURST", "20"),
+            ("TSSTORE_AUTH_LIMIT_WINDOW_SECONDS", "60"),
+            ("TSSTORE_MAX_FUTURE", "2d"),
+        ];
+        let c = Config::load(&flags, &env_of(&vars)).unwrap();
+        assert_eq!(c.max_connections, 100);
+        assert_eq!(c.header_timeout, Duration::from_secs(7));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.auth_limit.burst, 20);
+        assert_eq!(c.auth_limit.window, Duration::from_secs(60));
+        assert_eq!(c.max_future, Duration::from_secs(2 * 86_400));
+        // Set but empty: the file's value.
+        let c = Config::load(&flags, &env_of(&[("TSSTORE_MAX_CONNECTIONS", "")])).unwrap();
+        assert_eq!(c.max_connections, 64);
+        for (var, value) in [
+            ("TSSTORE_MAX_CONNECTIONS", "0"),
+            ("TSSTORE_MAX_CONNECTIONS", "many"),
+            ("TSSTORE_HEADER_TIMEOUT_SECONDS", "-1"),
+            ("TSSTORE_IDLE_TIMEOUT_SECONDS", "86401"),
+            ("TSSTORE_AUTH_LIMIT_BURST", "1000001"),
+            ("TSSTORE_AUTH_LIMIT_WINDOW_SECONDS", "10s"),
+            ("TSSTORE_MAX_FUTURE", "0s"),
         ] {
-            std::fs::write(&file, text).unwrap();
-            let e = Config::load(&flags, &env_of(&[])).unwrap_err();
-            assert_eq!(e.key, key, "{text}: {e}");
+            let e = Config::load(&flags, &env_of(&[(var, value)])).unwrap_err();
+            assert_eq!(e.key, var, "{value}: {e}");
         }
     }
 

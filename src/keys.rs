@@ -8,12 +8,19 @@
 //! `keys.json` they were checked against. The CLI rewrites the file by
 //! rename, so a regenerate or revoke changes that identity and the next
 //! request re-reads the file: the change takes effect at once.
+//!
+//! Verifying an unknown key costs no hash: a key names its entry by its
+//! id (characters 8..16), and a key whose id is in no entry is refused
+//! before any hashing. The hashes that are computed take one of
+//! [`KeyCache::hashers`] permits first, so guessers queue behind each other
+//! instead of taking every core (each hash takes ~19 MiB and tens of
+//! milliseconds of one core).
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +28,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use crate::store::fs::{Fs, RealFs};
 
 /// The key file's name inside a store directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -89,6 +98,11 @@ pub fn well_formed(key: &str) -> bool {
     key.len() >= KEY_LEN && key.starts_with(KEY_PREFIX)
 }
 
+/// The id a key names: the first 8 characters of its UUID.
+pub fn id_of(key: &str) -> Option<&str> {
+    key.strip_prefix(KEY_PREFIX)?.get(..8)
+}
+
 fn hash(key: &str) -> Result<String, KeyError> {
     // 16 random bytes from the OS (a v4 UUID is 122 of them).
     let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
@@ -136,35 +150,29 @@ pub fn load(dir: &Path, store: &str) -> Result<KeyFile, KeyError> {
 
 /// Writes `dir/keys.json` atomically with mode 0600.
 pub fn save(dir: &Path, file: &KeyFile) -> Result<(), KeyError> {
-    let path = dir.join(KEYS_FILE);
-    let tmp = dir.join(format!("{KEYS_FILE}.tmp"));
+    save_with(&RealFs, dir, file)
+}
+
+/// [`save`] through the file-system seam `fs`.
+pub fn save_with(fs: &dyn Fs, dir: &Path, file: &KeyFile) -> Result<(), KeyError> {
     let mut text = serde_json::to_vec_pretty(file).map_err(|e| KeyError::Hash(e.to_string()))?;
     text.push(b'\n');
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(&text).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    crate::store::fs::replace(fs, dir, KEYS_FILE, &text, 0o600).map_err(io(&dir.join(KEYS_FILE)))
 }
 
 /// Creates the key file of a new store with one key.
 pub fn init(dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
+    init_with(&RealFs, dir, store, note)
+}
+
+/// [`init`] through the file-system seam `fs`.
+pub fn init_with(fs: &dyn Fs, dir: &Path, store: &str, note: &str) -> Result<NewKey, KeyError> {
     let k = generate();
     let file = KeyFile {
         store_name: store.to_string(),
         keys: vec![entry(&k, note)?],
     };
-    save(dir, &file)?;
+    save_with(fs, dir, &file)?;
     Ok(k)
 }
 
@@ -226,13 +234,27 @@ struct Cached {
 pub const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// Checks store keys, caching the ones that verified.
-#[derive(Default)]
 pub struct KeyCache {
     stores: Mutex<HashMap<String, Cached>>,
     /// One verification at a time per store: concurrent first requests
     /// with the same new key then cost one argon2 hash, not one each
     /// (each hash takes ~19 MiB and tens of milliseconds).
     verifying: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Hashing verifications in progress, across all stores.
+    hashing: tokio::sync::Semaphore,
+    /// argon2 hashes computed so far (for `/metrics`).
+    hashes: AtomicU64,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache {
+            stores: Mutex::default(),
+            verifying: Mutex::default(),
+            hashing: tokio::sync::Semaphore::new(KeyCache::hashers()),
+            hashes: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Why a key was not accepted.
@@ -242,11 +264,74 @@ pub enum Rejection {
     Invalid,
     /// The store or its key file is missing or unreadable.
     Unavailable,
+    /// Not verified: the caller's `may_hash` said no (see
+    /// [`KeyCache::verify`]).
+    Refused,
+}
+
+/// The entries a key names, and the key file version they come from.
+struct Named {
+    file: FileId,
+    entries: Vec<KeyEntry>,
 }
 
 impl KeyCache {
+    /// Most verifications that hash at once: half the cores, at least
+    /// one, so that the other half keeps serving whatever guessers send.
+    pub fn hashers() -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get() / 2)
+            .unwrap_or(1)
+            .max(1)
+    }
+
     pub fn new() -> KeyCache {
         KeyCache::default()
+    }
+
+    /// argon2 hashes computed by verifications so far.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
+    }
+
+    /// [`KeyCache::check`] from async code: the cache first, then the key
+    /// file off the async workers; a key of an unknown id is refused there.
+    /// A hash waits for one of the [`KeyCache::hashers`] permits, and then
+    /// is computed only if `may_hash` still allows it (else `Refused`):
+    /// a caller that had many guesses queued may have run out of attempts
+    /// meanwhile.
+    pub async fn verify(
+        self: &Arc<Self>,
+        store: &str,
+        dir: PathBuf,
+        key: &str,
+        may_hash: impl FnOnce() -> bool,
+    ) -> Result<String, Rejection> {
+        if let Some(id) = self.check_cached(store, &dir, key) {
+            return Ok(id);
+        }
+        let (me, st, d, k) = (
+            self.clone(),
+            store.to_string(),
+            dir.clone(),
+            key.to_string(),
+        );
+        let named = tokio::task::spawn_blocking(move || me.named(&st, &d, &k))
+            .await
+            .unwrap_or(Err(Rejection::Unavailable))?;
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return Err(Rejection::Unavailable);
+        };
+        if let Some(id) = self.check_cached(store, &dir, key) {
+            return Ok(id);
+        }
+        if !may_hash() {
+            return Err(Rejection::Refused);
+        }
+        let (me, store, key) = (self.clone(), store.to_string(), key.to_string());
+        tokio::task::spawn_blocking(move || me.hash_check(&store, &dir, &key, named))
+            .await
+            .unwrap_or(Err(Rejection::Unavailable))
     }
 
     /// The key's id if `key` was verified against the current `keys.json`
@@ -276,11 +361,40 @@ impl KeyCache {
     /// Returns the key's id if `key` is a key of `store` (in `dir`). May
     /// compute argon2 hashes: call it off the async workers.
     pub fn check(&self, store: &str, dir: &Path, key: &str) -> Result<String, Rejection> {
-        let path = dir.join(KEYS_FILE);
-        let id = file_id(&path).ok_or(Rejection::Unavailable)?;
         if let Some(kid) = self.check_cached(store, dir, key) {
             return Ok(kid);
         }
+        let named = self.named(store, dir, key)?;
+        self.hash_check(store, dir, key, named)
+    }
+
+    /// The entries `key` names by its id, with the identity of the key
+    /// file they come from (blocking: reads the file). No entry: `Invalid`,
+    /// at the cost of the read, no hash.
+    fn named(&self, store: &str, dir: &Path, key: &str) -> Result<Named, Rejection> {
+        let file = file_id(&dir.join(KEYS_FILE)).ok_or(Rejection::Unavailable)?;
+        let id = id_of(key).ok_or(Rejection::Invalid)?;
+        let entries: Vec<KeyEntry> = load(dir, store)
+            .map_err(|_| Rejection::Unavailable)?
+            .keys
+            .into_iter()
+            .filter(|e| e.id == id)
+            .collect();
+        if entries.is_empty() {
+            return Err(Rejection::Invalid);
+        }
+        Ok(Named { file, entries })
+    }
+
+    /// Hashes `key` against the entries it names, one store at a time
+    /// (blocking: tens of milliseconds per entry); caches it if it matches.
+    fn hash_check(
+        &self,
+        store: &str,
+        dir: &Path,
+        key: &str,
+        named: Named,
+    ) -> Result<String, Rejection> {
         let one = self
             .verifying
             .lock()
@@ -293,16 +407,17 @@ impl KeyCache {
         if let Some(kid) = self.check_cached(store, dir, key) {
             return Ok(kid);
         }
-        // Not cached: verify against the file (one argon2 hash per entry).
-        let file = load(dir, store).map_err(|_| Rejection::Unavailable)?;
-        let found = file.keys.iter().find(|e| verify(key, &e.hash));
+        let found = named.entries.iter().find(|e| {
+            self.hashes.fetch_add(1, Ordering::Relaxed);
+            verify(key, &e.hash)
+        });
         let Some(e) = found else {
             return Err(Rejection::Invalid);
         };
         let mut map = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         let c = map.entry(store.to_string()).or_default();
-        if c.file != Some(id) {
-            c.file = Some(id);
+        if c.file != Some(named.file) {
+            c.file = Some(named.file);
             c.verified.clear();
         }
         c.seen = Some(Instant::now());
@@ -335,6 +450,40 @@ mod tests {
         assert_eq!(&k.api_key[8..16], k.key_id);
         assert!(!well_formed("tsstore_short"));
         assert!(!well_formed(&k.api_key.replace("tsstore_", "tsstorf_")));
+    }
+
+    /// Issue 12: every wrong store key cost an argon2 hash, so guessers
+    /// with random keys could take every core.
+    #[test]
+    fn a_key_of_an_unknown_id_costs_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = init(dir.path(), "s", "Initial key").unwrap();
+        let cache = KeyCache::new();
+        let guess = generate();
+        assert_ne!(guess.key_id, k.key_id);
+        for _ in 0..5 {
+            assert_eq!(
+                cache.check("s", dir.path(), &guess.api_key),
+                Err(Rejection::Invalid)
+            );
+        }
+        // A multi-byte character where the id is: refused, no panic.
+        let odd = format!("{KEY_PREFIX}€€€€€€{}", &k.api_key[26..]);
+        assert!(well_formed(&odd) && id_of(&odd).is_none());
+        assert_eq!(cache.check("s", dir.path(), &odd), Err(Rejection::Invalid));
+        assert_eq!(cache.hashes(), 0);
+        // A guess of a known id is hashed, once per attempt.
+        let same_id = format!("{}{}", &k.api_key[..16], &guess.api_key[16..]);
+        assert_eq!(
+            cache.check("s", dir.path(), &same_id),
+            Err(Rejection::Invalid)
+        );
+        assert_eq!(cache.hashes(), 1);
+        assert!(cache.check("s", dir.path(), &k.api_key).is_ok());
+        assert_eq!(cache.hashes(), 2);
+        // Verified once, cached after.
+        assert!(cache.check("s", dir.path(), &k.api_key).is_ok());
+        assert_eq!(cache.hashes(), 2);
     }
 
     #[test]

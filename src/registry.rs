@@ -453,7 +453,16 @@ impl Registry {
         tokio::spawn(async move {
             // Listing the data path is disk work too.
             let lister = me.clone();
-            let names = tokio::task::spawn_blocking(move || lister.list())
+            let names = tokio::task::spawn_blocking(move || {
+                // Nothing is being created or deleted yet: every leftover
+                // of one is from before a crash or power cut.
+                match store::sweep(&lister.base) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed leftovers of interrupted creates and deletes"),
+                    Err(e) => tracing::warn!(error = %e, "removing leftovers of interrupted creates and deletes failed"),
+                }
+                lister.list()
+            })
                 .await
                 .unwrap_or_default();
             let ops: Vec<Op> = {
@@ -623,7 +632,7 @@ impl Registry {
         let base = self.base.clone();
         run(op, move |op| {
             hold::hold(Phase::Creating, &op.name);
-            let r = create_files(&base, &op.name, config);
+            let r = create_store(&store::fs::RealFs, &base, &op.name, config);
             let r = match r {
                 Ok((s, key)) => {
                     let s = Arc::new(s);
@@ -777,17 +786,18 @@ impl Registry {
     }
 }
 
-/// A new store's files and first key; nothing is left behind on failure.
-fn create_files(base: &Path, name: &str, config: store::Config) -> Result<(Store, NewKey), Error> {
-    std::fs::create_dir_all(base).map_err(store::Error::Io)?;
-    let s = Store::create(base, name, config)?;
-    match keys::init(&base.join(name), name, "Initial key") {
-        Ok(k) => Ok((s, k)),
-        Err(e) => {
-            let _ = s.delete_store();
-            Err(Error::Keys(e))
-        }
-    }
+/// Creates store `name` in `base` with its first key, through `fs`: a power
+/// cut leaves no store, or the store with its key (see
+/// [`Store::create_with`]). The one path for the server and the CLI.
+pub fn create_store(
+    fs: &dyn store::fs::Fs,
+    base: &Path,
+    name: &str,
+    config: store::Config,
+) -> Result<(Store, NewKey), Error> {
+    Store::create_with(fs, base, name, config, |fs, dir| {
+        keys::init_with(fs, dir, name, "Initial key").map_err(Error::Keys)
+    })
 }
 
 /// The lock file a running server holds in its data path, so that the CLI

@@ -31,6 +31,7 @@ mod engine {
     mod crash;
     mod crash_threads;
     mod format_v1;
+    mod fs_cut;
     mod kill;
     mod model;
     mod scenarios;
@@ -43,12 +44,14 @@ mod server {
     mod common;
     mod console;
     mod container;
+    mod fs_cut;
     mod http;
     mod kill;
     mod manpage;
     mod notify;
     mod openapi;
     mod outbound;
+    mod security_limits;
     mod security_outbound;
     mod unix;
     mod ws;

@@ -1,6 +1,11 @@
 //! Authentication: the admin key for store creation, store API keys for
 //! everything under `/api/stores/:store/` (the admin key opens those too).
 //!
+//! Every key given is checked through the per-client
+//! [`Throttle`](super::throttle::Throttle): a client that failed too often
+//! gets 429 with `Retry-After`, unverified, until its bucket refills. A
+//! store key verified before is the exception: it passes on a comparison.
+//!
 //! A store key is taken from `X-API-Key`, then `Authorization: Bearer`, then
 //! the `api_key` query parameter, the first one present. Keys are verified
 //! through the [`crate::keys::KeyCache`]; comparisons are constant-time.
@@ -12,13 +17,15 @@
 //! `X-CSRF-Token`, and a cookie-authenticated WebSocket upgrade must come
 //! from a page of this server (`Origin` matching `Host`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, RawPathParams};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use subtle::ConstantTimeEq;
 
+use super::throttle::{Client, Throttled};
 use super::{ApiError, AppState};
 use crate::console::session::Scope;
 use crate::keys::{self, Rejection};
@@ -86,6 +93,100 @@ fn admin_matches(state: &AppState, given: &str) -> bool {
     }
 }
 
+/// The client a request comes from, for the [`Throttle`](super::throttle::Throttle).
+pub fn client_of(parts: &Parts) -> Client {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(Client::Shared, |c| Client::of_ip(c.0.ip()))
+}
+
+/// The requesting client as an extractor (never fails).
+pub struct ClientOf(pub Client);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientOf {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientOf, Self::Rejection> {
+        Ok(ClientOf(client_of(parts)))
+    }
+}
+
+/// Checks a given admin key through the throttle: `Ok(true)` if it is the
+/// admin key, `Ok(false)` if not (a failure counted), 429 if the client
+/// has no failure left.
+pub fn check_admin(state: &AppState, client: Client, given: &str) -> Result<bool, ApiError> {
+    state.throttle.check(client).map_err(ApiError::throttled)?;
+    if admin_matches(state, given) {
+        return Ok(true);
+    }
+    state.throttle.fail(client);
+    Ok(false)
+}
+
+/// Why a store key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Not the shape of a store key.
+    Malformed,
+    /// Not a key of the store.
+    Invalid,
+    /// The store's key file is missing or unreadable.
+    Unavailable,
+    /// The client has no failure left: not verified at all.
+    Throttled(Throttled),
+}
+
+/// Checks a store key the same way on every entry point (REST, WebSocket
+/// upgrades, the Unix socket): a key verified before passes at the cost of
+/// a comparison; any other is looked at only while the client has
+/// failures left (see [`super::throttle`]), checked again when its hash's
+/// turn comes (see [`KeyCache::verify`]); a refused key counts as a
+/// failure.
+///
+/// [`KeyCache::verify`]: crate::keys::KeyCache::verify
+pub async fn check_store_key(
+    state: &AppState,
+    client: Client,
+    name: &str,
+    key: &str,
+) -> Result<String, KeyRefusal> {
+    let dir = state.stores.dir(name);
+    if keys::well_formed(key) {
+        if let Some(id) = state.keys.check_cached(name, &dir, key) {
+            return Ok(id);
+        }
+    }
+    state
+        .throttle
+        .check(client)
+        .map_err(KeyRefusal::Throttled)?;
+    let refusal = if keys::well_formed(key) {
+        let mut throttled = None;
+        let gate = || match state.throttle.check(client) {
+            Ok(()) => true,
+            Err(t) => {
+                throttled = Some(t);
+                false
+            }
+        };
+        match state.keys.verify(name, dir, key, gate).await {
+            Ok(id) => return Ok(id),
+            Err(Rejection::Refused) => {
+                return Err(KeyRefusal::Throttled(
+                    throttled.unwrap_or(Throttled { retry_after: 1 }),
+                ))
+            }
+            Err(Rejection::Invalid) => KeyRefusal::Invalid,
+            Err(Rejection::Unavailable) => KeyRefusal::Unavailable,
+        }
+    } else {
+        KeyRefusal::Malformed
+    };
+    state.throttle.fail(client);
+    Err(refusal)
+}
+
 fn forbidden(msg: &str) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, msg)
 }
@@ -139,7 +240,7 @@ impl FromRequestParts<AppState> for Admin {
                 None => Err(unauthorized("admin key required")),
             };
         };
-        if admin_matches(state, &given) {
+        if check_admin(state, client_of(parts), &given)? {
             Ok(Admin)
         } else {
             Err(unauthorized("invalid admin key"))
@@ -173,8 +274,12 @@ impl FromRequestParts<AppState> for StoreAccess {
         if let Err(e) = store::validate_name(&name) {
             return Err(ApiError::bad_request(e.to_string()));
         }
-        // The admin key opens every store.
-        let admin = admin_key_of(parts).is_some_and(|k| admin_matches(state, &k));
+        // The admin key opens every store; a wrong one is a failure (and
+        // the store key, if any, is checked next).
+        let admin = match admin_key_of(parts) {
+            Some(k) => check_admin(state, client_of(parts), &k)?,
+            None => false,
+        };
         if !admin {
             let key = header(parts, "x-api-key")
                 .or_else(|| {
@@ -191,26 +296,17 @@ impl FromRequestParts<AppState> for StoreAccess {
                     None => Err(unauthorized("API key required")),
                 };
             };
-            if !keys::well_formed(&key) {
-                return Err(unauthorized("invalid API key format"));
-            }
-            if !state.stores.known(&name).await {
+            // A well-formed key for a store that does not exist: 404, as
+            // before any key is looked at.
+            if keys::well_formed(&key) && !state.stores.known(&name).await {
                 return Err(ApiError::not_found("store not found"));
             }
-            let dir = state.stores.dir(&name);
-            let checked = match state.keys.check_cached(&name, &dir, &key) {
-                Some(id) => Ok(id),
-                None => {
-                    let (keys, n) = (state.keys.clone(), name.clone());
-                    tokio::task::spawn_blocking(move || keys.check(&n, &dir, &key))
-                        .await
-                        .map_err(ApiError::internal)?
-                }
-            };
-            match checked {
+            match check_store_key(state, client_of(parts), &name, &key).await {
                 Ok(_) => {}
-                Err(Rejection::Invalid) => return Err(unauthorized("invalid API key")),
-                Err(Rejection::Unavailable) => return Err(unauthorized("authentication failed")),
+                Err(KeyRefusal::Malformed) => return Err(unauthorized("invalid API key format")),
+                Err(KeyRefusal::Invalid) => return Err(unauthorized("invalid API key")),
+                Err(KeyRefusal::Unavailable) => return Err(unauthorized("authentication failed")),
+                Err(KeyRefusal::Throttled(t)) => return Err(ApiError::throttled(t)),
             }
         }
         open(state, name, admin).await

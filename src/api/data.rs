@@ -152,10 +152,34 @@ impl Params {
     }
 }
 
+/// A time parameter: Unix nanoseconds, 0 or more (the original's message
+/// for anything else, negative values included).
 fn parse_ts(name: &str, v: &str) -> ApiResult<i64> {
-    v.trim()
-        .parse::<i64>()
-        .map_err(|_| ApiError::bad_request(format!("invalid {name}")))
+    match v.trim().parse::<i64>() {
+        Ok(t) if t >= 0 => Ok(t),
+        _ => Err(ApiError::bad_request(format!("invalid {name}"))),
+    }
+}
+
+/// The horizon of explicit timestamps: at most `max_future`
+/// (`store.max_future`) ahead of the server's clock. Every write path
+/// (HTTP, NDJSON, `/ws/write`, pull connections, the Unix socket) goes
+/// through here, so that no write can park a store's newest timestamp far
+/// ahead, where every "now" insert after it would be refused as out of
+/// order. `None` (now) always passes.
+pub fn check_horizon(ts: Option<i64>, max_future: Duration) -> ApiResult<Option<i64>> {
+    let Some(t) = ts else {
+        return Ok(None);
+    };
+    let ahead = i64::try_from(max_future.as_nanos()).unwrap_or(i64::MAX);
+    if t > now_ns().saturating_add(ahead) {
+        return Err(ApiError::bad_request(format!(
+            "invalid timestamp: more than {} ahead of the server's clock",
+            duration::format(max_future)
+        ))
+        .metric("invalid_timestamp"));
+    }
+    Ok(Some(t))
 }
 
 /// The JSON text of stored bytes as a client sees them: binary as a
@@ -373,25 +397,34 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 
 /// Parses one `{"timestamp"?, "data"}` message (WebSocket write stream,
 /// pull connections) into what to store: its timestamp (`None`: now) and
-/// bytes. The error is the message a client gets.
+/// bytes. The error's message is what the client gets.
 pub fn decode_message(
     store: &Store,
     msg: &[u8],
     compact: bool,
-) -> Result<(Option<i64>, Vec<u8>), String> {
-    let w: Wrapper<'_> = serde_json::from_slice(msg).map_err(|e| format!("invalid JSON: {e}"))?;
-    encode_item(store, &w, compact).map_err(|e| e.message)
+    max_future: Duration,
+) -> ApiResult<(Option<i64>, Vec<u8>)> {
+    let w: Wrapper<'_> = serde_json::from_slice(msg)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")).metric("invalid_json"))?;
+    encode_item(store, &w, compact, max_future)
 }
 
 /// Turns one `{"timestamp"?, "data"}` item into what to store.
-fn encode_item(store: &Store, w: &Wrapper<'_>, compact: bool) -> ApiResult<(Option<i64>, Vec<u8>)> {
+fn encode_item(
+    store: &Store,
+    w: &Wrapper<'_>,
+    compact: bool,
+    max_future: Duration,
+) -> ApiResult<(Option<i64>, Vec<u8>)> {
     let Some(data) = w.data else {
         return Err(ApiError::bad_request("data is required"));
     };
     let ts = match w.timestamp {
         None | Some(0) => None,
-        Some(t) if t < 0 => return Err(ApiError::bad_request("invalid timestamp")),
-        Some(t) => Some(t),
+        Some(t) if t < 0 => {
+            return Err(ApiError::bad_request("invalid timestamp").metric("invalid_timestamp"))
+        }
+        Some(t) => check_horizon(Some(t), max_future)?,
     };
     Ok((ts, encode_data(store, data.get(), compact)?))
 }
@@ -487,6 +520,7 @@ async fn data_insert(
     let store = access.store.clone();
     let dt = store.config().data_type;
     let mt = media_type(&headers);
+    let max_future = state.config.max_future;
     if mt == "application/x-ndjson" {
         return insert_ndjson(&state, &store, &body, p.compact()).await;
     }
@@ -503,12 +537,17 @@ async fn data_insert(
                 return Err(ApiError::bad_request("text is not valid UTF-8"));
             }
             let ts = match p.timestamp.as_deref().filter(|t| !t.is_empty()) {
-                Some(t) => match parse_ts("timestamp", t)? {
-                    0 => None,
-                    t => Some(t),
-                },
+                Some(t) => {
+                    match parse_ts("timestamp", t).map_err(|e| e.metric("invalid_timestamp")) {
+                        Ok(0) => None,
+                        Ok(t) => Some(t),
+                        Err(e) => return Err(e),
+                    }
+                }
                 None => None,
             };
+            let ts = check_horizon(ts, max_future)
+                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?;
             (ts, body.to_vec())
         }
         DataType::Json | DataType::Schema => {
@@ -516,8 +555,8 @@ async fn data_insert(
                 state.metrics.rejected("invalid_json");
                 ApiError::bad_request(format!("invalid JSON: {e}"))
             })?;
-            encode_item(&store, &w, p.compact())
-                .inspect_err(|_| state.metrics.rejected("invalid_data"))?
+            encode_item(&store, &w, p.compact(), max_future)
+                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?
         }
     };
     let n = bytes.len();
@@ -540,6 +579,9 @@ async fn data_insert(
 
 /// The `reason` label of a rejected insert in `/metrics`.
 pub fn reason_of(e: &ApiError) -> &'static str {
+    if let Some(r) = e.metric {
+        return r;
+    }
     match e.message.as_str() {
         "timestamp must be greater than newest entry" => "out_of_order",
         "invalid timestamp" => "invalid_timestamp",
@@ -566,11 +608,11 @@ async fn insert_ndjson(
         }
         let item = serde_json::from_str::<Wrapper<'_>>(line)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
-            .and_then(|w| encode_item(store, &w, compact));
+            .and_then(|w| encode_item(store, &w, compact, state.config.max_future));
         match item {
             Ok((ts, b)) => items.push((line_no, ts, b)),
             Err(e) => {
-                state.metrics.rejected("invalid_data");
+                state.metrics.rejected(reason_of(&e));
                 results.push(LineResult::Failed {
                     line: line_no,
                     error: e.message,

@@ -27,6 +27,21 @@ pub fn parse(input: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(ns as u64))
 }
 
+/// A duration as `parse` reads it, in its largest whole unit (`1d`, `90m`,
+/// `45s`; below a second, `ms`).
+pub fn format(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_nanos() != 0 || s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
 /// Go's `time.ParseDuration`, returning nanoseconds.
 fn go_duration(s: &str) -> Result<f64, String> {
     let invalid = || format!("time: invalid duration \"{s}\"");
@@ -86,6 +101,25 @@ mod tests {
         assert_eq!(d("1.5d"), 129_600.0);
         assert_eq!(d("1h30m"), 5400.0);
         assert_eq!(d(" 500ms "), 0.5);
+    }
+
+    #[test]
+    fn formatting_reads_back() {
+        for (text, secs) in [
+            ("1d", 86_400.0),
+            ("90m", 5400.0),
+            ("45s", 45.0),
+            ("3h", 10_800.0),
+        ] {
+            let d = parse(text).unwrap();
+            assert_eq!(format(d), text);
+            assert_eq!(d.as_secs_f64(), secs);
+        }
+        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(
+            format(parse(&format(Duration::from_secs(61))).unwrap()),
+            "61s"
+        );
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct Metrics {
     pub ws_clients: AtomicU64,
     /// Open Unix-socket connections.
     pub unix_clients: AtomicU64,
+    /// Open HTTP connections (WebSocket streams included).
+    pub http_connections: AtomicU64,
+    /// HTTP connections refused at accept (over `server.max_connections`).
+    pub http_refused: AtomicU64,
+    /// HTTP connections closed by the server's header or idle timeout.
+    pub http_timed_out: AtomicU64,
 }
 
 impl Metrics {
@@ -91,21 +97,50 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     };
-    counter(
-        "tsstore_inserts_total",
-        "Objects inserted.",
-        m.inserts.load(Ordering::Relaxed),
-    );
-    counter(
-        "tsstore_insert_bytes_total",
-        "Payload bytes inserted.",
-        m.insert_bytes.load(Ordering::Relaxed),
-    );
-    counter(
-        "tsstore_queries_total",
-        "Read queries answered.",
-        m.queries.load(Ordering::Relaxed),
-    );
+    for (name, help, v) in [
+        (
+            "tsstore_inserts_total",
+            "Objects inserted.",
+            m.inserts.load(Ordering::Relaxed),
+        ),
+        (
+            "tsstore_insert_bytes_total",
+            "Payload bytes inserted.",
+            m.insert_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "tsstore_queries_total",
+            "Read queries answered.",
+            m.queries.load(Ordering::Relaxed),
+        ),
+        (
+            "tsstore_auth_failures_total",
+            "Credentials refused (wrong, malformed or unknown keys).",
+            state.throttle.failures(),
+        ),
+        (
+            "tsstore_auth_throttled_total",
+            "Authentication attempts refused unverified, the client having failed too often (429).",
+            state.throttle.refused(),
+        ),
+        (
+            "tsstore_key_hashes_total",
+            "argon2 hashes computed to verify store keys.",
+            state.keys.hashes(),
+        ),
+        (
+            "tsstore_http_connections_refused_total",
+            "HTTP connections refused at accept, server.max_connections being open.",
+            m.http_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "tsstore_http_connections_timed_out_total",
+            "HTTP connections closed for sending a request head too slowly or for being idle.",
+            m.http_timed_out.load(Ordering::Relaxed),
+        ),
+    ] {
+        counter(name, help, v);
+    }
     let _ = writeln!(
         out,
         "# HELP tsstore_rejected_inserts_total Inserts rejected, by reason.\n# TYPE tsstore_rejected_inserts_total counter"
@@ -153,6 +188,11 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
             .outbound
             .count_by_status()
             .map(|(st, n)| (st.as_str(), n)),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_http_connections Open HTTP connections (WebSocket streams included).\n# TYPE tsstore_http_connections gauge\ntsstore_http_connections {}",
+        m.http_connections.load(Ordering::Relaxed)
     );
     let _ = writeln!(
         out,

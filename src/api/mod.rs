@@ -3,7 +3,10 @@
 //! Every client error is a 4xx with a JSON body `{"error": "..."}`; an
 //! internal fault is logged and answered with a generic 500; a store that
 //! is busy (recovering, being created, reset or deleted) answers 503 with
-//! `Retry-After` and a body naming it. Routes follow
+//! `Retry-After` and a body naming it; a client that failed to
+//! authenticate too often answers 429 with `Retry-After` ([`throttle`]).
+//! Errors the HTTP layer answers by itself get the same JSON body (here,
+//! and in `app::listen` for those hyper answers). Routes follow
 //! the original's paths, parameters and JSON shapes (see
 //! `docs/compatibility.md`).
 
@@ -29,6 +32,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod schema;
 pub mod stores;
+pub mod throttle;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -44,6 +48,8 @@ pub struct AppState {
     pub outbound: Arc<crate::stream::outbound::Outbound>,
     /// The web console's sessions and start time.
     pub console: Arc<crate::console::Console>,
+    /// Failed authentications per client.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
@@ -57,10 +63,12 @@ impl AppState {
             metrics.clone(),
             crate::stream::outbound::Timing::default(),
             crate::stream::outbound::policy::Policy::new(&config.outbound),
+            config.max_future,
         ));
         let console = Arc::new(crate::console::Console::new());
         stores.set_hooks(lifecycle_hooks(&outbound, &console, &metrics));
         AppState {
+            throttle: Arc::new(throttle::Throttle::new(config.auth_limit)),
             stores,
             keys,
             metrics,
@@ -124,6 +132,10 @@ pub fn router(state: AppState) -> Router {
                     state.clone(),
                     json_errors,
                 ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    announced_body_limit,
+                ))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     Duration::from_secs(30),
@@ -182,11 +194,8 @@ async fn json_errors(
     if !(status.is_client_error() || status.is_server_error()) || keep {
         return res;
     }
-    if status == StatusCode::PAYLOAD_TOO_LARGE
-        && method == axum::http::Method::POST
-        && uri.path().ends_with("/data")
-    {
-        state.metrics.rejected("too_large");
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        count_too_large(&state, &method, &uri);
     }
     let (parts, body) = res.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024)
@@ -211,13 +220,48 @@ async fn json_errors(
     out
 }
 
+/// Counts an insert refused for its size in `/metrics`.
+fn count_too_large(state: &AppState, method: &axum::http::Method, uri: &axum::http::Uri) {
+    if method == axum::http::Method::POST && uri.path().ends_with("/data") {
+        state.metrics.rejected("too_large");
+    }
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over
+/// `server.max_body_bytes`, instead of waiting for that many bytes to
+/// arrive (axum's limit counts the bytes as they come).
+async fn announced_body_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = state.config.max_body_bytes;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        count_too_large(&state, req.method(), req.uri());
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large: the limit is {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// An error answered to a client.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// Seconds for the `Retry-After` header (503 only).
+    /// Seconds for the `Retry-After` header (503 and 429).
     pub retry_after: Option<u64>,
+    /// The `reason` label of a rejected insert in `/metrics`, when the
+    /// error knows it (see [`data::reason_of`]).
+    pub metric: Option<&'static str>,
 }
 
 impl ApiError {
@@ -226,6 +270,15 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            metric: None,
+        }
+    }
+
+    /// Labels a rejected insert for `/metrics`.
+    pub fn metric(self, reason: &'static str) -> ApiError {
+        ApiError {
+            metric: Some(reason),
+            ..self
         }
     }
 
@@ -235,6 +288,14 @@ impl ApiError {
         ApiError {
             retry_after: Some(registry::RETRY_AFTER_SECS),
             ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
+    /// 429 with `Retry-After`: the client failed to authenticate too often.
+    pub fn throttled(t: throttle::Throttled) -> ApiError {
+        ApiError {
+            retry_after: Some(t.retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, throttle::MESSAGE)
         }
     }
 
@@ -302,6 +363,9 @@ impl From<&store::Error> for ApiError {
             }
             E::WrongDataType { .. } => ApiError::bad_request(e.to_string()),
             E::Schema(s) => ApiError::bad_request(format!("schema validation failed: {s}")),
+            E::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, io.to_string())
+            }
             _ => ApiError::internal(e),
         }
     }

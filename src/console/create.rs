@@ -165,6 +165,9 @@ pub async fn create_submit(
     if let Err(e) = cfg.validate() {
         return again(StatusCode::BAD_REQUEST, &e.to_string());
     }
+    if let Err(e) = crate::api::stores::check_space(&state, &cfg).await {
+        return again(e.status, &e.message);
+    }
     match state.stores.create(&name, cfg).await {
         Ok((_, key)) => {
             tracing::info!(store = %name, "console: store created");

@@ -6,7 +6,10 @@
 //! `POST /login` accepts only when both match. A key is checked exactly as
 //! the API checks it: the admin key by constant-time comparison, a store
 //! key through the [`crate::keys::KeyCache`] (argon2, off the async
-//! workers). The key itself is never stored, logged or echoed.
+//! workers). The key itself is never stored, logged or echoed. Each
+//! sign-in takes one of the client's attempts
+//! ([`crate::api::throttle`]): after too many failures the form answers
+//! 429 with `Retry-After`, without looking at the key.
 
 use askama::Template;
 use axum::extract::{Form, State};
@@ -17,8 +20,10 @@ use subtle::ConstantTimeEq;
 
 use super::session::{self, Scope, LOGIN_COOKIE};
 use super::{cookie_header, render, Viewer};
+use crate::api::auth::ClientOf;
+use crate::api::throttle::Client;
 use crate::api::AppState;
-use crate::keys::{self, Rejection};
+use crate::keys;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -65,6 +70,7 @@ pub struct LoginForm {
 /// `POST /login`.
 pub async fn login_submit(
     State(state): State<AppState>,
+    ClientOf(client): ClientOf,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -78,7 +84,30 @@ pub async fn login_submit(
         );
     }
     let store = form.store.trim().to_string();
-    let Some(scope) = verify(&state, form.key.trim(), &store).await else {
+    let key = form.key.trim();
+    if key.is_empty() {
+        return login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("Invalid key: use the admin key or a store API key."),
+            &store,
+        );
+    }
+    // One failure per sign-in, however many stores the key is tried on.
+    if let Err(t) = state.throttle.check(client) {
+        tracing::info!("console: sign-in refused, too many failures");
+        let mut res = login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many failed sign-ins: wait a little, then try again."),
+            &store,
+        );
+        res.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, t.retry_after.into());
+        return res;
+    }
+    let Some(scope) = verify(&state, client, key, &store).await else {
+        state.throttle.fail(client);
         tracing::info!("console: sign-in refused");
         return login_page(
             &state,
@@ -103,10 +132,7 @@ pub async fn login_submit(
 
 /// The scope `key` opens: the admin key, or a key of `store` (of any
 /// store when `store` is empty).
-async fn verify(state: &AppState, key: &str, store: &str) -> Option<Scope> {
-    if key.is_empty() {
-        return None;
-    }
+async fn verify(state: &AppState, client: Client, key: &str, store: &str) -> Option<Scope> {
     if let Some(admin) = &state.config.admin_key {
         if admin.len() == key.len() && bool::from(admin.as_bytes().ct_eq(key.as_bytes())) {
             return Some(Scope::Admin);
@@ -123,19 +149,14 @@ async fn verify(state: &AppState, key: &str, store: &str) -> Option<Scope> {
         return None;
     };
     let _turn = state.console.sign_in.acquire().await.ok()?;
-    let (st, key) = (state.clone(), key.to_string());
-    tokio::task::spawn_blocking(move || {
-        candidates.into_iter().find_map(|name| {
-            let dir = st.stores.dir(&name);
-            match st.keys.check(&name, &dir, &key) {
-                Ok(_) => Some(Scope::Store(name)),
-                Err(Rejection::Invalid | Rejection::Unavailable) => None,
-            }
-        })
-    })
-    .await
-    .ok()
-    .flatten()
+    for name in candidates {
+        let dir = state.stores.dir(&name);
+        let gate = || state.throttle.check(client).is_ok();
+        if state.keys.verify(&name, dir, key, gate).await.is_ok() {
+            return Some(Scope::Store(name));
+        }
+    }
+    None
 }
 
 #[derive(Deserialize)]

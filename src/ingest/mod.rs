@@ -26,7 +26,13 @@
 //!      retry later`;
 //!    - `ERROR failed to open store: <err>`, then close;
 //!    - `ERROR authentication timeout`, then close, if no line came within
-//!      10 s.
+//!      3 s;
+//!    - `ERROR too many connections waiting to authenticate`, then close,
+//!      if [`unix::MAX_UNAUTHENTICATED`] newer connections came before
+//!      this one's first line;
+//!    - `ERROR too many failed authentication attempts, retry later`, then
+//!      close, unverified, once the peer's user failed too often (the
+//!      throttle of README "Security", per user id).
 //!
 //!    Only store API keys are accepted (not the admin key).
 //! 2. Then each line is one of:
@@ -48,7 +54,8 @@
 //!      JSON string, binary stores a base64 string.
 //!
 //!    Errors, after which the session goes on: `ERROR invalid JSON: <err>`
-//!    (invalid UTF-8 included), `ERROR invalid timestamp: ...`, `ERROR line
+//!    (invalid UTF-8 included), `ERROR invalid timestamp: ...` (also for a
+//!    timestamp more than `store.max_future` ahead of the clock), `ERROR line
 //!    too long: the limit is 1048576 bytes`, `ERROR schema validation
 //!    failed: <err>`, `ERROR store failed: <err>` (for example
 //!    `timestamp must be greater than newest entry`).
@@ -64,8 +71,11 @@
 //!
 //! Lines up to [`line::MAX_LINE`] (1 MiB) bytes; a longer one is dropped as
 //! it arrives, answered with an error, and the session goes on.
-//! [`unix::MAX_CONNECTIONS`] (256) connections; one more is answered
-//! `ERROR too many connections` and closed. Before a batch of inserts, a
+//! [`unix::MAX_CONNECTIONS`] (256) authenticated sessions; when they are
+//! all taken a new connection is answered `ERROR too many connections` and
+//! closed. Connections that have not authenticated yet do not take those
+//! places: they have their own [`unix::MAX_UNAUTHENTICATED`] (32), the
+//! newest pushing out the oldest, and 3 s to send `AUTH`. Before a batch of inserts, a
 //! session re-checks its key if the last check is a second old, so a
 //! revoked or regenerated key stops being accepted within about 1 s
 //! (`ERROR authentication failed`, then close).

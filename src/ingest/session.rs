@@ -22,12 +22,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::line::{self, Frame, Framer, Line, ParseError, MAX_LINE};
+use super::unix::{Gate, WaitSlot};
+use crate::api::auth::{check_store_key, KeyRefusal};
+use crate::api::throttle::{self, Client};
 use crate::api::{data, ApiError, AppState};
-use crate::keys::{self, Rejection};
 use crate::store::{self, DataType, Durability, ObjectHandle, SchemaError, Store};
 
 /// Time a client has to send its `AUTH` line.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often an open session checks that its key is still valid: a
 /// revoked or regenerated key stops a session within this time.
 pub const REAUTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -92,10 +94,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
     }
 }
 
-/// Runs one connection until `QUIT`, the end of the stream, an error, or
-/// the server's shutdown.
-pub async fn run<R, W>(state: AppState, rd: R, wr: W, shutdown: watch::Receiver<bool>)
-where
+/// Runs one connection of `client` until `QUIT`, the end of the stream,
+/// an error, or the server's shutdown.
+pub async fn run<R, W>(
+    state: AppState,
+    client: Client,
+    gate: Gate,
+    rd: R,
+    wr: W,
+    shutdown: watch::Receiver<bool>,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -106,9 +114,18 @@ where
         out: Vec::new(),
         shutdown,
     };
-    if let Some(mut session) = authenticate(&state, &mut io).await {
-        session.serve(&state, &mut io).await;
-    }
+    let Gate { wait, permits } = gate;
+    let Some(first) = first_line(&mut io, wait).await else {
+        return;
+    };
+    let Some(mut session) = authenticate(&state, client, &mut io, first).await else {
+        return;
+    };
+    let Ok(_permit) = permits.try_acquire_owned() else {
+        io.close(b"ERROR too many connections\n").await;
+        return;
+    };
+    session.serve(&state, &mut io).await;
 }
 
 /// An authenticated session.
@@ -120,33 +137,57 @@ struct Session {
     checked: Instant,
 }
 
-/// Reads and checks the `AUTH` line; answers `OK` (left in `io.out`) or
-/// an error (written, and the connection closed).
-async fn authenticate<R, W>(state: &AppState, io: &mut Io<R, W>) -> Option<Session>
+/// Reads the first line within [`AUTH_TIMEOUT`], unless a newer
+/// connection pushes this one out of the waiting ones first (answered, and
+/// closed: `None`). The connection stops waiting once the line is read.
+async fn first_line<R, W>(io: &mut Io<R, W>, mut wait: WaitSlot) -> Option<Option<Vec<u8>>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
-    let first = loop {
+    loop {
         if let Some(f) = io.framer.next_frame() {
-            break match f {
+            return Some(match f {
                 Frame::Line(l) => Some(l.to_vec()),
                 Frame::TooLong => None,
-            };
+            });
         }
         if io.framer.is_done() {
             return None;
         }
-        match tokio::time::timeout_at(deadline, io.wait(true)).await {
-            Err(_) => {
+        // Bytes already sent win over the eviction and the deadline.
+        let event = tokio::select! {
+            biased;
+            r = io.wait(true) => r,
+            _ = wait.evicted() => {
+                io.close(b"ERROR too many connections waiting to authenticate\n").await;
+                return None;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
                 io.close(b"ERROR authentication timeout\n").await;
                 return None;
             }
-            Ok(Ok(Event::Progress)) => {}
-            Ok(Ok(Event::Shutdown)) | Ok(Err(_)) => return None,
+        };
+        match event {
+            Ok(Event::Progress) => {}
+            Ok(Event::Shutdown) | Err(_) => return None,
         }
-    };
+    }
+}
+
+/// Checks the `AUTH` line (`None`: too long); answers `OK` (left in
+/// `io.out`) or an error (written, and the connection closed).
+async fn authenticate<R, W>(
+    state: &AppState,
+    client: Client,
+    io: &mut Io<R, W>,
+    first: Option<Vec<u8>>,
+) -> Option<Session>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let auth = match first.as_deref().map(line::parse_auth) {
         Some(Ok(a)) => a,
         Some(Err(e)) => {
@@ -159,16 +200,34 @@ where
             return None;
         }
     };
-    // Names and key shapes are checked before the disk is touched: a key
-    // that cannot match costs no argon2 hash.
-    if store::validate_name(auth.store).is_err()
-        || !keys::well_formed(auth.key)
-        || !state.stores.known(auth.store).await
-        || check_key(state, auth.store, auth.key).await.is_err()
-    {
-        tracing::debug!(store = %auth.store, "unix socket: authentication failed");
-        io.close(AUTH_FAILED).await;
-        return None;
+    // Names are checked before the disk is touched, and an unknown store
+    // is a failure like a wrong key; a key that cannot match costs no
+    // argon2 hash (see `check_store_key`).
+    let checked =
+        if store::validate_name(auth.store).is_ok() && state.stores.known(auth.store).await {
+            check_store_key(state, client, auth.store, auth.key).await
+        } else {
+            match state.throttle.check(client) {
+                Ok(()) => {
+                    state.throttle.fail(client);
+                    Err(KeyRefusal::Invalid)
+                }
+                Err(t) => Err(KeyRefusal::Throttled(t)),
+            }
+        };
+    match checked {
+        Ok(_) => {}
+        Err(KeyRefusal::Throttled(_)) => {
+            tracing::info!("unix socket: authentication refused, too many failures");
+            io.close(format!("ERROR {}\n", throttle::MESSAGE).as_bytes())
+                .await;
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(store = %auth.store, "unix socket: authentication failed");
+            io.close(AUTH_FAILED).await;
+            return None;
+        }
     }
     let store = match state.stores.open(auth.store).await {
         Ok(s) => s,
@@ -190,19 +249,6 @@ where
         store,
         checked: Instant::now(),
     })
-}
-
-/// Checks a store key as the HTTP API does: the cache first (one `stat`),
-/// then `keys.json` off the async workers.
-async fn check_key(state: &AppState, name: &str, key: &str) -> Result<String, Rejection> {
-    let dir = state.stores.dir(name);
-    if let Some(id) = state.keys.check_cached(name, &dir, key) {
-        return Ok(id);
-    }
-    let (keys, n, k) = (state.keys.clone(), name.to_string(), key.to_string());
-    tokio::task::spawn_blocking(move || keys.check(&n, &dir, &k))
-        .await
-        .unwrap_or(Err(Rejection::Unavailable))
 }
 
 /// The answer due to one line of a batch.
@@ -312,13 +358,20 @@ impl Session {
                         quit = true;
                         break;
                     }
-                    Ok(Line::Insert { timestamp, data }) => batch.add(&self.store, timestamp, data),
+                    Ok(Line::Insert { timestamp, data }) => {
+                        match data::check_horizon(timestamp, state.config.max_future) {
+                            Ok(t) => batch.add(&self.store, t, data),
+                            Err(e) => batch.error(e.message, "invalid_timestamp"),
+                        }
+                    }
                     Err(e @ ParseError::TooLong { .. }) => batch.error(e, "too_large"),
                     Err(e) => batch.error(e, "invalid_json"),
                 }
             }
             if !batch.items.is_empty() && self.checked.elapsed() >= REAUTH_INTERVAL {
-                if check_key(state, &self.name, &self.key).await.is_err() {
+                let dir = state.stores.dir(&self.name);
+                let checked = state.keys.verify(&self.name, dir, &self.key, || true);
+                if checked.await.is_err() {
                     tracing::info!(store = %self.name, "unix socket: key no longer valid, closing");
                     io.close(AUTH_FAILED).await;
                     return;

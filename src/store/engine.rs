@@ -750,10 +750,10 @@ impl Store {
     /// Closes the store and removes its directory.
     pub fn delete_store(&self) -> Result<()> {
         let _ = self.close();
-        if let Some(dir) = &self.shared.dir {
-            super::lifecycle::remove_store_dir(dir)?;
+        match &self.shared.dir {
+            Some(dir) => super::staged::discard(&super::fs::RealFs, dir),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! store), close and delete, and the names and lock of its directory.
 //!
 //! Invariants: a store directory is locked (`flock` on `meta.tsdb`) by the
-//! one process that has it open; create leaves nothing behind if it fails;
+//! one process that has it open; create and delete are atomic across a
+//! power cut (they go through `staged`: the store is built under a staging
+//! name and renamed into place, and renamed out of sight before removal);
 //! a close makes everything durable and leaves a commit that leases
 //! nothing, so the next open reads only the index and the commit slots.
 
@@ -16,7 +18,7 @@ use super::config::{Config, Durability};
 use super::engine::{wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
 use super::error::{Error, Result};
 use super::format::{commit_area_offset, Meta, COMMIT_AREA_LEN, META_FILE_LEN, META_V1_FILE_LEN};
-use super::medium::{FileMedium, Medium};
+use super::medium::FileMedium;
 use super::schema::{self, Schema};
 
 /// Checks a store name: 1 to 64 of `[A-Za-z0-9_-]`. Anything else (path
@@ -45,7 +47,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 type DirLock = nix::fcntl::Flock<fs::File>;
 
-fn lock_dir(dir: &Path) -> Result<DirLock> {
+pub(super) fn lock_dir(dir: &Path) -> Result<DirLock> {
     let f = fs::File::open(dir.join(META_FILE))?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e == nix::errno::Errno::EWOULDBLOCK {
@@ -63,29 +65,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes a store's directory and syncs its parent.
-pub(crate) fn remove_store_dir(dir: &Path) -> Result<()> {
-    fs::remove_dir_all(dir)?;
-    if let Some(parent) = dir.parent() {
-        let _ = sync_dir(parent);
-    }
-    Ok(())
-}
-
-/// Deletes a store by path without opening it. Fails if it is open.
+/// Deletes a store by path without opening it. Fails if it is open. A
+/// power cut leaves the store whole or gone (see [`super::staged`]).
 pub fn delete_store(base: &Path, name: &str) -> Result<()> {
-    validate_name(name)?;
-    let dir = base.join(name);
-    if !dir.join(META_FILE).exists() {
-        return Err(Error::NotFound { path: dir });
-    }
-    let lock = lock_dir(&dir)?;
-    fs::remove_dir_all(&dir)?;
-    drop(lock);
-    if let Some(parent) = dir.parent() {
-        let _ = sync_dir(parent);
-    }
-    Ok(())
+    super::staged::delete_store_with(&super::fs::RealFs, base, name)
 }
 
 /// True if a store exists at `base/name`.
@@ -102,36 +85,14 @@ pub(crate) fn open_media(dir: &Path) -> Result<Media> {
 }
 
 impl Store {
-    /// Creates a store in `base/name`, allocating its files in full.
+    /// Creates a store in `base/name`, allocating its files in full. A power
+    /// cut leaves no store (the name can be created again) or a whole one
+    /// (see [`Store::create_with`]).
     pub fn create(base: &Path, name: &str, config: Config) -> Result<Store> {
-        validate_name(name)?;
-        config.validate()?;
-        let dir = base.join(name);
-        if dir.join(META_FILE).exists() {
-            return Err(Error::AlreadyExists { path: dir });
-        }
-        fs::create_dir_all(&dir)?;
-        let made = (|| -> Result<Store> {
-            let data_len = config.data_file_len().unwrap_or(0);
-            let data = FileMedium::create(&dir.join(DATA_FILE), data_len)?;
-            let index = FileMedium::create(&dir.join(INDEX_FILE), config.index_file_len())?;
-            let meta = FileMedium::create(&dir.join(META_FILE), META_FILE_LEN)?;
-            data.sync()?;
-            index.sync()?;
-            drop((data, index, meta));
-            let media = open_media(&dir)?;
-            Store::init_media(&media, &config)?;
-            sync_dir(&dir)?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-            Store::open_dir(dir.clone(), media, None)
-        })();
-        if made.is_err() {
-            // Leave nothing half made behind.
-            let _ = fs::remove_dir_all(&dir);
-        }
-        made
+        let (s, ()) = Store::create_with(&super::fs::RealFs, base, name, config, |_, _| {
+            Ok::<(), Error>(())
+        })?;
+        Ok(s)
     }
 
     /// Opens the store in `base/name` with the durability it was created with.
@@ -152,7 +113,11 @@ impl Store {
         Store::open_dir(dir, media, durability)
     }
 
-    fn open_dir(dir: PathBuf, media: Media, durability: Option<Durability>) -> Result<Store> {
+    pub(super) fn open_dir(
+        dir: PathBuf,
+        media: Media,
+        durability: Option<Durability>,
+    ) -> Result<Store> {
         let mut lock = lock_dir(&dir)?;
         let media = if media.meta.len() == META_V1_FILE_LEN {
             drop(media);
@@ -168,9 +133,21 @@ impl Store {
     /// Writes a fresh meta record and the first commit for `config` to
     /// `media` (a new store).
     pub fn init_media(media: &Media, config: &Config) -> Result<()> {
+        let meta = Store::first_meta(config)?;
+        super::recovery::write_first_commit(media, config, &meta)?;
+        media
+            .meta
+            .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
+        media.meta.sync()?;
+        Ok(())
+    }
+
+    /// The meta record of a new store with `config` (its first commit is
+    /// `recovery::first_commit_writes`).
+    pub(super) fn first_meta(config: &Config) -> Result<Meta> {
         config.validate()?;
         let (durability, interval) = config.durability.encode();
-        let meta = Meta {
+        Ok(Meta {
             version: super::format::FORMAT_VERSION,
             data_type: config.data_type.code(),
             durability,
@@ -185,13 +162,7 @@ impl Store {
             created_ns: super::object::now_ns(),
             clean: false,
             floor_seq: 0,
-        };
-        super::recovery::write_first_commit(media, config, &meta)?;
-        media
-            .meta
-            .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
-        media.meta.sync()?;
-        Ok(())
+        })
     }
 
     /// Creates a store on the given media (used with simulated media).

@@ -177,14 +177,9 @@ impl FileMedium {
     /// Creates a new file of exactly `len` bytes, allocating its blocks now
     /// so that later writes cannot fail for lack of space (fixed footprint).
     pub fn create(path: &Path, len: u64) -> io::Result<FileMedium> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        file.set_len(len)?;
-        allocate(&file, len)?;
-        Self::from_file(file, len, false)
+        use super::fs::Fs;
+        super::fs::RealFs.create_file(path, len)?;
+        Self::open(path, false)
     }
 
     /// Opens an existing file; its current length is its fixed size.
@@ -222,7 +217,7 @@ impl FileMedium {
 /// Reserves the file's blocks. Where the filesystem cannot (some network or
 /// FUSE filesystems), the file stays sparse; that is reported nowhere since
 /// the store is still correct, only not guaranteed its space.
-fn allocate(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     allocate_range(file, 0, len)
 }
 

@@ -30,6 +30,7 @@ mod engine;
 mod error;
 pub mod format;
 mod frontier;
+pub mod fs;
 mod index;
 mod json;
 mod lifecycle;
@@ -41,6 +42,8 @@ mod recovery_v1;
 mod ring;
 pub mod schema;
 pub mod sim;
+pub mod simfs;
+mod staged;
 mod write;
 
 pub use config::{Config, DataType, Durability, DEFAULT_SYNC_INTERVAL_MS};
@@ -52,6 +55,7 @@ pub use error::{Error, Result};
 pub use medium::{FileMedium, IoSnapshot, Medium};
 pub use object::{now_ns, since_start, Filter, Object, ObjectHandle, Order, Query};
 pub use schema::{Field, FieldType, Schema, SchemaError};
+pub use staged::{delete_store_with, sweep};
 
 #[doc = include_str!("FORMAT.md")]
 pub mod format_spec {}

@@ -535,22 +535,30 @@ pub(crate) fn write_commit_slot(
     c: &CommittedHeader,
     frontier: &[u8],
 ) -> Result<()> {
+    for (off, bytes) in commit_slot_writes(ring_len, c, frontier) {
+        media.data.write_at(off, &bytes)?;
+    }
+    media.data.sync()?;
+    Ok(())
+}
+
+/// The writes to the data file, in order, that put commit `c` and its
+/// frontier image into its slot: the slot's old commit unmade first, so
+/// that a torn sequence never pairs the old header with the new image.
+pub(crate) fn commit_slot_writes(
+    ring_len: u64,
+    c: &CommittedHeader,
+    frontier: &[u8],
+) -> [(u64, Vec<u8>); 3] {
     let off = slot_offset(ring_len, slot_of(c.counter));
     let mut img = vec![0u8; PAGE];
     img[..frontier.len()].copy_from_slice(frontier);
-    // Unmake whatever the slot held before writing its image.
-    media
-        .data
-        .write_at(off + SLOT_COMMITTED_OFF as u64, &[0u8; 4])?;
-    media
-        .data
-        .write_at(off + SLOT_FRONTIER_OFF as u64, &img[..frontier.len()])?;
     let header = c.encode(&img, &[0u8; PAGE]);
-    media
-        .data
-        .write_at(off + SLOT_COMMITTED_OFF as u64, &header)?;
-    media.data.sync()?;
-    Ok(())
+    [
+        (off + SLOT_COMMITTED_OFF as u64, vec![0u8; 4]),
+        (off + SLOT_FRONTIER_OFF as u64, frontier.to_vec()),
+        (off + SLOT_COMMITTED_OFF as u64, header.to_vec()),
+    ]
 }
 
 /// The lease a new session's first commit gives it (within one lap of its
@@ -576,7 +584,19 @@ fn start_frontier(ring: &Ring, b: usize, next: u64) -> (u64, usize, u64) {
 /// The first commit of a new store (written by `init_media`).
 pub(crate) fn write_first_commit(media: &Media, cfg: &Config, meta: &Meta) -> Result<()> {
     let ring_len = cfg.ring_len().unwrap_or(0);
-    let c = session_commit(
+    write_commit_slot(media, ring_len, &first_commit(cfg, meta), &[])
+}
+
+/// The writes to the data file of a new store (zero, allocated) that put
+/// its first commit in place, as `write_first_commit` makes them; the
+/// caller syncs the file after them.
+pub(crate) fn first_commit_writes(cfg: &Config, meta: &Meta) -> [(u64, Vec<u8>); 3] {
+    let ring_len = cfg.ring_len().unwrap_or(0);
+    commit_slot_writes(ring_len, &first_commit(cfg, meta), &[])
+}
+
+fn first_commit(cfg: &Config, meta: &Meta) -> CommittedHeader {
+    session_commit(
         1,
         meta.session,
         meta.base_seq,
@@ -588,8 +608,7 @@ pub(crate) fn write_first_commit(media: &Media, cfg: &Config, meta: &Meta) -> Re
         },
         0,
         first_lease(cfg, meta.base_seq - 1),
-    );
-    write_commit_slot(media, ring_len, &c, &[])
+    )
 }
 
 /// The first commit of a store upgraded from version 1: its ring as the

@@ -28,8 +28,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ pub const SCHEMA_FILE: &str = "schema.json";
 
 /// Name of the scratch file [`save`] writes before renaming it over
 /// [`SCHEMA_FILE`].
+#[cfg(test)]
 const SCHEMA_TMP_FILE: &str = "schema.json.tmp";
 
 /// Longest rendering of an offending value kept in an error message.
@@ -618,42 +619,18 @@ pub fn load(dir: &Path) -> Result<Option<Schema>, SchemaError> {
 /// leftover `schema.json.tmp` is ignored by [`load`] and overwritten by the
 /// next save.
 pub fn save(dir: &Path, schema: &Schema) -> Result<(), SchemaError> {
+    save_with(&super::fs::RealFs, dir, schema)
+}
+
+/// [`save`] through the file-system seam `fs`.
+pub fn save_with(fs: &dyn super::fs::Fs, dir: &Path, schema: &Schema) -> Result<(), SchemaError> {
     let path = dir.join(SCHEMA_FILE);
-    let tmp = dir.join(SCHEMA_TMP_FILE);
     let mut bytes = serde_json::to_vec_pretty(schema).map_err(|e| SchemaError::Io {
         path: path.clone(),
         reason: e.to_string(),
     })?;
     bytes.push(b'\n');
-
-    let written = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        // Best effort: a stray temp file is harmless, only untidy.
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
-    if let Err(e) = fs::rename(&tmp, &path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&path, e));
-    }
-    sync_dir(dir).map_err(|e| io_err(dir, e))
-}
-
-/// Makes a rename in `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for syncing on this platform; the rename is
-/// as durable as the platform makes it.
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
+    super::fs::replace(fs, dir, SCHEMA_FILE, &bytes, 0o666).map_err(|e| io_err(&path, e))
 }
 
 fn io_err(path: &Path, e: io::Error) -> SchemaError {

@@ -18,6 +18,7 @@
 //! - `{"type":"error","message":M}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::data::{data_json, decode_message, reason_of};
 use crate::api::metrics::Metrics;
@@ -73,9 +74,9 @@ pub fn parse_from(v: Option<&str>) -> Result<Start, String> {
     match v.map(str::trim) {
         None | Some("") | Some("now") => Ok(Start::Now),
         Some(s) => match s.parse::<i64>() {
-            Ok(n) if n <= 0 => Ok(Start::Oldest),
-            Ok(n) => Ok(Start::At(n)),
-            Err(_) => Err(format!(
+            Ok(0) => Ok(Start::Oldest),
+            Ok(n) if n > 0 => Ok(Start::At(n)),
+            _ => Err(format!(
                 "invalid from {s:?}: must be now, 0 or a Unix timestamp in nanoseconds"
             )),
         },
@@ -84,25 +85,29 @@ pub fn parse_from(v: Option<&str>) -> Result<Start, String> {
 
 /// Stores `{"timestamp"?, "data"}` messages in order, as one batch (one
 /// lock, one commit); one result per message, its error the text a client
-/// gets. A message that fails does not stop the others. Blocking when the
-/// store syncs every write (run it off the async workers then).
+/// gets. A message that fails does not stop the others; explicit
+/// timestamps beyond `max_future` fail (see [`check_horizon`]). Blocking
+/// when the store syncs every write (run it off the async workers then).
+///
+/// [`check_horizon`]: crate::api::data::check_horizon
 pub fn ingest_blocking(
     store: &Store,
     metrics: &Metrics,
     messages: &[impl AsRef<[u8]>],
     compact: bool,
+    max_future: Duration,
 ) -> Vec<Result<ObjectHandle, String>> {
     let mut out: Vec<Result<ObjectHandle, String>> = Vec::with_capacity(messages.len());
     let mut items = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
-        match decode_message(store, m.as_ref(), compact) {
+        match decode_message(store, m.as_ref(), compact, max_future) {
             Ok((ts, bytes)) => {
                 items.push((i, ts, bytes));
                 out.push(Err(String::new()));
             }
             Err(e) => {
-                metrics.rejected("invalid_data");
-                out.push(Err(e));
+                metrics.rejected(e.metric.unwrap_or("invalid_data"));
+                out.push(Err(e.message));
             }
         }
     }
@@ -136,13 +141,14 @@ pub async fn ingest(
     metrics: &Arc<Metrics>,
     messages: Vec<Vec<u8>>,
     compact: bool,
+    max_future: Duration,
 ) -> Vec<Result<ObjectHandle, String>> {
     if store.config().durability != Durability::Always {
-        return ingest_blocking(store, metrics, &messages, compact);
+        return ingest_blocking(store, metrics, &messages, compact, max_future);
     }
     let n = messages.len();
     let (s, m) = (store.clone(), metrics.clone());
-    tokio::task::spawn_blocking(move || ingest_blocking(&s, &m, &messages, compact))
+    tokio::task::spawn_blocking(move || ingest_blocking(&s, &m, &messages, compact, max_future))
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "ingest task failed");

@@ -9,16 +9,26 @@
 //!
 //! `GET /api/stores/:store/ws/write?format=` stores each
 //! `{"timestamp"?, "data"}` message and answers `ack` or `error` per
-//! message, in order; a bad message never closes the connection. Messages
-//! that arrive together are stored as one batch (one commit).
+//! message, in order; a bad message never closes the connection, except
+//! one over `server.max_body_bytes`: its `error` is followed by a close
+//! frame with code 1009, since the rest of it is still on the wire, unread.
+//! Messages that arrive together are stored as one batch (one commit).
 //!
-//! Both authenticate before the upgrade (401 JSON, as the REST API; 503
-//! with `Retry-After` while the store is busy, see [`crate::registry`]), ping
-//! the client every `server.ws_ping_seconds` (30 s) and drop it after 2.5
-//! times that without a frame from it, and close with 1001 when the server
-//! shuts down.
+//! Both authenticate before the upgrade (401 JSON, as the REST API; 429
+//! for a client that failed too often; 503 with `Retry-After` while the
+//! store is busy, see [`crate::registry`]), ping the client every
+//! `server.ws_ping_seconds` (30 s) and drop it after 2.5 times that
+//! without a sign of life, and close with 1001 when the server shuts down.
+//!
+//! A read stream's signs of life: any frame from the client, read all
+//! along by a task of its own (backlog or not), and any send of ours that
+//! had to wait for the client and then went through. While it sends a
+//! backlog it also pings every [`PING_EVERY_BYTES`]: whatever the socket
+//! buffers hold, a client working through them meets pings and answers
+//! them, so a slow reader is never taken for a silent one.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +40,11 @@ use axum::Router;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 
-use super::follow::{self, Follower};
+use super::follow::{self, Follower, Start};
 use super::{ack_frame, data_frame, error_frame, gap_frame, ingest, parse_from, CAUGHT_UP};
 use crate::api::auth::{url_pairs, StoreAccess};
 use crate::api::metrics::Metrics;
-use crate::api::AppState;
+use crate::api::{ApiError, AppState};
 use crate::store::{Filter, Store};
 
 /// When to ping a client and when to give up on a silent one.
@@ -122,12 +132,14 @@ async fn ws_read(
     State(state): State<AppState>,
     RawQuery(q): RawQuery,
     ws: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
     let params = StreamParams::parse(q.as_deref());
-    limits(ws, &state).on_upgrade(move |socket| async move {
+    // A bad `from` is the client's mistake: 400, before the upgrade.
+    let start = parse_from(params.from.as_deref()).map_err(ApiError::bad_request)?;
+    Ok(limits(ws, &state).on_upgrade(move |socket| async move {
         let _gauge = ClientGauge::new(&state.metrics);
-        read_session(socket, state, access.name, access.store, params).await;
-    })
+        read_session(socket, state, access.name, access.store, params, start).await;
+    }))
 }
 
 async fn ws_write(
@@ -147,23 +159,27 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
     socket.send(Message::Text(text.into())).await.is_ok()
 }
 
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
 /// Sends an error frame and closes.
 async fn fail(mut socket: WebSocket, message: &str) {
     let _ = send_text(&mut socket, error_frame(message)).await;
     let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::ERROR,
-            reason: "".into(),
-        })))
+        .send(close_frame(axum::extract::ws::close_code::ERROR, ""))
         .await;
 }
 
-async fn going_away(socket: &mut WebSocket) {
+async fn going_away(socket: &mut (impl SinkExt<Message> + Unpin)) {
     let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::AWAY,
-            reason: "server shutting down".into(),
-        })))
+        .send(close_frame(
+            axum::extract::ws::close_code::AWAY,
+            "server shutting down",
+        ))
         .await;
 }
 
@@ -177,17 +193,198 @@ enum Wake {
     End,
 }
 
+/// When the client of a read stream last showed life: a frame from it
+/// (a pong, anything), or a send of ours that had to wait for it and then
+/// went through (it took bytes off a full connection). Milliseconds since
+/// `base`.
+struct Heard {
+    base: Instant,
+    last: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Heard {
+        Heard {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When the client counts as gone if nothing happens before.
+    fn deadline(&self, dead_after: Duration) -> Instant {
+        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed)) + dead_after
+    }
+}
+
+/// Reads the read stream's client frames for as long as it lasts: each
+/// is a sign of life (tungstenite answers pings by itself on the way);
+/// sets `gone` when the client closes or the connection fails.
+async fn listen(
+    mut rx: futures_util::stream::SplitStream<WebSocket>,
+    heard: Arc<Heard>,
+    gone: tokio::sync::watch::Sender<bool>,
+) {
+    loop {
+        match rx.next().await {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => heard.touch(),
+        }
+    }
+    let _ = gone.send(true);
+}
+
+/// Bytes of data frames between two pings of a read stream sending a
+/// backlog: whatever the socket buffers hold, a client reading them meets
+/// a ping at least this often, and its pongs show it alive.
+pub const PING_EVERY_BYTES: usize = 64 * 1024;
+
+/// The sending half of a read stream, with what it needs to tell a slow
+/// client from a dead one while a send waits.
+struct Out {
+    tx: futures_util::stream::SplitSink<WebSocket, Message>,
+    heard: Arc<Heard>,
+    live: Liveness,
+    next_ping: Instant,
+    /// Bytes of data frames sent since the last ping.
+    since_ping: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    gone: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Out {
+    /// Feeds `m`, after a ping if one is due (by time or by bytes),
+    /// waiting as long as the client shows life. False: the stream is over.
+    async fn feed(&mut self, m: Message) -> bool {
+        let due = Instant::now() >= self.next_ping || self.since_ping >= PING_EVERY_BYTES;
+        if due && !self.ping().await {
+            return false;
+        }
+        if let Message::Text(t) = &m {
+            self.since_ping += t.len();
+        }
+        self.guarded(Step::Feed(m)).await
+    }
+
+    async fn ping(&mut self) -> bool {
+        self.next_ping = Instant::now() + self.live.ping_every;
+        self.since_ping = 0;
+        self.guarded(Step::Feed(Message::Ping(axum::body::Bytes::new())))
+            .await
+    }
+
+    async fn flush(&mut self) -> bool {
+        self.guarded(Step::Flush).await
+    }
+
+    /// Runs one send step to its end, unless the client leaves, stays
+    /// silent for `dead_after` meanwhile, or the server shuts down.
+    async fn guarded(&mut self, step: Step) -> bool {
+        let Out {
+            tx,
+            heard,
+            live,
+            shutdown,
+            gone,
+            ..
+        } = self;
+        let sending = async {
+            match step {
+                Step::Feed(m) => tx.feed(m).await,
+                Step::Flush => tx.flush().await,
+            }
+        };
+        tokio::pin!(sending);
+        // A send that completes at once proves nothing (the socket's
+        // buffers took it); one that had to wait proves the client read.
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        loop {
+            let step = std::future::poll_fn(|cx| {
+                let p = sending.as_mut().poll(cx);
+                if p.is_pending() {
+                    waited.store(true, Ordering::Relaxed);
+                }
+                p
+            });
+            tokio::select! {
+                r = step => {
+                    if r.is_err() {
+                        return false;
+                    }
+                    if waited.load(Ordering::Relaxed) {
+                        heard.touch();
+                    }
+                    return true;
+                }
+                _ = tokio::time::sleep_until(heard.deadline(live.dead_after)) => {
+                    if Instant::now() >= heard.deadline(live.dead_after) {
+                        tracing::info!("dropping a WebSocket client silent for {:?}", live.dead_after);
+                        return false;
+                    }
+                }
+                _ = gone.wait_for(|g| *g) => return false,
+                _ = shutdown.wait_for(|s| *s) => return false,
+            }
+        }
+    }
+
+    /// Waits for the store to be written to, pinging the client and
+    /// watching for its silence meanwhile.
+    async fn idle(&mut self, written: &mut tokio::sync::watch::Receiver<u64>) -> Wake {
+        loop {
+            if *self.shutdown.borrow() {
+                going_away(&mut self.tx).await;
+                return Wake::End;
+            }
+            let deadline = self.heard.deadline(self.live.dead_after);
+            let ping_due = tokio::select! {
+                // Err: the store was closed for good (deleted).
+                _ = written.changed() => return Wake::Written,
+                _ = tokio::time::sleep_until(self.next_ping) => true,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= self.heard.deadline(self.live.dead_after) {
+                        tracing::info!("dropping a WebSocket client silent for {:?}", self.live.dead_after);
+                        return Wake::End;
+                    }
+                    false
+                }
+                _ = self.gone.wait_for(|g| *g) => return Wake::End,
+                _ = self.shutdown.changed() => false,
+            };
+            if ping_due && (!self.ping().await || !self.flush().await) {
+                return Wake::End;
+            }
+        }
+    }
+}
+
+/// One sending step of [`Out::guarded`].
+enum Step {
+    Feed(Message),
+    Flush,
+}
+
+/// Stops the listening task when the stream ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn read_session(
-    mut socket: WebSocket,
+    socket: WebSocket,
     state: AppState,
     name: String,
     store: Arc<Store>,
     params: StreamParams,
+    start: Start,
 ) {
-    let start = match parse_from(params.from.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return fail(socket, &e).await,
-    };
     // Subscribe before the first read: a write in between wakes us.
     let Some(mut written) = state.stores.watch(&name) else {
         return fail(socket, "store not found").await;
@@ -197,16 +394,39 @@ async fn read_session(
         Ok(f) => f,
         Err(e) => return fail(socket, &super::store_error_message(e)).await,
     };
-    let mut shutdown = state.shutdown.subscribe();
+    // Client frames are read all along, backlog or not, so that a client
+    // that answers pings is never taken for a silent one.
+    let (tx, rx) = socket.split();
+    let heard = Arc::new(Heard::new());
+    let (gone_tx, gone) = tokio::sync::watch::channel(false);
+    let _listener = AbortOnDrop(tokio::spawn(listen(rx, heard.clone(), gone_tx)));
     let live = Liveness::of(&state);
-    let mut last_heard = Instant::now();
-    let mut ping = live.timer();
+    let mut out = Out {
+        tx,
+        heard,
+        live,
+        next_ping: Instant::now() + live.ping_every,
+        since_ping: 0,
+        shutdown: state.shutdown.subscribe(),
+        gone,
+    };
     let mut caught_up_sent = false;
     loop {
         written.borrow_and_update();
         let batch = match follower.next_batch(follow::BATCH) {
             Ok(b) => b,
-            Err(e) => return fail(socket, &super::store_error_message(e)).await,
+            Err(e) => {
+                let _ = out
+                    .feed(Message::Text(
+                        error_frame(&super::store_error_message(e)).into(),
+                    ))
+                    .await;
+                let _ = out
+                    .feed(close_frame(axum::extract::ws::close_code::ERROR, ""))
+                    .await;
+                let _ = out.flush().await;
+                return;
+            }
         };
         let mut frames = Vec::with_capacity(batch.objects.len() + 2);
         if let Some(g) = &batch.gap {
@@ -221,60 +441,50 @@ async fn read_session(
         }
         if !frames.is_empty() {
             for f in frames {
-                if socket.feed(Message::Text(f.into())).await.is_err() {
+                if !out.feed(Message::Text(f.into())).await {
                     return;
                 }
             }
-            if socket.flush().await.is_err() {
+            if !out.flush().await {
                 return;
             }
+        }
+        if *out.shutdown.borrow() {
+            going_away(&mut out.tx).await;
+            return;
         }
         if !batch.caught_up {
             continue;
         }
-        // Wait for the next write; frames from the client only keep it
-        // alive (the read stream takes no commands).
-        loop {
-            match wait(
-                &mut socket,
-                &mut written,
-                &mut shutdown,
-                &mut ping,
-                &mut last_heard,
-                live.dead_after,
-            )
-            .await
-            {
-                Wake::Written => break,
-                Wake::Frame(_) => continue,
-                Wake::End => return,
-            }
+        if let Wake::End = out.idle(&mut written).await {
+            return;
         }
     }
 }
 
-/// Waits for a write to the store, a client frame, the ping timer (pings,
-/// or ends a silent client) or shutdown.
+/// Waits for a client frame, the ping timer (pings, or ends a silent
+/// client) or shutdown.
 async fn wait(
     socket: &mut WebSocket,
-    written: &mut tokio::sync::watch::Receiver<u64>,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ping: &mut tokio::time::Interval,
     last_heard: &mut Instant,
     dead_after: Duration,
+    max_message: usize,
 ) -> Wake {
     if *shutdown.borrow() {
         going_away(socket).await;
         return Wake::End;
     }
     tokio::select! {
-        r = written.changed() => match r {
-            Ok(()) => Wake::Written,
-            // The store was closed for good (deleted).
-            Err(_) => Wake::Written,
-        },
         m = socket.recv() => match m {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Wake::End,
+            Some(Ok(Message::Close(_))) | None => Wake::End,
+            Some(Err(e)) => {
+                if too_large(&e) {
+                    refuse_too_large(socket, max_message).await;
+                }
+                Wake::End
+            }
             Some(Ok(m)) => {
                 *last_heard = Instant::now();
                 Wake::Frame(m)
@@ -288,13 +498,40 @@ async fn wait(
             if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
                 return Wake::End;
             }
-            Wake::Frame(Message::Pong(axum::body::Bytes::new()))
+            Wake::Written
         }
         _ = shutdown.changed() => {
             going_away(socket).await;
             Wake::End
         }
     }
+}
+
+/// True if the client's message was over the size limit.
+fn too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.source();
+    matches!(
+        inner.and_then(|s| s.downcast_ref::<WsError>()),
+        Some(WsError::Capacity(_))
+    )
+}
+
+/// Answers a message over the limit: an `error` message, then a close
+/// frame with code 1009 (the rest of the message is still on the wire,
+/// unread, so the stream cannot go on).
+async fn refuse_too_large(socket: &mut WebSocket, max: usize) {
+    let message = format!("message too large: the limit is {max} bytes");
+    let _ = socket
+        .feed(Message::Text(error_frame(&message).into()))
+        .await;
+    let _ = socket
+        .send(close_frame(
+            axum::extract::ws::close_code::SIZE,
+            "message too large",
+        ))
+        .await;
 }
 
 /// The payload of a data message, or `None` for control frames.
@@ -309,18 +546,17 @@ fn payload(m: Message) -> Option<Vec<u8>> {
 async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>, compact: bool) {
     let mut shutdown = state.shutdown.subscribe();
     let live = Liveness::of(&state);
+    let max_message = state.config.max_body_bytes;
     let mut last_heard = Instant::now();
     let mut ping = live.timer();
-    // A write stream never wakes on writes: a receiver that never changes.
-    let (_never_tx, mut never) = tokio::sync::watch::channel(0u64);
     loop {
         let first = match wait(
             &mut socket,
-            &mut never,
             &mut shutdown,
             &mut ping,
             &mut last_heard,
             live.dead_after,
+            max_message,
         )
         .await
         {
@@ -334,9 +570,15 @@ async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>
         // Take every message already received, up to a batch.
         let mut messages = vec![first];
         let mut closing = false;
+        let mut oversized = false;
         while messages.len() < WRITE_BATCH {
             match socket.next().now_or_never() {
-                Some(Some(Ok(Message::Close(_)))) | Some(None) | Some(Some(Err(_))) => {
+                Some(Some(Ok(Message::Close(_)))) | Some(None) => {
+                    closing = true;
+                    break;
+                }
+                Some(Some(Err(e))) => {
+                    oversized = too_large(&e);
                     closing = true;
                     break;
                 }
@@ -348,7 +590,14 @@ async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>
                 None => break,
             }
         }
-        let results = ingest(&store, &state.metrics, messages, compact).await;
+        let results = ingest(
+            &store,
+            &state.metrics,
+            messages,
+            compact,
+            state.config.max_future,
+        )
+        .await;
         for r in results {
             let frame = match r {
                 Ok(h) => ack_frame(&h),
@@ -357,6 +606,10 @@ async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>
             if socket.feed(Message::Text(frame.into())).await.is_err() {
                 return;
             }
+        }
+        if oversized {
+            refuse_too_large(&mut socket, max_message).await;
+            return;
         }
         if socket.flush().await.is_err() || closing {
             return;

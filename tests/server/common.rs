@@ -26,10 +26,16 @@ pub const ADMIN: &str = "test-admin-key-0123456789";
 const TSSTORE_VARS: &[&str] = &[
     "TSSTORE_ADMIN_KEY",
     "TSSTORE_ADMIN_KEY_FILE",
+    "TSSTORE_AUTH_LIMIT_BURST",
+    "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
     "TSSTORE_CONFIG",
     "TSSTORE_DATA_PATH",
+    "TSSTORE_HEADER_TIMEOUT_SECONDS",
     "TSSTORE_HOST",
+    "TSSTORE_IDLE_TIMEOUT_SECONDS",
     "TSSTORE_LOG",
+    "TSSTORE_MAX_CONNECTIONS",
+    "TSSTORE_MAX_FUTURE",
     "TSSTORE_MODE",
     "TSSTORE_PORT",
     "TSSTORE_SOCKET_PATH",
@@ -351,8 +357,14 @@ impl Server {
     /// Waits (up to 15 s) for the server to exit by itself (after a signal
     /// the test sent).
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_within(Duration::from_secs(15))
+    }
+
+    /// Waits up to `limit` for the server to exit by itself; past it, kills
+    /// it and fails the test.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("server already stopped");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(50));
@@ -376,6 +388,7 @@ impl Server {
             path: path.into(),
             headers: Vec::new(),
             body: None,
+            source: None,
         }
     }
 
@@ -475,9 +488,33 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
+    /// The local address to connect from (`None`: the system's choice).
+    source: Option<std::net::IpAddr>,
+}
+
+/// A TCP connection to `addr` from local address `source` (any address of
+/// 127.0.0.0/8 is this host's, so a test can be many clients).
+pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::new(source, 0))?;
+        sock.connect(addr).await
+    })?;
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 impl Req {
+    /// Sends from this local address (see [`connect_from`]).
+    pub fn from(mut self, source: &str) -> Req {
+        self.source = Some(source.parse().expect("an IP address"));
+        self
+    }
+
     pub fn header(mut self, k: &str, v: &str) -> Req {
         self.headers.push((k.into(), v.into()));
         self
@@ -527,7 +564,10 @@ impl Req {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        let mut tcp = TcpStream::connect(self.addr).expect("connect");
+        let mut tcp = match self.source {
+            Some(ip) => connect_from(ip, self.addr).expect("connect"),
+            None => TcpStream::connect(self.addr).expect("connect"),
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         tcp.write_all(head.as_bytes()).unwrap();
         let mut buf = Vec::new();
@@ -567,7 +607,10 @@ impl Req {
     }
 
     pub fn try_send(self) -> std::io::Result<Resp> {
-        let tcp = TcpStream::connect(self.addr)?;
+        let tcp = match self.source {
+            Some(ip) => connect_from(ip, self.addr)?,
+            None => TcpStream::connect(self.addr)?,
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
         tcp.set_nodelay(true)?;
         let mut head = format!(

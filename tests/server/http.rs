@@ -402,7 +402,11 @@ fn stats_has_every_field_even_when_empty() {
 
 #[test]
 fn store_auth_paths_and_precedence() {
-    let srv = Server::start();
+    // More wrong keys than the throttle lets one address try by default
+    // (tests/server/security_limits.rs tests the throttle).
+    let srv = Server::builder()
+        .config(r#"{"server": {"auth_limit": {"burst": 100}}}"#)
+        .start();
     let a = srv.json_store("a");
     let b = srv.json_store("b");
     let stats = a.path("/stats");
@@ -1680,11 +1684,18 @@ fn shutdown_is_bounded_by_a_stalled_client() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    let status = srv.stop();
-    let took = t.elapsed();
+    // The grace period (10 s) ends the wait, not the client: the log says
+    // so, and the exit is clean. The limit only turns a hang into a failure
+    // (wide enough for a loaded machine; time itself is not asserted).
+    common::signal(srv.pid(), "TERM");
+    let status = srv.wait_exit_within(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{}", srv.log());
-    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
+    assert!(
+        srv.log()
+            .contains("connections still open after the grace period"),
+        "{}",
+        srv.log()
+    );
     drop(stalled);
 }
 

@@ -23,7 +23,7 @@ const CA_REFUSED: &str =
 const RSS_CAP_KB: u64 = 50 * 1024;
 
 /// A field of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`).
-fn vm_kb(pid: u32, field: &str) -> u64 {
+pub(super) fn vm_kb(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

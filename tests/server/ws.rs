@@ -162,12 +162,19 @@ async fn read_errors_bad_from_and_auth() {
     let srv = Server::start();
     let s = srv.json_store("r3");
     let other = srv.json_store("r3b");
-    // A bad `from` is an error frame, then the server closes.
-    let mut ws = connect(&url(&srv, &s, "read", "&from=abc")).await;
-    let f = next_json(&mut ws).await;
-    assert_eq!(f["type"], "error", "{f}");
-    assert!(f["message"].as_str().unwrap().contains("abc"), "{f}");
-    assert!(closed(&mut ws).await.is_some());
+    // A bad `from` (negative included) is a 400 JSON before the upgrade.
+    for from in ["abc", "-1"] {
+        match tokio_tungstenite::connect_async(url(&srv, &s, "read", &format!("&from={from}")))
+            .await
+        {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 400);
+                let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+                assert!(body["error"].as_str().unwrap().contains(from), "{body}");
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
     // Auth fails before the upgrade, with the REST API's 401 JSON.
     for (q, key) in [
         ("", "".to_string()),

@@ -288,6 +288,7 @@ pub struct Outbound {
     metrics: Arc<Metrics>,
     timing: Timing,
     policy: Arc<Policy>,
+    max_future: std::time::Duration,
     by_store: Mutex<HashMap<String, Vec<Arc<Conn>>>>,
     /// Serialises file writes.
     saving: tokio::sync::Mutex<()>,
@@ -300,12 +301,14 @@ impl Outbound {
         metrics: Arc<Metrics>,
         timing: Timing,
         policy: Policy,
+        max_future: std::time::Duration,
     ) -> Outbound {
         Outbound {
             stores,
             metrics,
             timing,
             policy: Arc::new(policy),
+            max_future,
             by_store: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
@@ -562,6 +565,7 @@ impl Outbound {
             conn: conn.clone(),
             timing: self.timing.clone(),
             policy: self.policy.clone(),
+            max_future: self.max_future,
         };
         let stop = conn.stop.subscribe();
         let task = tokio::spawn(async move {

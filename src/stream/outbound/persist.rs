@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::Spec;
+use crate::store::fs::{Fs, RealFs};
 
 /// The persisted connections of a store, in its directory.
 pub const FILE: &str = "ws_connections.json";
@@ -25,26 +26,15 @@ pub(super) fn load(path: &Path) -> std::io::Result<File> {
 
 /// Temp file, fsync, rename, fsync of the directory.
 pub(super) fn write_atomic(dir: &Path, file: &File) -> std::io::Result<()> {
-    use std::io::Write;
+    write_atomic_with(&RealFs, dir, file)
+}
+
+/// [`write_atomic`] through the file-system seam `fs`.
+pub(super) fn write_atomic_with(fs: &dyn Fs, dir: &Path, file: &File) -> std::io::Result<()> {
     let mut text = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     text.push(b'\n');
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Owner only: the URLs and headers hold the peers' keys. A left
-        // over temp file would keep its old mode.
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    // Owner only: the URLs and headers hold the peers' keys.
+    crate::store::fs::replace(fs, dir, FILE, &text, 0o600)
 }
 
 #[cfg(test)]
@@ -90,5 +80,46 @@ mod tests {
         assert_eq!(back.connections[0].last_timestamp, 42);
         assert_eq!(back.connections[0].mode, Mode::Push);
         assert!(!dir.path().join(format!("{FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_write_leaves_the_old_or_the_new_list_at_every_cut() {
+        use crate::store::simfs::for_every_cut;
+        let scratch = tempfile::tempdir().unwrap();
+        let list = |n: usize| File {
+            connections: (0..n)
+                .map(|i| Spec {
+                    id: format!("{i:08x}"),
+                    mode: Mode::Push,
+                    url: "ws://h".into(),
+                    from: 0,
+                    format: "full".into(),
+                    headers: BTreeMap::new(),
+                    filter: String::new(),
+                    filter_ignore_case: false,
+                    created_at: clock::rfc3339_nanos(1),
+                    last_timestamp: i as i64,
+                    ca_file: None,
+                    created_by: Default::default(),
+                })
+                .collect(),
+        };
+        let ok = std::cell::Cell::new(false);
+        let cuts = for_every_cut(
+            scratch.path(),
+            4,
+            &|dir| write_atomic(dir, &list(1)).unwrap(),
+            &|fs: &dyn Fs, dir| ok.set(write_atomic_with(fs, dir, &list(2)).is_ok()),
+            &|dir, cut| {
+                let got = load(&dir.join(FILE))
+                    .unwrap_or_else(|e| panic!("load: {e}\n{cut}"))
+                    .connections
+                    .len();
+                let want: &[usize] = if ok.get() { &[2] } else { &[1, 2] };
+                assert!(want.contains(&got), "{got} connections\n{cut}");
+            },
+        )
+        .unwrap();
+        assert!(cuts > 0);
     }
 }

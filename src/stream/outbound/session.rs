@@ -61,6 +61,8 @@ pub(super) struct Session {
     pub(super) conn: Arc<Conn>,
     pub(super) timing: Timing,
     pub(super) policy: Arc<Policy>,
+    /// `store.max_future`: the horizon of pulled timestamps.
+    pub(super) max_future: std::time::Duration,
 }
 
 /// Why a dial did not connect.
@@ -410,7 +412,14 @@ impl Session {
             }
             if !messages.is_empty() {
                 let n = messages.len() as u64;
-                let results = ingest(&self.store, &self.metrics, messages, compact).await;
+                let results = ingest(
+                    &self.store,
+                    &self.metrics,
+                    messages,
+                    compact,
+                    self.max_future,
+                )
+                .await;
                 self.conn.live().received += n;
                 for r in results {
                     let frame = match r {
