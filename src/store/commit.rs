@@ -15,9 +15,12 @@
 //!
 //! Leases: each commit names the highest block the session may write before
 //! the next commit; writers obey the lease of the last commit whose sync
-//! completed, and recovery reads only the blocks within it. A writer that
-//! needs more waits for a commit that extends it; under a steady stream of
-//! writes the flusher extends it when half is used.
+//! completed, and recovery reads only the blocks within it. Every store has
+//! one, under every policy, so no writer laps the blocks recovery checks to
+//! confirm the last durable commit. A writer that needs more leads (or
+//! joins) a commit that extends it, never waits for the flusher; under a
+//! steady stream of writes the flusher extends a large lease when half is
+//! used.
 //!
 //! The flusher thread commits a dirty store once its oldest unsynced write
 //! is one interval old (`interval`), syncs the index once an interval
@@ -34,7 +37,6 @@ use std::time::{Duration, Instant};
 use super::config::{Config, Durability};
 use super::engine::Shared;
 use super::error::{Error, Result};
-use super::format::LEASE_UNBOUNDED;
 
 /// Longest a sync leader waits for more writers to join (see `gather`).
 const GATHER_MAX: Duration = Duration::from_micros(250);
@@ -51,22 +53,23 @@ pub(crate) const LEASE_BYTES: u64 = 1 << 20;
 pub(crate) const PROACTIVE_LEASE_BLOCKS: u64 = 64;
 
 /// Blocks a commit leases ahead of the head in a store of this shape under
-/// this policy: about [`LEASE_BYTES`] of blocks, at least one. 0 when
-/// leases do not pay: under `never`, whose commits bound nothing (nothing is
-/// synced between them), and in rings shorter than four leases, where
-/// reading every block header costs little more than the lease would save
-/// and a lease would make a fast writer sync once a quarter of the ring.
-/// Recovery then reads every block header.
+/// this policy (FORMAT.md, "Leases"): about [`LEASE_BYTES`] of blocks, a
+/// quarter of the ring if that is less (rings shorter than four such
+/// leases), half the ring under `never`; at least one block. Every store has
+/// a lease: a writer that laps the ring between two commits would write over
+/// the blocks recovery checks to confirm the last durable commit, and a
+/// torn write there keeps neither their old nor their new contents, so
+/// recovery would fall back a commit and lose what the policy promised.
+/// The price is a commit (with its data sync) per lease of blocks written:
+/// under `never` the only syncs made unasked, one per half lap.
 pub(crate) fn lease_blocks(cfg: &Config) -> u64 {
-    if cfg.durability == Durability::Never {
-        return 0;
-    }
-    let l = LEASE_BYTES.div_ceil(cfg.data_block_size as u64).max(1);
-    if l.saturating_mul(4) > cfg.num_blocks as u64 {
-        0
+    let n = cfg.num_blocks as u64;
+    let l = if cfg.durability == Durability::Never {
+        n / 2
     } else {
-        l
-    }
+        LEASE_BYTES.div_ceil(cfg.data_block_size as u64).min(n / 4)
+    };
+    l.max(1)
 }
 
 #[derive(Debug)]
@@ -337,7 +340,7 @@ impl Shared {
             }
             let dirty = st.index_writes > st.index_synced_writes;
             let lag = st.ring.next.saturating_sub(st.index_claim);
-            let due = dirty && (index_wanted || last || lease_to > 0 || (l > 0 && lag >= l / 2));
+            let due = dirty && (index_wanted || last || lease_to > 0 || lag >= l / 2);
             (st.entries_below, st.index_writes, due)
         };
         if index_due {
@@ -353,13 +356,13 @@ impl Shared {
             let lease = if last {
                 // Nothing is written after the last commit.
                 head
-            } else if l == 0 {
-                LEASE_UNBOUNDED
             } else {
+                // (`stuck_cap` lets a writer through that no commit can
+                // help, see there.)
                 self.lease()
                     .max(head + l)
                     .max(lease_to)
-                    .min(self.lease_cap(&st))
+                    .min(self.stuck_cap(&st, lease_to))
             };
             let claim = st.index_claim;
             self.write_committed(&mut st, lease, claim, false)?;
@@ -372,6 +375,21 @@ impl Shared {
         Ok((lsn, index_due))
     }
 
+    /// [`Shared::lease_cap`], or `want` if no commit can raise the cap to
+    /// it: the cap a commit written now would leave behind (its own
+    /// frontier page then being the last commit's) is below `want` too.
+    /// That happens to a span that would take, one lap later, the place of
+    /// the start of a span crossing the ring's end; waiting would never
+    /// end, so it is let through (FORMAT.md, "Leases").
+    fn stuck_cap(&self, st: &super::engine::State, want: u64) -> u64 {
+        let cap = self.lease_cap(st);
+        if want > cap && want > self.cap_from(st, true) {
+            want
+        } else {
+            cap
+        }
+    }
+
     /// The highest block a commit written now may lease (FORMAT.md,
     /// "Leases"). Writes made under it must not land in place on a block
     /// that recovery checks for this commit, nor for the next one if the
@@ -379,7 +397,13 @@ impl Shared {
     /// tells a commit whose sync was cut by a block missing among those. A
     /// block is written in place again only when the write position leaves
     /// its page one lap later.
-    fn lease_cap(&self, st: &super::engine::State) -> u64 {
+    pub(crate) fn lease_cap(&self, st: &super::engine::State) -> u64 {
+        self.cap_from(st, false)
+    }
+
+    /// [`Shared::lease_cap`]; with `settled`, as if the last commit's
+    /// frontier page were the current one.
+    fn cap_from(&self, st: &super::engine::State, settled: bool) -> u64 {
         let n = st.ring.n;
         let tail = st
             .ring
@@ -391,7 +415,7 @@ impl Shared {
         let (page, first) = st.last_commit_page;
         // This commit's check: from its index claim, or the previous
         // commit's frontier page if the frontier left it.
-        let prev = if (page, first) != here {
+        let prev = if !settled && (page, first) != here {
             first
         } else {
             u64::MAX

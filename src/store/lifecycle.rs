@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::commit::{spawn_flusher, Syncer};
 use super::config::{Config, Durability};
-use super::engine::{wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
+use super::engine::{rd, wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
 use super::error::{Error, Result};
 use super::format::{commit_area_offset, Meta, COMMIT_AREA_LEN, META_FILE_LEN, META_V1_FILE_LEN};
 use super::medium::FileMedium;
@@ -214,6 +214,13 @@ impl Store {
             clock: std::sync::OnceLock::new(),
             _lock: lock,
         });
+        {
+            // Writers of the new session stay within a lap of what the next
+            // commit's recovery checks (see `Shared::lease_cap`), like
+            // every later lease.
+            let cap = shared.lease_cap(&rd(&shared.state));
+            shared.lease_end.fetch_min(cap, Ordering::AcqRel);
+        }
         let flusher = spawn_flusher(&shared)?;
         Ok(Store {
             shared,

@@ -564,10 +564,7 @@ pub(crate) fn commit_slot_writes(
 /// The lease a new session's first commit gives it (within one lap of its
 /// first block, like every lease: see `Shared::lease_cap`).
 fn first_lease(cfg: &Config, head: u64) -> u64 {
-    match lease_blocks(cfg) {
-        0 => LEASE_UNBOUNDED,
-        l => head + l.min(cfg.num_blocks as u64),
-    }
+    head + lease_blocks(cfg).min(cfg.num_blocks as u64)
 }
 
 /// The frontier a session starts with when the ring's next block is
@@ -838,6 +835,14 @@ fn region_of(
             p.next_seq
         }
     });
+    // Blocks started since the previous commit (since the base, if a reset
+    // came between): `c`'s index claim may cover them (the index is synced
+    // before `c`'s slot is written), but only `c`'s own sync makes their
+    // bytes durable.
+    if let Some(p) = prev {
+        let since = if p.base_seq == base { p.next_seq } else { base };
+        start = start.min(since.max(tail));
+    }
     // The previous commit's frontier page, if the frontier left it since:
     // its in-place write may have been garbled by `c`'s sync.
     let prev = prev.filter(|p| {
@@ -1281,8 +1286,12 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
         let empty = matches!(sc, Scanned::Hole | Scanned::Cont | Scanned::Part);
         if empty && seq == ring.tail {
             // A span whose start was reclaimed, or a hole, at the tail: the
-            // tail moves past it.
+            // tail moves past it. Its entry is zeroed like a hole's: the
+            // new commit claims every entry below its first block, and a
+            // stale one left here (its block overwritten by a torn write of
+            // the crashed session) would be trusted by the next open.
             table.set(pos, carry, 0, None);
+            holes.insert(seq);
             ring.tail += 1;
             seq += 1;
             continue;
@@ -1363,7 +1372,6 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
 
     // Repairs, 1: what the overlays hold of live blocks goes in place,
     // except in the new frontier page, whose image the new commit carries.
-    let mut data_written = false;
     for ov in &view.overlays {
         let p0 = ov.page_off / b as u64;
         let p_end = (ov.page_off + ov.bytes.len() as u64).div_ceil(b as u64);
@@ -1384,7 +1392,6 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
             media.data.read_at(lo, &mut cur)?;
             if cur != want {
                 media.data.write_at(lo, want)?;
-                data_written = true;
             }
         }
     }
@@ -1406,13 +1413,14 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
                 .is_some_and(|h| h.seq == s && h.seq >= rule.start && h.session == rule.session);
             if dead {
                 media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
-                data_written = true;
             }
         }
     }
-    if data_written {
-        media.data.sync()?;
-    }
+    // Synced even if nothing was written: after a kill, blocks recovery
+    // keeps (and whose index entries it claims below) may be in the page
+    // cache only, and a cut must not leave the index or the new commit
+    // durable without them.
+    media.data.sync()?;
 
     // Repairs, 3: index entries rewritten where rescanned, zeroed for holes
     // and past the head (the new session reuses those numbers).

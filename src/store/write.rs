@@ -23,7 +23,8 @@ use super::ring::Ring;
 /// What an append did.
 pub(crate) enum Appended {
     Done(ObjectHandle),
-    /// The append needs block `seq`, past the lease; nothing was changed.
+    /// The append needs block `seq`, past the lease; nothing was changed
+    /// but the open head block sealed (a span's).
     NeedLease(u64),
 }
 
@@ -111,6 +112,12 @@ impl Shared {
         let first = st.ring.next;
         let last = first + k as u64 - 1;
         if last > self.lease() {
+            // Seal the open head first: its page bounds the lease (see
+            // `Shared::lease_cap`), and a lease past it could never cover a
+            // span as long as the ring.
+            if st.head.is_some() {
+                self.seal_head(st)?;
+            }
             return Ok(Appended::NeedLease(last));
         }
         self.seal_head(st)?;
@@ -242,10 +249,12 @@ impl Shared {
     }
 
     /// Tells the flusher to extend the lease early when half of it is used,
-    /// so that a steady writer never waits for one.
+    /// so that a steady writer never waits for one. Not under `never`, whose
+    /// price for a lease is one sync per half lap, not one per quarter.
     fn lease_check(&self, st: &State) {
         let l = self.lease_blocks;
         if l >= super::commit::PROACTIVE_LEASE_BLOCKS
+            && self.cfg.durability != super::config::Durability::Never
             && self.lease().saturating_sub(st.ring.next) < l / 2
         {
             self.sync.lease_low();

@@ -662,9 +662,12 @@ fn interval_makes_acknowledged_data_durable_within_the_interval() {
 
 #[test]
 fn never_does_not_sync_until_close() {
+    // A ring these writes fill less than half of: a writer that reaches
+    // the lease (half the ring under `never`) commits, see
+    // `a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease`.
     let cfg = Config {
         durability: Durability::Never,
-        ..small(8, 256)
+        ..small(64, 256)
     };
     let media = sim_media(&cfg);
     let (data, index) = (media.data.clone(), media.index.clone());
@@ -740,9 +743,14 @@ fn a_clean_open_reads_the_index_and_not_every_block() {
 /// back (thousands of fsyncs a second) instead of once an interval.
 #[test]
 fn interval_syncs_about_once_an_interval_under_steady_writes() {
+    // The subject is the interval's cadence: a ring (and a pace) whose
+    // writes stay well inside one lease (1 MiB, a quarter of this ring).
+    // A writer that reaches the end of its lease commits at once, so a
+    // writer lapping a tiny ring syncs once a lease, not once an interval
+    // (see `a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease`).
     let cfg = Config {
         durability: Durability::Interval(Duration::from_millis(100)),
-        ..small(64, 256)
+        ..small(1024, 4096)
     };
     let media = sim_media(&cfg);
     let data = media.data.clone();
@@ -753,9 +761,58 @@ fn interval_syncs_about_once_an_interval_under_steady_writes() {
     while t.elapsed() < Duration::from_millis(600) {
         ts += 1;
         s.insert(ts, b"steady").unwrap();
+        std::thread::sleep(Duration::from_micros(100));
     }
+    let used = s.stats().unwrap().active_blocks;
+    assert!(
+        used < 128,
+        "the writes filled {used} blocks: past half a lease"
+    );
     let syncs = data.stats().snapshot().syncs - before;
     // 600 ms at one sync per 100 ms: about 6; never hundreds.
     assert!(syncs <= 15, "{syncs} data syncs in 600 ms");
     assert!(syncs >= 1, "no sync at all");
+}
+
+/// The price of a lease on every ring: a writer that laps a ring shorter
+/// than four leases between commits (or any ring under `never`) reaches
+/// the end of its lease and commits, with a data sync, once a lease (a
+/// quarter of the ring; half under `never`), never once a block.
+#[test]
+fn a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease() {
+    // (Under `never` a lease of 64 blocks or more is not extended early by
+    // the flusher: that would sync once a quarter lap.)
+    for (durability, num_blocks, lease) in [
+        (Durability::Interval(Duration::from_secs(3600)), 8, 2),
+        (Durability::Never, 8, 4),
+        (Durability::Never, 256, 128),
+    ] {
+        let cfg = Config {
+            durability,
+            ..small(num_blocks, 256)
+        };
+        let media = sim_media(&cfg);
+        let data = media.data.clone();
+        let s = Store::create_on(media, cfg).unwrap();
+        let before = data.stats().snapshot().syncs;
+        let mut blocks = 0u64;
+        let mut last = None;
+        for ts in 1..=4000i64 {
+            let h = s.insert(ts, &payload(ts, 60)).unwrap();
+            if last != Some(h.block_num) {
+                blocks += 1;
+                last = Some(h.block_num);
+            }
+        }
+        let syncs = data.stats().snapshot().syncs - before;
+        let want = blocks / lease;
+        assert!(
+            blocks > 6 * num_blocks as u64,
+            "{durability:?}: {blocks} blocks: too few laps"
+        );
+        assert!(
+            syncs + 2 >= want && syncs <= want + 2,
+            "{durability:?}: {syncs} data syncs for {blocks} blocks, a lease of {lease}"
+        );
+    }
 }
