@@ -8,7 +8,9 @@ on each binary in turn on an otherwise idle machine:
     python3 benches/attacks.py /path/to/older/tsstore before slowloris socket
 
 Scenarios (all by default):
-  slowloris         5,000 connections sending a request head a header a second
+  slowloris         5,000 connections from one address (127.0.2.1) sending a
+                    request head a header a second; /health probed from
+                    127.0.0.1
   slowloris-reopen  the same, reopening every connection the server closes
   guess             32 clients from 32 addresses guessing keys of 8 stores
                     (each guess names a real key id: an argon2 hash unless
@@ -94,10 +96,12 @@ def probe(srv, secs, out):
 def slow_conn(port):
     s = socket.socket(); s.settimeout(10)
     try:
-        s.connect(("127.0.0.1", port)); s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        s.bind((SLOW_SOURCE, 0)); s.connect(("127.0.0.1", port)); s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
     except OSError:
         s.close(); return None
     s.setblocking(False); return s
+
+SLOW_SOURCE = "127.0.2.1"  # the attacker's address, not the probes'
 
 def slowloris(n=5000, secs=30, reopen=False):
     FAILS.clear()
