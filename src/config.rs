@@ -74,12 +74,12 @@ impl Default for OutboundConfig {
 /// Default of `server.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// The default of `server.max_connections_per_address` for a global cap
-/// of `max_connections`: an eighth of it (64 of the default 512), so that
+/// of `max_connections`: a quarter of it (128 of the default 512), so that
 /// one address cannot lock the others out, but never below 16 (or the
 /// global cap if that is lower), which a browser on the console with a
 /// few streams open stays under.
 pub fn default_max_connections_per_address(max_connections: usize) -> usize {
-    (max_connections / 8).max(max_connections.min(16))
+    (max_connections / 4).max(max_connections.min(16))
 }
 /// Default of `server.header_timeout_seconds`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -904,7 +904,7 @@ mod tests {
             (10, Duration::from_secs(10))
         );
         assert_eq!(c.max_future, Duration::from_secs(86_400));
-        assert_eq!(c.max_connections_per_address, 64);
+        assert_eq!(c.max_connections_per_address, 128);
         std::fs::write(
             &file,
             r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
@@ -915,7 +915,7 @@ mod tests {
         assert_eq!(c.max_connections, 64);
         // Not set: it follows the global cap.
         assert_eq!(c.max_connections_per_address, 16);
-        for (global, per_address) in [(1, 1), (8, 8), (16, 16), (200, 25), (4096, 512)] {
+        for (global, per_address) in [(1, 1), (8, 8), (16, 16), (200, 50), (4096, 1024)] {
             assert_eq!(
                 default_max_connections_per_address(global),
                 per_address,
@@ -997,7 +997,7 @@ mod tests {
         assert_eq!(c.max_future, Duration::from_secs(2 * 86_400));
         // Not set: it follows the global cap, here the variable's.
         let c = Config::load(&flags, &env_of(&[("TSSTORE_MAX_CONNECTIONS", "400")])).unwrap();
-        assert_eq!(c.max_connections_per_address, 50);
+        assert_eq!(c.max_connections_per_address, 100);
         let c = Config::load(
             &flags,
             &env_of(&[("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS", "3")]),

@@ -294,11 +294,12 @@ fn slowloris_connections_are_closed_and_capped() {
     const ATTACKERS: usize = 200;
     // The header timeout is longer than opening every connection takes,
     // so the first CAP hold their places until all the others are refused.
-    // All come from one address: its own cap is the global one here (see
-    // the next test for that cap).
+    // All come from one address: its own cap is set above the global one
+    // here, so the global cap is what refuses (the next test is about the
+    // cap per address).
     let srv = Server::builder()
         .config(&format!(
-            r#"{{"server": {{"max_connections": {CAP}, "max_connections_per_address": {CAP}, "header_timeout_seconds": 5}}}}"#
+            r#"{{"server": {{"max_connections": {CAP}, "max_connections_per_address": {ATTACKERS}, "header_timeout_seconds": 5}}}}"#
         ))
         .start();
     let pid = srv.pid();
