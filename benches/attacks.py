@@ -8,8 +8,13 @@ on each binary in turn on an otherwise idle machine:
     python3 benches/attacks.py /path/to/older/tsstore before slowloris socket
 
 Scenarios (all by default):
-  slowloris         5,000 connections sending a request head a header a second
+  slowloris         5,000 connections from one address (127.0.2.1) sending a
+                    request head a header a second; /health probed from
+                    127.0.0.1
   slowloris-reopen  the same, reopening every connection the server closes
+  slowloris-reopen-nocap
+                    the same with server.max_connections_per_address out of the
+                    way: the baseline of the cap per address
   guess             32 clients from 32 addresses guessing keys of 8 stores
                     (each guess names a real key id: an argon2 hash unless
                     refused first), /health latency alone and meanwhile
@@ -94,14 +99,16 @@ def probe(srv, secs, out):
 def slow_conn(port):
     s = socket.socket(); s.settimeout(10)
     try:
-        s.connect(("127.0.0.1", port)); s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        s.bind((SLOW_SOURCE, 0)); s.connect(("127.0.0.1", port)); s.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")
     except OSError:
         s.close(); return None
     s.setblocking(False); return s
 
-def slowloris(n=5000, secs=30, reopen=False):
+SLOW_SOURCE = "127.0.2.1"  # the attacker's address, not the probes'
+
+def slowloris(n=5000, secs=30, reopen=False, config="{}", note=""):
     FAILS.clear()
-    srv = Server()
+    srv = Server(config)
     time.sleep(0.5)
     rss0, fd0 = srv.status("VmRSS"), srv.fds()
     conns = [c for c in (slow_conn(srv.port) for _ in range(n)) if c]
@@ -128,7 +135,7 @@ def slowloris(n=5000, secs=30, reopen=False):
     rss_end, fd_end = srv.status("VmRSS"), srv.fds()
     hwm = srv.status("VmHWM")
     ok = sum(1 for h in health if h != float("inf"))
-    print(f"[{LABEL}] slowloris {n} conns for {secs}s{' (closed ones reopened)' if reopen else ''}, {opened} opened: server RSS idle {rss0} kB -> peak {peak_rss} kB "
+    print(f"[{LABEL}] slowloris {n} conns for {secs}s{' (closed ones reopened)' if reopen else ''}{note}, {opened} opened: server RSS idle {rss0} kB -> peak {peak_rss} kB "
           f"(VmHWM {hwm} kB), at end {rss_end} kB; fds {fd0} -> peak {peak_fd}, at end {fd_end}; "
           f"attack conns still open at end {len(open_)}; /health during attack {ok}/{len(health)} ok, "
           f"p50 {ms(pct(health,0.5))} p99 {ms(pct(health,0.99))}, failures {FAILS}", flush=True)
@@ -236,6 +243,9 @@ def socket_flood(flood=256, secs=20):
 SCENARIOS = {
     "slowloris": lambda: slowloris(),
     "slowloris-reopen": lambda: slowloris(reopen=True),
+    "slowloris-reopen-nocap": lambda: slowloris(
+        reopen=True, config='{"server": {"max_connections_per_address": 512}}',
+        note=", cap per address out of the way (the global cap alone)"),
     "guess": lambda: guess(note=", 32 addresses, default config"),
     "guess-nothrottle": lambda: guess(
         config='{"server": {"auth_limit": {"burst": 1000000, "window_seconds": 1}}}',

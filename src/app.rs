@@ -35,6 +35,7 @@ use crate::ingest::{self, SocketListener};
 use crate::notify;
 
 mod listen;
+mod per_address;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -114,6 +115,7 @@ pub async fn serve(
     let ingest = socket.map(|s| tokio::spawn(ingest::serve(s, state.clone(), stop_rx.clone())));
     let limits = listen::Limits {
         max_connections: state.config.max_connections,
+        max_connections_per_address: state.config.max_connections_per_address,
         header_timeout: state.config.header_timeout,
         idle_timeout: state.config.idle_timeout,
     };

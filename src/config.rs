@@ -8,10 +8,12 @@
 //! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
 //! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
 //! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
-//! (`server.max_connections`, `server.header_timeout_seconds`,
-//! `server.idle_timeout_seconds`, `server.auth_limit.{burst,window_seconds}`,
-//! `store.max_future`, each with its variable too:
-//! `TSSTORE_{MAX_CONNECTIONS,HEADER_TIMEOUT_SECONDS,IDLE_TIMEOUT_SECONDS}`,
+//! (`server.max_connections`, `server.max_connections_per_address`,
+//! `server.header_timeout_seconds`, `server.idle_timeout_seconds`,
+//! `server.auth_limit.{burst,window_seconds}`, `store.max_future`, each
+//! with its variable too:
+//! `TSSTORE_{MAX_CONNECTIONS,MAX_CONNECTIONS_PER_ADDRESS}`,
+//! `TSSTORE_{HEADER_TIMEOUT_SECONDS,IDLE_TIMEOUT_SECONDS}`,
 //! `TSSTORE_AUTH_LIMIT_{BURST,WINDOW_SECONDS}`, `TSSTORE_MAX_FUTURE`),
 //! `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`: the file the admin
 //! key is read from when none is configured (the container image sets it;
@@ -71,6 +73,14 @@ impl Default for OutboundConfig {
 
 /// Default of `server.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The default of `server.max_connections_per_address` for a global cap
+/// of `max_connections`: a quarter of it (128 of the default 512), so that
+/// one address cannot lock the others out, but never below 16 (or the
+/// global cap if that is lower), which a browser on the console with a
+/// few streams open stays under.
+pub fn default_max_connections_per_address(max_connections: usize) -> usize {
+    (max_connections / 4).max(max_connections.min(16))
+}
 /// Default of `server.header_timeout_seconds`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of `server.idle_timeout_seconds` (the original's idle timeout).
@@ -137,6 +147,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Most HTTP connections open at once (WebSocket streams included).
     pub max_connections: usize,
+    /// Most of them open at once from one client address (IPv6: one /64).
+    pub max_connections_per_address: usize,
     /// Time a client has to send a whole request head once the server
     /// waits for one (a new connection, or the next request of a
     /// keep-alive connection that started sending it).
@@ -170,6 +182,9 @@ impl Default for Config {
             ws_ping_seconds: 30,
             outbound: OutboundConfig::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: default_max_connections_per_address(
+                DEFAULT_MAX_CONNECTIONS,
+            ),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             auth_limit: AuthLimit::default(),
@@ -228,6 +243,7 @@ struct FileServer {
     ws_ping_seconds: Option<u32>,
     outbound: FileOutbound,
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     header_timeout_seconds: Option<u32>,
     idle_timeout_seconds: Option<u32>,
     auth_limit: FileAuthLimit,
@@ -295,6 +311,7 @@ const KNOWN_KEYS: &[(&str, Kind)] = &[
     ("server.outbound.allow", Kind::StrList),
     ("server.outbound.deny", Kind::StrList),
     ("server.max_connections", Kind::Uint(1 << 20)),
+    ("server.max_connections_per_address", Kind::Uint(1 << 20)),
     ("server.header_timeout_seconds", Kind::Uint(u32::MAX as u64)),
     ("server.idle_timeout_seconds", Kind::Uint(u32::MAX as u64)),
     ("server.auth_limit", Kind::Object),
@@ -407,6 +424,8 @@ impl Config {
         if let Some(v) = s.max_connections {
             c.max_connections = v;
         }
+        // Unless set, it follows `max_connections` from wherever that came.
+        let mut per_address = s.max_connections_per_address;
         if let Some(v) = s.header_timeout_seconds {
             c.header_timeout = Duration::from_secs(v.into());
         }
@@ -474,6 +493,15 @@ impl Config {
         if let Some(v) = env_uint(env, "TSSTORE_MAX_CONNECTIONS", CONNECTIONS_RANGE)? {
             c.max_connections = v as usize;
         }
+        if let Some(v) = env_uint(
+            env,
+            "TSSTORE_MAX_CONNECTIONS_PER_ADDRESS",
+            CONNECTIONS_RANGE,
+        )? {
+            per_address = Some(v as usize);
+        }
+        c.max_connections_per_address =
+            per_address.unwrap_or_else(|| default_max_connections_per_address(c.max_connections));
         for (var, field) in [
             ("TSSTORE_HEADER_TIMEOUT_SECONDS", &mut c.header_timeout),
             ("TSSTORE_IDLE_TIMEOUT_SECONDS", &mut c.idle_timeout),
@@ -563,11 +591,15 @@ impl Config {
             let (lo, hi) = range.into_inner();
             Err(err(key, format!("must be from {lo} to {hi}")))
         };
-        in_range(
-            "server.max_connections",
-            CONNECTIONS_RANGE,
-            self.max_connections as u64,
-        )?;
+        for (key, v) in [
+            ("server.max_connections", self.max_connections),
+            (
+                "server.max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+        ] {
+            in_range(key, CONNECTIONS_RANGE, v as u64)?;
+        }
         for (key, v) in [
             ("server.header_timeout_seconds", self.header_timeout),
             ("server.idle_timeout_seconds", self.idle_timeout),
@@ -872,6 +904,7 @@ mod tests {
             (10, Duration::from_secs(10))
         );
         assert_eq!(c.max_future, Duration::from_secs(86_400));
+        assert_eq!(c.max_connections_per_address, 128);
         std::fs::write(
             &file,
             r#"{"server":{"max_connections":64,"header_timeout_seconds":2,"idle_timeout_seconds":5,
@@ -880,6 +913,15 @@ mod tests {
         .unwrap();
         let c = Config::load(&flags, &env_of(&[])).unwrap();
         assert_eq!(c.max_connections, 64);
+        // Not set: it follows the global cap.
+        assert_eq!(c.max_connections_per_address, 16);
+        for (global, per_address) in [(1, 1), (8, 8), (16, 16), (200, 50), (4096, 1024)] {
+            assert_eq!(
+                default_max_connections_per_address(global),
+                per_address,
+                "{global}"
+            );
+        }
         assert_eq!(c.header_timeout, Duration::from_secs(2));
         assert_eq!(c.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.auth_limit.burst, 3);
@@ -895,6 +937,14 @@ mod tests {
                 (
                     r#"{"server":{"max_connections":-1}}"#,
                     "server.max_connections",
+                ),
+                (
+                    r#"{"server":{"max_connections_per_address":0}}"#,
+                    "server.max_connections_per_address",
+                ),
+                (
+                    r#"{"server":{"max_connections_per_address":"8"}}"#,
+                    "server.max_connections_per_address",
                 ),
                 (
                     r#"{"server":{"header_timeout_seconds":0}}"#,
@@ -945,12 +995,36 @@ mod tests {
         assert_eq!(c.auth_limit.burst, 20);
         assert_eq!(c.auth_limit.window, Duration::from_secs(60));
         assert_eq!(c.max_future, Duration::from_secs(2 * 86_400));
+        // Not set: it follows the global cap, here the variable's.
+        let c = Config::load(&flags, &env_of(&[("TSSTORE_MAX_CONNECTIONS", "400")])).unwrap();
+        assert_eq!(c.max_connections_per_address, 100);
+        let c = Config::load(
+            &flags,
+            &env_of(&[("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS", "3")]),
+        )
+        .unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_address), (64, 3));
+        std::fs::write(
+            &file,
+            r#"{"server":{"max_connections":64,"max_connections_per_address":5}}"#,
+        )
+        .unwrap();
+        let c = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(c.max_connections_per_address, 5);
+        let c = Config::load(
+            &flags,
+            &env_of(&[("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections_per_address, 7);
         // Set but empty: the file's value.
         let c = Config::load(&flags, &env_of(&[("TSSTORE_MAX_CONNECTIONS", "")])).unwrap();
         assert_eq!(c.max_connections, 64);
         for (var, value) in [
             ("TSSTORE_MAX_CONNECTIONS", "0"),
             ("TSSTORE_MAX_CONNECTIONS", "many"),
+            ("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+            ("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS", "1048577"),
             ("TSSTORE_HEADER_TIMEOUT_SECONDS", "-1"),
             ("TSSTORE_IDLE_TIMEOUT_SECONDS", "86401"),
             ("TSSTORE_AUTH_LIMIT_BURST", "1000001"),

@@ -27,8 +27,11 @@ pub struct Metrics {
     pub unix_clients: AtomicU64,
     /// Open HTTP connections (WebSocket streams included).
     pub http_connections: AtomicU64,
-    /// HTTP connections refused at accept (over `server.max_connections`).
+    /// HTTP connections refused at accept (over `server.max_connections`
+    /// or `server.max_connections_per_address`).
     pub http_refused: AtomicU64,
+    /// Of those, the ones over `server.max_connections_per_address`.
+    pub http_refused_per_address: AtomicU64,
     /// HTTP connections closed by the server's header or idle timeout.
     pub http_timed_out: AtomicU64,
 }
@@ -130,8 +133,13 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
         ),
         (
             "tsstore_http_connections_refused_total",
-            "HTTP connections refused at accept, server.max_connections being open.",
+            "HTTP connections refused at accept, server.max_connections being open or server.max_connections_per_address from the same address.",
             m.http_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "tsstore_http_connections_refused_per_address_total",
+            "HTTP connections refused at accept, server.max_connections_per_address being open from the same address.",
+            m.http_refused_per_address.load(Ordering::Relaxed),
         ),
         (
             "tsstore_http_connections_timed_out_total",

@@ -8,6 +8,11 @@
 //!   accepted and closed at once: over HTTP with a fixed 503 JSON answer
 //!   written without waiting, over HTTPS without a word (a TLS handshake
 //!   would cost what the cap saves).
+//! - At most `server.max_connections_per_address` of them come from one
+//!   client address ([`PerAddress`]), so that one address cannot take
+//!   every place; one more from it is refused the same way, with its own
+//!   message. That check comes first: a refused address never takes a
+//!   place of the global cap, even for a moment.
 //! - A connection must deliver a complete request head within
 //!   `server.header_timeout_seconds` once the server waits for one: from
 //!   accept, and from the end of the previous request of a keep-alive
@@ -43,18 +48,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::per_address::{PerAddress, Slot};
 use crate::api::metrics::Metrics;
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
 /// The answer to a connection over the cap (plain HTTP).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 32\r\n\r\n{\"error\":\"too many connections\"}";
+/// The answer to a connection over its address's cap (plain HTTP).
+const REFUSED_ADDRESS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 50\r\n\r\n{\"error\":\"too many connections from this address\"}";
+
+/// Refuses an accepted connection at once: over HTTP with the fixed
+/// `answer`, over HTTPS without a word (a TLS handshake would cost what
+/// the cap saves).
+fn refuse(tcp: &tokio::net::TcpStream, tls: bool, answer: &[u8]) {
+    if !tls {
+        // A fresh socket's send buffer is empty: this does not block.
+        let _ = tcp.try_write(answer);
+    }
+}
+
+/// Logs `what` at most once a minute (a refused flood must not flood the
+/// log).
+fn warn_now_and_then(last: &mut Option<Instant>, what: impl FnOnce()) {
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+        what();
+        *last = Some(Instant::now());
+    }
+}
 
 /// Serves `app` on `listener` (HTTPS if `tls`) until `shutdown` resolves,
 /// then lets open connections finish for [`super::GRACE`].
@@ -68,7 +96,9 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::new(limits.max_connections_per_address);
     let mut last_full_warning: Option<Instant> = None;
+    let mut last_address_warning: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -84,23 +114,34 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            metrics.http_refused.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .http_refused_per_address
+                .fetch_add(1, Ordering::Relaxed);
+            refuse(&tcp, tls.is_some(), REFUSED_ADDRESS);
+            warn_now_and_then(&mut last_address_warning, || {
+                tracing::warn!(
+                    peer = %peer.ip(),
+                    "{} HTTP connections open from one address, refusing more from it",
+                    limits.max_connections_per_address
+                )
+            });
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.http_refused.fetch_add(1, Ordering::Relaxed);
-            if tls.is_none() {
-                // A fresh socket's send buffer is empty: this does not block.
-                let _ = tcp.try_write(REFUSED);
-            }
-            if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            refuse(&tcp, tls.is_some(), REFUSED);
+            warn_now_and_then(&mut last_full_warning, || {
                 tracing::warn!(
                     "{} HTTP connections open, refusing more",
                     limits.max_connections
-                );
-                last_full_warning = Some(Instant::now());
-            }
+                )
+            });
             continue;
         };
         let activity = Arc::new(Activity::new());
-        let open = Open::new(&metrics, permit);
+        let open = Open::new(&metrics, permit, slot);
         let conn = Conn {
             app: app.clone(),
             peer,
@@ -281,19 +322,21 @@ impl Drop for Busy {
     }
 }
 
-/// A connection's permit and its place in the open-connections gauge,
-/// held as long as the socket lives.
+/// A connection's permit, its address's slot and its place in the
+/// open-connections gauge, held as long as the socket lives.
 struct Open {
     metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Open {
-    fn new(metrics: &Arc<Metrics>, permit: OwnedSemaphorePermit) -> Open {
+    fn new(metrics: &Arc<Metrics>, permit: OwnedSemaphorePermit, slot: Slot) -> Open {
         metrics.http_connections.fetch_add(1, Ordering::Relaxed);
         Open {
             metrics: metrics.clone(),
             _permit: permit,
+            _slot: slot,
         }
     }
 }
@@ -515,24 +558,30 @@ mod tests {
         ] {
             assert!(json_rejection(h).is_none(), "{}", String::from_utf8_lossy(h));
         }
-        // The fixed answer's length is its body's.
-        let (head, body) = std::str::from_utf8(REFUSED)
-            .unwrap()
-            .split_once("\r\n\r\n")
-            .unwrap();
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{head}"
-        );
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
-            "too many connections"
-        );
+        // The fixed answers' lengths are their bodies'.
+        for (answer, message) in [
+            (REFUSED, "too many connections"),
+            (REFUSED_ADDRESS, "too many connections from this address"),
+        ] {
+            let (head, body) = std::str::from_utf8(answer)
+                .unwrap()
+                .split_once("\r\n\r\n")
+                .unwrap();
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
+                message
+            );
+        }
     }
 
     fn limits() -> Limits {
         Limits {
             max_connections: 1,
+            max_connections_per_address: 1,
             header_timeout: Duration::from_millis(100),
             idle_timeout: Duration::from_millis(300),
         }
