@@ -8,9 +8,11 @@
 //! 2. the commit slots: the newest valid committed slot `D` whose blocks
 //!    since its index claim (and the blocks of the previous commit's
 //!    frontier page, which `D`'s in-flight sync may have garbled) are all
-//!    present; otherwise the one before it. `D`'s page images, and the
-//!    working slot that follows `D`, are laid over the data file (a
-//!    [`View`]), each only over the blocks of the lap it belongs to;
+//!    present, and whose images hold no block header of another block (a
+//!    tear its checksum cannot see); otherwise the one before it. `D`'s
+//!    page images, and the working slot that follows `D`, are laid over
+//!    the data file (a [`View`]), each only over the blocks of the lap it
+//!    belongs to;
 //! 3. the head: blocks are followed from `D`'s frontier while each holds
 //!    the next sequence number, a valid session and valid contents: never
 //!    past a missing block, so no later open can find a block of a crashed
@@ -525,6 +527,31 @@ fn slot_overlays(slot: &Slot, c: &CommittedHeader) -> Vec<Overlay> {
         });
     }
     v
+}
+
+/// Does a committed image of the page at `page_off` (`first_seq` at its
+/// first position) hold, at the start of a block from `floor` on, the valid
+/// header of another block, or of a session `rule` refuses there? Then the
+/// slot was torn: its checksum cannot see it, because a CRC-32C over bytes
+/// that hold a 32-byte block header ending in its own CRC-32C does not
+/// change when that header is swapped for another valid one, and a sector
+/// of the slot left from an older image by a cut sync differs from the new
+/// one in just that when the payloads around are alike (zeroed, say).
+fn image_torn(img: &[u8], page: PageRef, b: usize, floor: u64, rule: &SessionRule) -> bool {
+    let b = b as u64;
+    let p0 = page.page_off / b;
+    (page.page_off.div_ceil(b)..)
+        .map(|p| {
+            (
+                (p * b - page.page_off) as usize,
+                page.first_seq.saturating_add(p - p0),
+            )
+        })
+        .take_while(|&(at, _)| at + BLOCK_HEADER_LEN <= img.len())
+        .filter(|&(_, seq)| seq >= floor)
+        .any(|(at, seq)| {
+            BlockHeader::decode(&img[at..]).is_some_and(|h| h.seq != seq || !rule.ok(&h))
+        })
 }
 
 /// Writes a self-contained commit into its slot with `write_at` (not the
@@ -1131,6 +1158,17 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
     for (k, d) in committed.iter().enumerate() {
         let c = &d.1;
         let rule = rule_for(Some(c));
+        // A torn image its checksum missed: the commit's sync was cut (the
+        // check below reads the blocks since the previous commit, but the
+        // view takes every block of the images from this commit's copy).
+        let slot = &slots[d.0];
+        if c.base_seq == base
+            && (image_torn(&slot.frontier, c.frontier, b, floor, &rule)
+                || c.aux
+                    .is_some_and(|a| image_torn(&slot.aux, a, b, floor, &rule)))
+        {
+            continue;
+        }
         let view = view_for(Some(d))?;
         let prev = committed[k + 1..]
             .iter()
