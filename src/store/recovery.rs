@@ -1408,6 +1408,21 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
         }
     }
 
+    // What this recovery starts from may be in the page cache only (after
+    // a kill: a commit whose sync the kill cut, with the aux image of a
+    // delete in flight), and what it writes in place below is taken from
+    // it: the data file is synced before the first such write, so that a
+    // cut during the repairs leaves the next open where this one started,
+    // not with a page changed in place for a commit that was then lost.
+    let mut settled = false;
+    let mut settle = || -> Result<()> {
+        if !settled {
+            media.data.sync()?;
+            settled = true;
+        }
+        Ok(())
+    };
+
     // Repairs, 1: what the overlays hold of live blocks goes in place,
     // except in the new frontier page, whose image the new commit carries.
     for ov in &view.overlays {
@@ -1429,6 +1444,7 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
             let mut cur = vec![0u8; want.len()];
             media.data.read_at(lo, &mut cur)?;
             if cur != want {
+                settle()?;
                 media.data.write_at(lo, want)?;
             }
         }
@@ -1450,6 +1466,7 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
             let dead = BlockHeader::decode(&hb)
                 .is_some_and(|h| h.seq == s && h.seq >= rule.start && h.session == rule.session);
             if dead {
+                settle()?;
                 media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
             }
         }
