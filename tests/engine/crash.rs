@@ -1693,9 +1693,12 @@ crash_tests! {
 /// commit's frontier page: the next. A commit whose sync was cut, its slot
 /// left with a sector of an older image that differs only in a block
 /// header (which the slot's CRC-32C cannot see: the header ends in its
-/// own), taken as durable over the commit before it: the last. A seed
-/// replays its case only as long as the engine's I/O sequence stays the
-/// same; the random tests above keep looking.
+/// own), taken as durable over the commit before it: the next. A delete's
+/// aux image, from a commit a kill cut, written in place by the recovery
+/// after it and kept by a cut that lost the commit (the live count of the
+/// index entry the next open trusted then disagreed with the block): the
+/// last. A seed replays its case only as long as the engine's I/O
+/// sequence stays the same; the random tests above keep looking.
 #[test]
 fn known_seeds() {
     let pages = |p| Plan::new(p, PAGES);
@@ -1734,6 +1737,7 @@ fn known_seeds() {
         (9939883710147025252, pages(NO_TIMER)),
         (994166586740166944, sectors(NO_TIMER)),
         (4462599492814499704, clock(Durability::Always)),
+        (4060589615421941751, clock(NO_TIMER)),
     ];
     let mut tally = Tally::default();
     let failed: Vec<String> = cases
