@@ -1318,3 +1318,68 @@ fn a_torn_commit_image_its_checksum_misses_is_not_durable() {
     }
     assert_eq!(missed, 1, "one torn image passes the slot's checksum");
 }
+
+/// A medium as a kill of the program leaves it: what `log` synced, with the
+/// writes since still pending (a later power cut may take them).
+fn after_kill(log: &Log) -> Log {
+    let killed = Log::new(log.durable_image());
+    for (off, data) in log.pending() {
+        killed.write_at(off, &data).unwrap();
+    }
+    killed
+}
+
+/// Regression: after a kill, the commit recovery starts from may be in the
+/// page cache only. Here it is the first commit of a delete, whose aux
+/// image (the page with the delete bit set) recovery wrote in place as a
+/// repair; a power cut then kept that write and lost the commit, the next
+/// open fell back to the commit before it, trusted the block's index entry
+/// (its live count from before the delete) and its stats disagreed with a
+/// scan (found by `clock_steps_back_interval`, seed 4060589615421941751).
+/// Recovery now syncs the data file before its first write in place.
+///
+/// The cut comes at the recovery's first data sync, then at its second;
+/// it keeps the recovery's writes to the page of the delete and loses
+/// every other write since the last completed sync.
+#[test]
+fn a_repair_in_place_never_outlives_the_commit_it_came_from() {
+    for syncs_ok in [0, 1] {
+        let cfg = config(8, 4096, NO_TIMER);
+        let sim = Sim::new(&cfg);
+        let store = Store::create_on(sim.media(), cfg).unwrap();
+        let mut b = Book::new();
+        // Block 1 (page 0) with two objects, then block 2: page 0 is in
+        // place, and synced.
+        let (victim, h) = b.insert(&store, 100);
+        let (kept, _) = b.insert(&store, 100);
+        let (later, _) = b.insert(&store, 3900);
+        store.sync().unwrap();
+        // A commit more, so that the one before the delete's no longer
+        // holds page 0's image.
+        let (last, _) = b.insert(&store, 20);
+        store.sync().unwrap();
+        // The delete's first commit, its aux image holding page 0 with the
+        // bit set, is written; its sync fails and the program is killed.
+        sim.data.fail_syncs(true);
+        assert!(store.delete_by_time(victim).is_err());
+        let page = h.block_num as u64 * 4096;
+        // The kill: the page cache survives, unsynced.
+        let killed = Sim {
+            data: after_kill(&sim.data),
+            index: after_kill(&sim.index),
+            meta: after_kill(&sim.meta),
+        };
+        let [_, index, meta] = sim.durable();
+        drop(store);
+        // The recovery after the kill, cut at a data sync.
+        killed.data.fail_syncs_after(syncs_ok);
+        assert!(Store::open_on(killed.media(), Some(NO_TIMER)).is_err());
+        let pending = killed.data.pending();
+        let cut = killed
+            .data
+            .subset(|i| (page..page + 4096).contains(&pending[i].0));
+        let (sim2, s2) = reopen(&[cut, index, meta], NO_TIMER);
+        b.verify(&s2, &[kept, later, last], &[]);
+        b.accepts_more(&sim2, s2, NO_TIMER);
+    }
+}
