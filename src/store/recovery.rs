@@ -1545,6 +1545,11 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
     meta.session_start = ring.next;
     meta.floor_seq = ring.tail;
     meta.clean = false;
+    // The slot read above is synced first: after a kill its write may be
+    // in the page cache only, and a power cut garbling the page of the one
+    // written now may garble that one's too (both written since the last
+    // sync), leaving no valid meta.
+    media.meta.sync()?;
     media
         .meta
         .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
