@@ -1697,8 +1697,11 @@ crash_tests! {
 /// aux image, from a commit a kill cut, written in place by the recovery
 /// after it and kept by a cut that lost the commit (the live count of the
 /// index entry the next open trusted then disagreed with the block): the
-/// last. A seed replays its case only as long as the engine's I/O
-/// sequence stays the same; the random tests above keep looking.
+/// next. A meta slot a recovery wrote before a kill, never synced, and the
+/// other one written by the recovery after it, both pages garbled by one
+/// cut: the last two. A seed replays its case only as long as the
+/// engine's I/O sequence stays the same; the random tests above keep
+/// looking.
 #[test]
 fn known_seeds() {
     let pages = |p| Plan::new(p, PAGES);
@@ -1738,6 +1741,8 @@ fn known_seeds() {
         (994166586740166944, sectors(NO_TIMER)),
         (4462599492814499704, clock(Durability::Always)),
         (4060589615421941751, clock(NO_TIMER)),
+        (4335160001607169220, clock(never)),
+        (15665933660092413578, clock(never)),
     ];
     let mut tally = Tally::default();
     let failed: Vec<String> = cases

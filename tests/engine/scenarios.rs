@@ -1383,3 +1383,48 @@ fn a_repair_in_place_never_outlives_the_commit_it_came_from() {
         b.accepts_more(&sim2, s2, NO_TIMER);
     }
 }
+
+/// Regression: a recovery killed after it wrote its meta slot, before the
+/// sync, leaves that slot in the page cache only; the recovery after it
+/// wrote the other slot, and one cut garbling the pages of both (each
+/// written since the last sync) left no valid meta: the store no longer
+/// opened (found by `clock_steps_back_never`, seeds 4335160001607169220
+/// and 15665933660092413578). Recovery now syncs the meta file before it
+/// writes its slot. The cut comes at the second recovery's first meta
+/// sync, then at its second.
+#[test]
+fn a_meta_slot_left_unsynced_by_a_kill_is_synced_before_the_other() {
+    for syncs_ok in [0, 1] {
+        // An open whose recovery is killed at the meta sync after its meta
+        // write (the meta syncs before it succeed).
+        let (sim, mut b, kept) = (0..4)
+            .find_map(|before| {
+                let cfg = config(8, 256, NO_TIMER);
+                let sim = Sim::new(&cfg);
+                let store = Store::create_on(sim.media(), cfg).unwrap();
+                let mut b = Book::new();
+                let kept: Vec<i64> = (0..3).map(|_| b.insert(&store, 30).0).collect();
+                store.close().unwrap();
+                drop(store);
+                sim.meta.fail_syncs_after(before);
+                let killed = Store::open_on(sim.media(), Some(NO_TIMER)).is_err();
+                (killed && sim.meta.pending().len() == 1).then_some((sim, b, kept))
+            })
+            .expect("a recovery killed with its meta slot unsynced");
+        let killed = Sim {
+            data: after_kill(&sim.data),
+            index: after_kill(&sim.index),
+            meta: after_kill(&sim.meta),
+        };
+        // The next open, cut at a meta sync: the pages of the meta writes
+        // since the last sync are garbled.
+        killed.meta.fail_syncs_after(syncs_ok);
+        assert!(Store::open_on(killed.media(), Some(NO_TIMER)).is_err());
+        let pages: Vec<usize> = killed.meta.pages().into_iter().collect();
+        let meta = killed.meta.garbled(true, &pages, &mut Rng::new(7));
+        let [data, index, _] = killed.durable();
+        let (sim2, s2) = reopen(&[data, index, meta], NO_TIMER);
+        b.verify(&s2, &kept, &[]);
+        b.accepts_more(&sim2, s2, NO_TIMER);
+    }
+}
