@@ -1206,7 +1206,17 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
                     min_tail: 0,
                     whole_from: region.start,
                 };
-                (Some(c), view, rule, head, Some(c.lease_end))
+                // The crashed session may have written past D's lease: a
+                // later commit's sync completed (its lease let the writer
+                // on), and that commit was still rejected, a span let
+                // through past the lease cap having overwritten a block it
+                // vouches for (FORMAT.md, "Leases"). Leases only grow, and
+                // at most the newest commit's slot is in flight at a cut.
+                let written_to = committed
+                    .iter()
+                    .filter(|(_, p)| p.counter > c.counter)
+                    .fold(c.lease_end, |end, (_, p)| end.max(p.lease_end));
+                (Some(c), view, rule, head, Some(written_to))
             } else {
                 let mut h = full_path(&view, &rule, floor, region.last)?;
                 if h.min_tail == 0 {
