@@ -1743,6 +1743,8 @@ fn known_seeds() {
         (4060589615421941751, clock(NO_TIMER)),
         (4335160001607169220, clock(never)),
         (15665933660092413578, clock(never)),
+        (5110247482671628692, sectors(never)),
+        (8153457761843024184, clock(never)),
     ];
     let mut tally = Tally::default();
     let failed: Vec<String> = cases
