@@ -20,7 +20,9 @@
 //! confirm the last durable commit. A writer that needs more leads (or
 //! joins) a commit that extends it, never waits for the flusher; under a
 //! steady stream of writes the flusher extends a large lease when half is
-//! used.
+//! used, and a writer that fills half a lease during one commit gets a
+//! larger one (up to [`lease_max`]), so that it does not pay a data sync
+//! per megabyte.
 //!
 //! The flusher thread commits a dirty store once its oldest unsynced write
 //! is one interval old (`interval`), syncs the index once an interval
@@ -70,6 +72,25 @@ pub(crate) fn lease_blocks(cfg: &Config) -> u64 {
         LEASE_BYTES.div_ceil(cfg.data_block_size as u64).min(n / 4)
     };
     l.max(1)
+}
+
+/// Most bytes of blocks a commit leases ahead of the head, for a fast
+/// writer (see `Shared::size_lease`): the window recovery reads past the
+/// durable commit stays within 2 MiB with the commit slots.
+pub(crate) const LEASE_MAX_BYTES: u64 = (2 << 20) - (128 << 10);
+
+/// The largest lease [`Shared::size_lease`] gives in a store of this shape
+/// under this policy: about [`LEASE_MAX_BYTES`] of blocks, never more
+/// than a quarter of the ring, never less than [`lease_blocks`]. Under
+/// `never` leases do not grow (half the ring already).
+pub(crate) fn lease_max(cfg: &Config) -> u64 {
+    let min = lease_blocks(cfg);
+    if cfg.durability == Durability::Never {
+        return min;
+    }
+    (LEASE_MAX_BYTES / cfg.data_block_size as u64)
+        .min(cfg.num_blocks as u64 / 4)
+        .max(min)
 }
 
 #[derive(Debug)]
@@ -326,12 +347,13 @@ impl Shared {
     /// are all after the previous commit's frontier) and falls back to the
     /// commit before, which claims less.
     fn lead(&self, index_wanted: bool, lease_to: u64, last: bool) -> Result<(u64, bool)> {
-        let l = self.lease_blocks;
+        let l = self.lease_now.load(Ordering::Relaxed);
         let fail = |what: &str, e: std::io::Error| {
             let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
             self.poison(&mut st, what, e)
         };
-        let (below, writes, index_due) = {
+        let lease0 = self.lease();
+        let (below, writes, index_due, next0) = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             if let Some(reason) = &st.poisoned {
                 return Err(Error::Poisoned {
@@ -341,7 +363,7 @@ impl Shared {
             let dirty = st.index_writes > st.index_synced_writes;
             let lag = st.ring.next.saturating_sub(st.index_claim);
             let due = dirty && (index_wanted || last || lease_to > 0 || lag >= l / 2);
-            (st.entries_below, st.index_writes, due)
+            (st.entries_below, st.index_writes, due, st.ring.next)
         };
         if index_due {
             self.media.index.sync().map_err(|e| fail("index sync", e))?;
@@ -366,13 +388,43 @@ impl Shared {
             };
             let claim = st.index_claim;
             self.write_committed(&mut st, lease, claim, false)?;
+            if !last {
+                self.lease_pending.fetch_max(lease, Ordering::AcqRel);
+            }
             (self.lsn.load(Ordering::Acquire), lease)
         };
         self.media.data.sync().map_err(|e| fail("data sync", e))?;
         if !last {
+            let next1 = self
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .ring
+                .next;
+            self.size_lease(next1.saturating_sub(next0), next1 > lease0);
             self.lease_end.fetch_max(lease, Ordering::AcqRel);
         }
         Ok((lsn, index_due))
+    }
+
+    /// Sizes the lease of the next commit from what the last one took:
+    /// `written` blocks were started while it ran, and `ran_out` if a writer
+    /// used up the old lease meanwhile (and waited for it). A writer that
+    /// fills more than half a lease during one commit gets twice what it
+    /// wrote (twice the lease after it ran out), up to [`lease_max`]: each
+    /// commit, and its data sync, then lets more blocks through, and the
+    /// writer waits for none. Lowered by halves, raised at once.
+    fn size_lease(&self, written: u64, ran_out: bool) {
+        let (min, max) = (self.lease_blocks, lease_max(&self.cfg));
+        let old = self.lease_now.load(Ordering::Relaxed);
+        let want = if ran_out {
+            old.saturating_mul(2)
+        } else {
+            written.saturating_mul(2)
+        }
+        .clamp(min, max);
+        let new = if want >= old { want } else { (old + want) / 2 };
+        self.lease_now.store(new.clamp(min, max), Ordering::Relaxed);
     }
 
     /// [`Shared::lease_cap`], or `want` if no commit can raise the cap to
@@ -537,5 +589,41 @@ fn flusher(weak: Weak<Shared>, policy: Durability, period: Duration) {
                 drop(s);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::config::DataType;
+
+    fn cfg(num_blocks: u32, data_block_size: u32, durability: Durability) -> Config {
+        Config {
+            num_blocks,
+            data_block_size,
+            index_block_size: 4096,
+            data_type: DataType::Binary,
+            durability,
+        }
+    }
+
+    #[test]
+    fn a_fast_writer_lease_stays_within_the_recovery_window() {
+        let interval = Durability::Interval(Duration::from_secs(1));
+        // 4 KiB blocks: 1 MiB at least, 1920 KiB at most.
+        let c = cfg(4096, 4096, interval);
+        assert_eq!((lease_blocks(&c), lease_max(&c)), (256, 480));
+        assert!(lease_max(&c) * 4096 + crate::store::format::COMMIT_AREA_LEN <= 2 << 20);
+        // Never past a quarter of the ring.
+        let c = cfg(1200, 4096, interval);
+        assert_eq!((lease_blocks(&c), lease_max(&c)), (256, 300));
+        let c = cfg(64, 4096, interval);
+        assert_eq!((lease_blocks(&c), lease_max(&c)), (16, 16));
+        // Blocks larger than the window: the one block a lease needs.
+        let c = cfg(64, 4 << 20, interval);
+        assert_eq!((lease_blocks(&c), lease_max(&c)), (1, 1));
+        // `never` keeps its half ring.
+        let c = cfg(4096, 4096, Durability::Never);
+        assert_eq!((lease_blocks(&c), lease_max(&c)), (2048, 2048));
     }
 }

@@ -161,9 +161,19 @@ pub(crate) struct Shared {
     /// Highest sequence number writers may use: the lease of the last
     /// commit whose sync completed (FORMAT.md, "Leases").
     pub lease_end: AtomicU64,
-    /// Blocks a commit leases ahead of the head; 0 when the store's commits
-    /// bound nothing (policy `never`, small rings).
+    /// Blocks a commit leases ahead of the head at least
+    /// ([`super::commit::lease_blocks`]).
     pub lease_blocks: u64,
+    /// Blocks the next commit leases ahead of the head: `lease_blocks`, or
+    /// up to [`super::commit::lease_max`] for a writer fast enough to use
+    /// up a lease during one commit (see `Shared::size_lease`).
+    pub lease_now: AtomicU64,
+    /// The lease of the commit being synced (until it completes, writers
+    /// obey `lease_end`): a writer asks for a new one only if even this
+    /// one leaves less than half a lease ahead of it, or a fast writer
+    /// would have the flusher commit back to back, each commit letting
+    /// through only what was written during the one before.
+    pub lease_pending: AtomicU64,
     /// Bytes of the ring, and where the commit area starts.
     pub ring_len: u64,
     pub schema: RwLock<Option<Schema>>,

@@ -207,6 +207,8 @@ impl Store {
             lsn: AtomicU64::new(0),
             lease_end: AtomicU64::new(r.lease_end),
             lease_blocks: r.lease_blocks,
+            lease_now: AtomicU64::new(r.lease_blocks),
+            lease_pending: AtomicU64::new(r.lease_end),
             ring_len,
             schema: RwLock::new(schema),
             delete_lock: Mutex::new(()),

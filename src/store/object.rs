@@ -52,6 +52,9 @@ pub(crate) struct Records<'a> {
     key: RecordKey,
     off: usize,
     last_ts: i64,
+    /// The walk stopped at a record whose checksum did not match (its
+    /// structure, bounds and timestamp order, was fine).
+    bad_checksum: bool,
 }
 
 impl<'a> Records<'a> {
@@ -61,8 +64,33 @@ impl<'a> Records<'a> {
             key,
             off: BLOCK_HEADER_LEN,
             last_ts: 0,
+            bad_checksum: false,
         }
     }
+
+    /// Whether the walk ended where a walk of the structure alone
+    /// ([`find_verified`]'s) ends too: at a record whose bounds or
+    /// timestamp order do not hold, or the block's end, not at a checksum
+    /// mismatch. Meaningful once the walk returned `None`.
+    pub fn ended_on_structure(&self) -> bool {
+        !self.bad_checksum
+    }
+}
+
+/// One step of a record walk without the checksum: the record at `off`
+/// after a record with timestamp `last_ts`, if it lies within the block and
+/// its timestamp is greater.
+#[inline]
+fn structure_at(blk: &[u8], off: usize, last_ts: i64) -> Option<(RecordHeader, usize)> {
+    let rest = blk.len().checked_sub(off)?;
+    if rest < RECORD_HEADER_LEN {
+        return None;
+    }
+    let h = RecordHeader::decode(&blk[off..]);
+    if h.len as usize > rest - RECORD_HEADER_LEN || h.ts <= last_ts {
+        return None;
+    }
+    Some((h, off + RECORD_HEADER_LEN))
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -70,18 +98,10 @@ impl<'a> Iterator for Records<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Rec<'a>> {
-        let rest = self.blk.len().checked_sub(self.off)?;
-        if rest < RECORD_HEADER_LEN {
-            return None;
-        }
-        let h = RecordHeader::decode(&self.blk[self.off..]);
-        let len = h.len as usize;
-        if len > rest - RECORD_HEADER_LEN || h.ts <= self.last_ts {
-            return None;
-        }
-        let start = self.off + RECORD_HEADER_LEN;
-        let data = &self.blk[start..start + len];
+        let (h, start) = structure_at(self.blk, self.off, self.last_ts)?;
+        let data = &self.blk[start..start + h.len as usize];
         if record_crc(self.key, h.ts, h.len, data) != h.crc {
+            self.bad_checksum = true;
             return None;
         }
         let rec = Rec {
@@ -90,10 +110,38 @@ impl<'a> Iterator for Records<'a> {
             deleted: h.deleted,
             data,
         };
-        self.off = start + len;
+        self.off = start + data.len();
         self.last_ts = h.ts;
         Some(rec)
     }
+}
+
+/// The record with timestamp `ts` in a packed block whose bytes a whole
+/// [`Records`] walk already verified, ending on structure (see
+/// `BlockTable::verified`): the walk follows the records' structure only
+/// and checksums the record it returns, every time. On such a block it
+/// finds what a [`Records`] walk finds: every record the structure
+/// reaches before it was verified, and the bytes it covers do not change
+/// while the block lives.
+pub(crate) fn find_verified<'a>(blk: &'a [u8], key: RecordKey, ts: i64) -> Option<Rec<'a>> {
+    let (mut off, mut last_ts) = (BLOCK_HEADER_LEN, 0);
+    while let Some((h, start)) = structure_at(blk, off, last_ts) {
+        if h.ts > ts {
+            return None;
+        }
+        let data = &blk[start..start + h.len as usize];
+        if h.ts == ts {
+            return (record_crc(key, h.ts, h.len, data) == h.crc).then_some(Rec {
+                off: off as u32,
+                ts: h.ts,
+                deleted: h.deleted,
+                data,
+            });
+        }
+        off = start + data.len();
+        last_ts = h.ts;
+    }
+    None
 }
 
 /// A substring filter over object data, case-sensitive or not.
@@ -271,6 +319,49 @@ mod tests {
         let mut d = b.clone();
         d[BLOCK_HEADER_LEN + 8..BLOCK_HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Records::new(&d, key(7)).count(), 0);
+    }
+
+    /// What a lookup in a block finds by a whole walk: the record at `ts`.
+    fn by_walk(b: &[u8], k: RecordKey, ts: i64) -> Option<(u32, Vec<u8>)> {
+        Records::new(b, k)
+            .find(|r| r.ts >= ts)
+            .filter(|r| r.ts == ts)
+            .map(|r| (r.off, r.data.to_vec()))
+    }
+
+    #[test]
+    fn a_verified_lookup_finds_what_a_whole_walk_finds() {
+        let b = block(7, &[(10, b"a"), (20, b"bb"), (30, b"ccc")]);
+        let mut walk = Records::new(&b, key(7));
+        walk.by_ref().for_each(drop);
+        // The walk ended on the zeroed rest of the block: on structure.
+        assert!(walk.ended_on_structure());
+        for ts in [5, 10, 15, 20, 30, 31] {
+            let got = find_verified(&b, key(7), ts).map(|r| (r.off, r.data.to_vec()));
+            assert_eq!(got, by_walk(&b, key(7), ts), "ts {ts}");
+        }
+        // The record returned is checksummed every time: a damaged payload
+        // (or another sequence number) is never returned.
+        let mut c = b.clone();
+        let third = BLOCK_HEADER_LEN + 2 * RECORD_HEADER_LEN + 3;
+        c[third + RECORD_HEADER_LEN] ^= 1;
+        assert!(find_verified(&c, key(7), 30).is_none());
+        assert!(find_verified(&b, key(8), 20).is_none());
+    }
+
+    #[test]
+    fn a_walk_that_ends_on_a_checksum_does_not_end_on_structure() {
+        // Records after a bad one (a torn sector, say) are structurally
+        // fine: a lookup following the structure would find them, so such
+        // a block must never be marked verified.
+        let b = block(7, &[(10, b"a"), (20, b"bb"), (30, b"ccc")]);
+        let mut c = b.clone();
+        c[BLOCK_HEADER_LEN + RECORD_HEADER_LEN + 1 + RECORD_HEADER_LEN] ^= 1;
+        let mut walk = Records::new(&c, key(7));
+        assert_eq!(walk.by_ref().count(), 1);
+        assert!(!walk.ended_on_structure());
+        assert_eq!(by_walk(&c, key(7), 30), None);
+        assert!(find_verified(&c, key(7), 30).is_some());
     }
 
     #[test]

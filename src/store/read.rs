@@ -16,7 +16,7 @@ use super::format::{
     record_crc, BlockHeader, BlockKind, RecordHeader, BLOCK_HEADER_LEN, MAX_OBJECT_LEN,
     RECORD_HEADER_LEN,
 };
-use super::object::{Filter, Object, ObjectHandle, Order, Query, Records};
+use super::object::{find_verified, Filter, Object, ObjectHandle, Order, Query, Records};
 
 /// Steps back from live block `seq` over holes (blocks lost to a power cut,
 /// see recovery.rs): a hole carries the key of the block before it but holds
@@ -146,15 +146,24 @@ impl Shared {
                 let Some((hdr, bytes)) = self.block(st, cand, scratch)? else {
                     return Ok(None);
                 };
-                for rec in Records::new(bytes, hdr.record_key()) {
-                    if rec.ts == ts {
-                        return Ok((!rec.deleted).then_some((cand, rec.off, Some(rec.data))));
+                let pos = r.pos(cand);
+                let found = if st.table.verified(pos) {
+                    find_verified(bytes, hdr.record_key(), ts)
+                } else {
+                    // The whole block, not up to `ts`: once its walk ends
+                    // on structure, later lookups in it checksum only the
+                    // record they return.
+                    let mut walk = Records::new(bytes, hdr.record_key());
+                    let found = walk.by_ref().find(|rec| rec.ts >= ts);
+                    walk.by_ref().for_each(drop);
+                    if walk.ended_on_structure() {
+                        st.table.set_verified(pos);
                     }
-                    if rec.ts > ts {
-                        break;
-                    }
-                }
-                Ok(None)
+                    found.filter(|rec| rec.ts == ts)
+                };
+                Ok(found
+                    .filter(|rec| !rec.deleted)
+                    .map(|rec| (cand, rec.off, Some(rec.data))))
             }
             Some(BlockKind::SpanStart) => {
                 let Some((h, bytes)) = self.block(st, cand, scratch)? else {

@@ -248,14 +248,19 @@ impl Shared {
         Ok(())
     }
 
-    /// Tells the flusher to extend the lease early when half of it is used,
-    /// so that a steady writer never waits for one. Not under `never`, whose
+    /// Tells the flusher to extend the lease early when less than half a
+    /// lease is left ahead of the writer (counting the lease of a commit
+    /// being synced), so that a steady writer never waits for one. Not under `never`, whose
     /// price for a lease is one sync per half lap, not one per quarter.
     fn lease_check(&self, st: &State) {
-        let l = self.lease_blocks;
+        let l = self.lease_now.load(Ordering::Relaxed);
         if l >= super::commit::PROACTIVE_LEASE_BLOCKS
             && self.cfg.durability != super::config::Durability::Never
-            && self.lease().saturating_sub(st.ring.next) < l / 2
+            && self
+                .lease()
+                .max(self.lease_pending.load(Ordering::Relaxed))
+                .saturating_sub(st.ring.next)
+                < l / 2
         {
             self.sync.lease_low();
         }
