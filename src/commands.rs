@@ -13,7 +13,8 @@ use crate::cli::{CalcArgs, CreateArgs, HealthcheckArgs, KeyCommand, SwaggerArgs}
 use crate::config::{self, Config};
 use crate::keys::{self, KeyError};
 use crate::probe;
-use crate::store::{self, format, DataType, Store};
+use crate::registry;
+use crate::store::{self, format, DataType};
 
 fn base(config: &Config, path: &Option<PathBuf>) -> PathBuf {
     path.clone().unwrap_or_else(|| config.base_path.clone())
@@ -163,12 +164,12 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
         Ok(())
     };
     for n in &names {
-        match Store::open(&base, n) {
+        match registry::open_offline(&base, n) {
             Ok(s) => {
                 row(out, n, &s.stats()?, false)?;
                 s.close()?;
             }
-            Err(store::Error::InvalidConfig { reason }) if reason.contains("already open") => {
+            Err(registry::Error::Locked { .. }) => {
                 any_running = true;
                 match server_stats(config, server.as_deref(), n) {
                     Ok(st) => row(out, n, &st, true)?,

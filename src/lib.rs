@@ -12,7 +12,8 @@
 //!   axum), [`console`] (the web console: pages and embedded assets),
 //!   [`stream`] (WebSocket streams and outbound connections), [`ingest`]
 //!   (the Unix-socket line protocol; its parser builds without the
-//!   feature), [`notify`] (systemd readiness and watchdog), [`redact`]
+//!   feature), [`notify`] (systemd readiness and watchdog), [`reject`]
+//!   (why an insert was refused, typed, for every edge), [`redact`]
 //!   (secrets out of logged URLs) and [`app`] (wiring, TLS, ordered
 //!   shutdown).
 
@@ -43,6 +44,8 @@ pub mod probe;
 pub mod redact;
 #[cfg(feature = "server")]
 pub mod registry;
+#[cfg(feature = "server")]
+pub mod reject;
 #[cfg(feature = "server")]
 pub mod stream;
 

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::auth::{url_pairs, StoreAccess};
 use super::{duration, ApiError, ApiResult, AppState};
+use crate::reject::Reason;
 use crate::store::{self, now_ns, DataType, Durability, Filter, ObjectHandle, Order, Query, Store};
 
 /// Largest `limit` a list query accepts.
@@ -177,7 +178,7 @@ pub fn check_horizon(ts: Option<i64>, max_future: Duration) -> ApiResult<Option<
             "invalid timestamp: more than {} ahead of the server's clock",
             duration::format(max_future)
         ))
-        .metric("invalid_timestamp"));
+        .reason(Reason::InvalidTimestamp));
     }
     Ok(Some(t))
 }
@@ -404,8 +405,9 @@ pub fn decode_message(
     compact: bool,
     max_future: Duration,
 ) -> ApiResult<(Option<i64>, Vec<u8>)> {
-    let w: Wrapper<'_> = serde_json::from_slice(msg)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")).metric("invalid_json"))?;
+    let w: Wrapper<'_> = serde_json::from_slice(msg).map_err(|e| {
+        ApiError::bad_request(format!("invalid JSON: {e}")).reason(Reason::InvalidJson)
+    })?;
     encode_item(store, &w, compact, max_future)
 }
 
@@ -422,7 +424,7 @@ fn encode_item(
     let ts = match w.timestamp {
         None | Some(0) => None,
         Some(t) if t < 0 => {
-            return Err(ApiError::bad_request("invalid timestamp").metric("invalid_timestamp"))
+            return Err(ApiError::bad_request("invalid timestamp").reason(Reason::InvalidTimestamp))
         }
         Some(t) => check_horizon(Some(t), max_future)?,
     };
@@ -525,7 +527,7 @@ async fn data_insert(
         return insert_ndjson(&state, &store, &body, p.compact()).await;
     }
     if mt != content_type_of(dt) {
-        state.metrics.rejected("content_type");
+        state.metrics.rejected(Reason::ContentType);
         return Err(ApiError::bad_request(
             "data does not match store's data type",
         ));
@@ -533,12 +535,12 @@ async fn data_insert(
     let (ts, bytes) = match dt {
         DataType::Binary | DataType::Text => {
             if dt == DataType::Text && std::str::from_utf8(&body).is_err() {
-                state.metrics.rejected("invalid_data");
+                state.metrics.rejected(Reason::InvalidData);
                 return Err(ApiError::bad_request("text is not valid UTF-8"));
             }
             let ts = match p.timestamp.as_deref().filter(|t| !t.is_empty()) {
                 Some(t) => {
-                    match parse_ts("timestamp", t).map_err(|e| e.metric("invalid_timestamp")) {
+                    match parse_ts("timestamp", t).map_err(|e| e.reason(Reason::InvalidTimestamp)) {
                         Ok(0) => None,
                         Ok(t) => Some(t),
                         Err(e) => return Err(e),
@@ -546,17 +548,17 @@ async fn data_insert(
                 }
                 None => None,
             };
-            let ts = check_horizon(ts, max_future)
-                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?;
+            let ts =
+                check_horizon(ts, max_future).inspect_err(|e| state.metrics.rejected(e.reason))?;
             (ts, body.to_vec())
         }
         DataType::Json | DataType::Schema => {
             let w: Wrapper<'_> = serde_json::from_slice(&body).map_err(|e| {
-                state.metrics.rejected("invalid_json");
+                state.metrics.rejected(Reason::InvalidJson);
                 ApiError::bad_request(format!("invalid JSON: {e}"))
             })?;
             encode_item(&store, &w, p.compact(), max_future)
-                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?
+                .inspect_err(|e| state.metrics.rejected(e.reason))?
         }
     };
     let n = bytes.len();
@@ -571,23 +573,9 @@ async fn data_insert(
             Ok((StatusCode::CREATED, Json(ack(&h))).into_response())
         }
         Err(e) => {
-            state.metrics.rejected(reason_of(&e));
+            state.metrics.rejected(e.reason);
             Err(e)
         }
-    }
-}
-
-/// The `reason` label of a rejected insert in `/metrics`.
-pub fn reason_of(e: &ApiError) -> &'static str {
-    if let Some(r) = e.metric {
-        return r;
-    }
-    match e.message.as_str() {
-        "timestamp must be greater than newest entry" => "out_of_order",
-        "invalid timestamp" => "invalid_timestamp",
-        _ if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        _ if e.status.is_client_error() => "invalid_data",
-        _ => "internal",
     }
 }
 
@@ -612,7 +600,7 @@ async fn insert_ndjson(
         match item {
             Ok((ts, b)) => items.push((line_no, ts, b)),
             Err(e) => {
-                state.metrics.rejected(reason_of(&e));
+                state.metrics.rejected(e.reason);
                 results.push(LineResult::Failed {
                     line: line_no,
                     error: e.message,
@@ -642,7 +630,7 @@ async fn insert_ndjson(
             }
             Err(e) => {
                 let e = ApiError::from(e);
-                state.metrics.rejected(reason_of(&e));
+                state.metrics.rejected(e.reason);
                 results.push(LineResult::Failed {
                     line: line_no,
                     error: e.message,

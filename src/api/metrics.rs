@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
+use crate::reject::Reason;
 
 /// Counters of the server.
 #[derive(Default)]
@@ -42,12 +43,12 @@ impl Metrics {
         self.insert_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    pub fn rejected(&self, reason: &'static str) {
+    pub fn rejected(&self, reason: Reason) {
         *self
             .rejected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
+            .entry(reason.label())
             .or_default() += 1;
     }
 

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::keys::KeyCache;
 use crate::registry::{self, Hooks, Registry};
+use crate::reject::Reason;
 use crate::store;
 
 pub mod auth;
@@ -223,7 +224,7 @@ async fn json_errors(
 /// Counts an insert refused for its size in `/metrics`.
 fn count_too_large(state: &AppState, method: &axum::http::Method, uri: &axum::http::Uri) {
     if method == axum::http::Method::POST && uri.path().ends_with("/data") {
-        state.metrics.rejected("too_large");
+        state.metrics.rejected(Reason::TooLarge);
     }
 }
 
@@ -259,9 +260,9 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for the `Retry-After` header (503 and 429).
     pub retry_after: Option<u64>,
-    /// The `reason` label of a rejected insert in `/metrics`, when the
-    /// error knows it (see [`data::reason_of`]).
-    pub metric: Option<&'static str>,
+    /// Why an insert was refused (its `/metrics` label): given where the
+    /// refusal is decided, else from the status class.
+    pub reason: Reason,
 }
 
 impl ApiError {
@@ -270,16 +271,13 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
-            metric: None,
+            reason: Reason::of_status(status),
         }
     }
 
-    /// Labels a rejected insert for `/metrics`.
-    pub fn metric(self, reason: &'static str) -> ApiError {
-        ApiError {
-            metric: Some(reason),
-            ..self
-        }
+    /// Says why an insert was refused (see [`Reason`]).
+    pub fn reason(self, reason: Reason) -> ApiError {
+        ApiError { reason, ..self }
     }
 
     /// 503 with `Retry-After`: the store will be back (it is recovering,
@@ -343,31 +341,28 @@ impl From<store::Error> for ApiError {
 }
 
 impl From<&store::Error> for ApiError {
+    /// The status and message of an engine error: those of its [`Reason`],
+    /// but for the errors that are no refused insert (lookups, store
+    /// lifecycle, a full disk), which have their own.
     fn from(e: &store::Error) -> ApiError {
         use store::Error as E;
-        match e {
-            E::InvalidTimestamp { .. } => ApiError::bad_request("invalid timestamp"),
-            E::TimestampOutOfOrder { .. } => {
-                ApiError::bad_request("timestamp must be greater than newest entry")
-            }
+        let reason = Reason::of(e);
+        let answer = match e {
             E::TimestampNotFound { .. } => ApiError::not_found("timestamp not found"),
             E::ObjectNotFound => ApiError::not_found("object not found"),
-            E::ObjectTooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             E::InvalidRange { .. } => {
                 ApiError::bad_request("invalid time range: start_time is after end_time")
             }
             E::NotFound { .. } => ApiError::not_found("store not found"),
             E::AlreadyExists { .. } => ApiError::new(StatusCode::CONFLICT, "store already exists"),
-            E::InvalidName { .. } | E::InvalidConfig { .. } | E::InvalidData { .. } => {
-                ApiError::bad_request(e.to_string())
-            }
-            E::WrongDataType { .. } => ApiError::bad_request(e.to_string()),
             E::Schema(s) => ApiError::bad_request(format!("schema validation failed: {s}")),
             E::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, io.to_string())
             }
-            _ => ApiError::internal(e),
-        }
+            _ if reason == Reason::Internal => ApiError::internal(e),
+            _ => ApiError::new(reason.status(), reason.message(e)),
+        };
+        answer.reason(reason)
     }
 }
 

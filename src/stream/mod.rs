@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::data::{data_json, decode_message, reason_of};
+use crate::api::data::{data_json, decode_message};
 use crate::api::metrics::Metrics;
 use crate::api::ApiError;
 use crate::store::{self, Durability, Object, ObjectHandle, Store};
@@ -106,7 +106,7 @@ pub fn ingest_blocking(
                 out.push(Err(String::new()));
             }
             Err(e) => {
-                metrics.rejected(e.metric.unwrap_or("invalid_data"));
+                metrics.rejected(e.reason);
                 out.push(Err(e.message));
             }
         }
@@ -125,7 +125,7 @@ pub fn ingest_blocking(
             }
             Err(e) => {
                 let e = ApiError::from(e);
-                metrics.rejected(reason_of(&e));
+                metrics.rejected(e.reason);
                 Err(e.message)
             }
         };
