@@ -29,13 +29,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState};
 use crate::config::{Config, Mode, TlsFiles};
 use crate::ingest::{self, SocketListener};
 use crate::notify;
+use crate::shutdown;
+use crate::state::AppState;
 
 mod listen;
 mod per_address;
+mod router;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -65,23 +67,6 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the server still runs; it stops when killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-}
-
 /// Runs the server on `listener`, and on the Unix `socket` if given, until
 /// `shutdown` resolves. Then, in order: both stop accepting (the socket
 /// file is removed), in-flight requests and sessions get [`GRACE`] to
@@ -93,7 +78,7 @@ pub async fn serve(
     tls: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = api::router(state.clone());
+    let app = router::router(state.clone());
     // One trigger for every part: the state's, so that WebSocket streams
     // see it too.
     let stop_tx = state.shutdown.clone();
@@ -226,7 +211,7 @@ pub async fn run(config: Config) -> Result<()> {
     // here on, and it too never waits on a store's disk.
     notify::send("READY=1");
     notify::spawn_watchdog(state.stores.clone());
-    serve(listener, socket, state, tls, shutdown_signal()).await
+    serve(listener, socket, state, tls, shutdown::signal()).await
 }
 
 /// Reloads the certificate on SIGHUP; a bad file keeps the old one.

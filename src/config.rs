@@ -27,8 +27,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::outbound::policy::{OutboundConfig, Rule, DEFAULT_CA_DIR};
 use crate::store::Durability;
-use crate::stream::outbound::policy::Rule;
+pub use crate::throttle::AuthLimit;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 21080;
@@ -44,31 +45,6 @@ pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 pub enum Mode {
     Release,
     Debug,
-}
-
-/// Default of `server.outbound.ca_dir`.
-pub const DEFAULT_CA_DIR: &str = "/etc/tsstore/ca";
-
-/// `server.outbound`: what outbound connections may dial and read (see
-/// [`crate::stream::outbound::policy`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundConfig {
-    /// The only directory a connection's `ca_file` may name a file in.
-    pub ca_dir: PathBuf,
-    /// Lift the built-in denials (store keys) for what they match.
-    pub allow: Vec<Rule>,
-    /// Refused for every connection; wins over `allow`.
-    pub deny: Vec<Rule>,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> OutboundConfig {
-        OutboundConfig {
-            ca_dir: PathBuf::from(DEFAULT_CA_DIR),
-            allow: Vec::new(),
-            deny: Vec::new(),
-        }
-    }
 }
 
 /// Default of `server.max_connections`.
@@ -94,26 +70,6 @@ const SECONDS_RANGE: RangeInclusive<u64> = 1..=86_400;
 const BURST_RANGE: RangeInclusive<u64> = 1..=1_000_000;
 /// Default of `store.max_future`.
 pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(86_400);
-
-/// `server.auth_limit`: the token bucket of failed authentications per
-/// client (see [`crate::api::throttle`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthLimit {
-    /// Failures a client may make in a row before it is refused.
-    pub burst: u32,
-    /// Time in which an exhausted bucket fills up again (one failure back
-    /// every `window / burst`).
-    pub window: Duration,
-}
-
-impl Default for AuthLimit {
-    fn default() -> AuthLimit {
-        AuthLimit {
-            burst: 10,
-            window: Duration::from_secs(10),
-        }
-    }
-}
 
 /// TLS certificate and key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,8 +413,7 @@ impl Config {
                 .map_err(|e: crate::store::Error| err("store.durability", e.to_string()))?;
         }
         if let Some(v) = non_empty(st.max_future) {
-            c.max_future =
-                crate::api::duration::parse(&v).map_err(|e| err("store.max_future", e))?;
+            c.max_future = crate::duration::parse(&v).map_err(|e| err("store.max_future", e))?;
         }
 
         // The environment.
@@ -518,8 +473,7 @@ impl Config {
             c.auth_limit.burst = v as u32;
         }
         if let Some(v) = non_empty(env("TSSTORE_MAX_FUTURE")) {
-            c.max_future =
-                crate::api::duration::parse(&v).map_err(|e| err("TSSTORE_MAX_FUTURE", e))?;
+            c.max_future = crate::duration::parse(&v).map_err(|e| err("TSSTORE_MAX_FUTURE", e))?;
         }
 
         // The flags.

@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::per_address::{PerAddress, Slot};
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone, Copy)]

@@ -21,13 +21,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::gate::{Gate, WaitSlot};
 use super::line::{self, Frame, Framer, Line, ParseError, MAX_LINE};
-use super::unix::{Gate, WaitSlot};
-use crate::api::auth::{check_store_key, KeyRefusal};
-use crate::api::throttle::{self, Client};
-use crate::api::{data, ApiError, AppState};
+use crate::auth::{check_store_key, KeyRefusal};
+use crate::codec;
+use crate::error::ApiError;
 use crate::reject::Reason;
+use crate::state::AppState;
 use crate::store::{self, DataType, Durability, ObjectHandle, SchemaError, Store};
+use crate::throttle::{self, Client};
 
 /// Time a client has to send its `AUTH` line.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -283,7 +285,7 @@ impl Batch {
                 Ok(())
             }
             DataType::Schema => encode_schema(store, data).map(|b| self.payload.extend(b)),
-            _ => data::encode_data(store, data, false).map(|b| self.payload.extend(b)),
+            _ => codec::encode_data(store, data, false).map(|b| self.payload.extend(b)),
         };
         match encoded {
             Ok(()) => {
@@ -351,7 +353,7 @@ impl Session {
                         break;
                     }
                     Ok(Line::Insert { timestamp, data }) => {
-                        match data::check_horizon(timestamp, state.config.max_future) {
+                        match codec::check_horizon(timestamp, state.config.max_future) {
                             Ok(t) => batch.add(&self.store, t, data),
                             Err(e) => batch.error(e.message, e.reason),
                         }

@@ -32,8 +32,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::metrics::Metrics;
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 
