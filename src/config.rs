@@ -255,24 +255,89 @@ fn rules(key: &str, v: &Value) -> Result<Vec<Rule>, ConfigError> {
         .collect()
 }
 
+/// A string key of both layers, set (through `$wrap`) when not empty.
+macro_rules! text_key {
+    ($file:literal, $env:literal, $wrap:expr, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: Some($env),
+            kind: Kind::Str,
+            from_file: Some(|l, _, v| {
+                if let Some(v) = text(v) {
+                    l.$($field).+ = ($wrap)(v);
+                }
+                Ok(())
+            }),
+            from_env: Some(|l, _, v| {
+                if !v.is_empty() {
+                    l.$($field).+ = ($wrap)(v.to_string());
+                }
+                Ok(())
+            }),
+        }
+    };
+}
+
+/// An integer key of both layers; the variable must be in `$range`.
+macro_rules! uint_key {
+    ($file:literal, $env:literal, $max:expr, $range:expr, $conv:expr, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: Some($env),
+            kind: Kind::Uint($max as u64),
+            from_file: Some(|l, _, v| {
+                l.$($field).+ = ($conv)(uint(v));
+                Ok(())
+            }),
+            from_env: Some(|l, var, v| {
+                if let Some(n) = env_uint(var, v, $range)? {
+                    l.$($field).+ = ($conv)(n);
+                }
+                Ok(())
+            }),
+        }
+    };
+}
+
+/// An integer key of `config.json` alone.
+macro_rules! file_uint_key {
+    ($file:literal, $ty:ty, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: None,
+            kind: Kind::Uint(<$ty>::MAX as u64),
+            from_file: Some(|l, _, v| {
+                l.$($field).+ = uint(v) as $ty;
+                Ok(())
+            }),
+            from_env: None,
+        }
+    };
+}
+
+/// An outbound rule list of `config.json`.
+macro_rules! rules_key {
+    ($file:literal, $field:ident) => {
+        Key {
+            file: Some($file),
+            env: None,
+            kind: Kind::StrList,
+            from_file: Some(|l, key, v| {
+                l.c.outbound.$field = rules(key, v)?;
+                Ok(())
+            }),
+            from_env: None,
+        }
+    };
+}
+
 pub const KEYS: &[Key] = &[
-    Key {
-        file: Some("server.host"),
-        env: Some("TSSTORE_HOST"),
-        kind: Kind::Str,
-        from_file: Some(|l, _, v| {
-            if let Some(v) = text(v) {
-                l.c.host = v;
-            }
-            Ok(())
-        }),
-        from_env: Some(|l, _, v| {
-            if !v.is_empty() {
-                l.c.host = v.to_string();
-            }
-            Ok(())
-        }),
-    },
+    text_key!(
+        "server.host",
+        "TSSTORE_HOST",
+        std::convert::identity,
+        c.host
+    ),
     Key {
         file: Some("server.port"),
         env: Some("TSSTORE_PORT"),
@@ -305,23 +370,12 @@ pub const KEYS: &[Key] = &[
             Ok(())
         }),
     },
-    Key {
-        file: Some("store.base_path"),
-        env: Some("TSSTORE_DATA_PATH"),
-        kind: Kind::Str,
-        from_file: Some(|l, _, v| {
-            if let Some(v) = text(v) {
-                l.c.base_path = PathBuf::from(v);
-            }
-            Ok(())
-        }),
-        from_env: Some(|l, _, v| {
-            if !v.is_empty() {
-                l.c.base_path = PathBuf::from(v);
-            }
-            Ok(())
-        }),
-    },
+    text_key!(
+        "store.base_path",
+        "TSSTORE_DATA_PATH",
+        PathBuf::from,
+        c.base_path
+    ),
     // Set but empty disables the socket, in either layer.
     Key {
         file: Some("server.socket_path"),
@@ -336,21 +390,7 @@ pub const KEYS: &[Key] = &[
             Ok(())
         }),
     },
-    Key {
-        file: Some("server.admin_key"),
-        env: Some("TSSTORE_ADMIN_KEY"),
-        kind: Kind::Str,
-        from_file: Some(|l, _, v| {
-            l.c.admin_key = text(v);
-            Ok(())
-        }),
-        from_env: Some(|l, _, v| {
-            if !v.is_empty() {
-                l.c.admin_key = Some(v.to_string());
-            }
-            Ok(())
-        }),
-    },
+    text_key!("server.admin_key", "TSSTORE_ADMIN_KEY", Some, c.admin_key),
     Key {
         file: None,
         env: Some("TSSTORE_ADMIN_KEY_FILE"),
@@ -363,36 +403,8 @@ pub const KEYS: &[Key] = &[
             Ok(())
         }),
     },
-    Key {
-        file: Some("server.tls.cert_file"),
-        env: Some("TSSTORE_TLS_CERT"),
-        kind: Kind::Str,
-        from_file: Some(|l, _, v| {
-            l.cert = text(v);
-            Ok(())
-        }),
-        from_env: Some(|l, _, v| {
-            if !v.is_empty() {
-                l.cert = Some(v.to_string());
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.tls.key_file"),
-        env: Some("TSSTORE_TLS_KEY"),
-        kind: Kind::Str,
-        from_file: Some(|l, _, v| {
-            l.key = text(v);
-            Ok(())
-        }),
-        from_env: Some(|l, _, v| {
-            if !v.is_empty() {
-                l.key = Some(v.to_string());
-            }
-            Ok(())
-        }),
-    },
+    text_key!("server.tls.cert_file", "TSSTORE_TLS_CERT", Some, cert),
+    text_key!("server.tls.key_file", "TSSTORE_TLS_KEY", Some, key),
     Key {
         file: None,
         env: Some(CONFIG_VAR),
@@ -401,26 +413,8 @@ pub const KEYS: &[Key] = &[
         // Read before every layer (see `Config::load`).
         from_env: None,
     },
-    Key {
-        file: Some("server.max_body_bytes"),
-        env: None,
-        kind: Kind::Uint(usize::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.max_body_bytes = uint(v) as usize;
-            Ok(())
-        }),
-        from_env: None,
-    },
-    Key {
-        file: Some("server.ws_ping_seconds"),
-        env: None,
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.ws_ping_seconds = uint(v) as u32;
-            Ok(())
-        }),
-        from_env: None,
-    },
+    file_uint_key!("server.max_body_bytes", usize, c.max_body_bytes),
+    file_uint_key!("server.ws_ping_seconds", u32, c.ws_ping_seconds),
     Key {
         file: Some("server.outbound.ca_dir"),
         env: None,
@@ -433,146 +427,59 @@ pub const KEYS: &[Key] = &[
         }),
         from_env: None,
     },
-    Key {
-        file: Some("server.outbound.allow"),
-        env: None,
-        kind: Kind::StrList,
-        from_file: Some(|l, key, v| {
-            l.c.outbound.allow = rules(key, v)?;
-            Ok(())
-        }),
-        from_env: None,
-    },
-    Key {
-        file: Some("server.outbound.deny"),
-        env: None,
-        kind: Kind::StrList,
-        from_file: Some(|l, key, v| {
-            l.c.outbound.deny = rules(key, v)?;
-            Ok(())
-        }),
-        from_env: None,
-    },
-    Key {
-        file: Some("server.max_connections"),
-        env: Some("TSSTORE_MAX_CONNECTIONS"),
-        kind: Kind::Uint(1 << 20),
-        from_file: Some(|l, _, v| {
-            l.c.max_connections = uint(v) as usize;
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, CONNECTIONS_RANGE)? {
-                l.c.max_connections = n as usize;
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.max_connections_per_address"),
-        env: Some("TSSTORE_MAX_CONNECTIONS_PER_ADDRESS"),
-        kind: Kind::Uint(1 << 20),
-        from_file: Some(|l, _, v| {
-            l.per_address = Some(uint(v) as usize);
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, CONNECTIONS_RANGE)? {
-                l.per_address = Some(n as usize);
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.header_timeout_seconds"),
-        env: Some("TSSTORE_HEADER_TIMEOUT_SECONDS"),
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.header_timeout = Duration::from_secs(uint(v));
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, SECONDS_RANGE)? {
-                l.c.header_timeout = Duration::from_secs(n);
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.idle_timeout_seconds"),
-        env: Some("TSSTORE_IDLE_TIMEOUT_SECONDS"),
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.idle_timeout = Duration::from_secs(uint(v));
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, SECONDS_RANGE)? {
-                l.c.idle_timeout = Duration::from_secs(n);
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.auth_limit.window_seconds"),
-        env: Some("TSSTORE_AUTH_LIMIT_WINDOW_SECONDS"),
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.auth_limit.window = Duration::from_secs(uint(v));
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, SECONDS_RANGE)? {
-                l.c.auth_limit.window = Duration::from_secs(n);
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("server.auth_limit.burst"),
-        env: Some("TSSTORE_AUTH_LIMIT_BURST"),
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.auth_limit.burst = uint(v) as u32;
-            Ok(())
-        }),
-        from_env: Some(|l, var, v| {
-            if let Some(n) = env_uint(var, v, BURST_RANGE)? {
-                l.c.auth_limit.burst = n as u32;
-            }
-            Ok(())
-        }),
-    },
-    Key {
-        file: Some("store.data_block_size"),
-        env: None,
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.data_block_size = uint(v) as u32;
-            Ok(())
-        }),
-        from_env: None,
-    },
-    Key {
-        file: Some("store.index_block_size"),
-        env: None,
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.index_block_size = uint(v) as u32;
-            Ok(())
-        }),
-        from_env: None,
-    },
-    Key {
-        file: Some("store.num_blocks"),
-        env: None,
-        kind: Kind::Uint(u32::MAX as u64),
-        from_file: Some(|l, _, v| {
-            l.c.num_blocks = uint(v) as u32;
-            Ok(())
-        }),
-        from_env: None,
-    },
+    rules_key!("server.outbound.allow", allow),
+    rules_key!("server.outbound.deny", deny),
+    uint_key!(
+        "server.max_connections",
+        "TSSTORE_MAX_CONNECTIONS",
+        1u64 << 20,
+        CONNECTIONS_RANGE,
+        |n| n as usize,
+        c.max_connections
+    ),
+    uint_key!(
+        "server.max_connections_per_address",
+        "TSSTORE_MAX_CONNECTIONS_PER_ADDRESS",
+        1u64 << 20,
+        CONNECTIONS_RANGE,
+        |n| Some(n as usize),
+        per_address
+    ),
+    uint_key!(
+        "server.header_timeout_seconds",
+        "TSSTORE_HEADER_TIMEOUT_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.header_timeout
+    ),
+    uint_key!(
+        "server.idle_timeout_seconds",
+        "TSSTORE_IDLE_TIMEOUT_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.idle_timeout
+    ),
+    uint_key!(
+        "server.auth_limit.window_seconds",
+        "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.auth_limit.window
+    ),
+    uint_key!(
+        "server.auth_limit.burst",
+        "TSSTORE_AUTH_LIMIT_BURST",
+        u32::MAX,
+        BURST_RANGE,
+        |n| n as u32,
+        c.auth_limit.burst
+    ),
+    file_uint_key!("store.data_block_size", u32, c.data_block_size),
+    file_uint_key!("store.index_block_size", u32, c.index_block_size),
+    file_uint_key!("store.num_blocks", u32, c.num_blocks),
     Key {
         file: Some("store.durability"),
         env: None,
