@@ -430,6 +430,12 @@ impl Registry {
         v
     }
 
+    /// True if `store` is the store open under `name` now: not deleted,
+    /// replaced by a new store of that name, or being reset or deleted.
+    pub fn is_open(&self, name: &str, store: &Arc<Store>) -> bool {
+        matches!(self.lock().map.get(name), Some(Slot::Open(s)) if Arc::ptr_eq(s, store))
+    }
+
     /// How many stores each kind of operation is working on now.
     pub fn busy(&self) -> [(Phase, usize); 4] {
         let slots = self.lock();

@@ -130,3 +130,61 @@ fn lifecycle_hooks(
         created: Box::new(move |_| metrics.store_created()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{CreateError, Mode, Spec, FILE};
+
+    fn spec() -> Spec {
+        Spec {
+            id: String::new(),
+            mode: Mode::Push,
+            url: "ws://peer.invalid/in".into(),
+            from: 0,
+            format: "full".into(),
+            headers: Default::default(),
+            filter: String::new(),
+            filter_ignore_case: false,
+            created_at: String::new(),
+            last_timestamp: 0,
+            ca_file: None,
+            created_by: Default::default(),
+        }
+    }
+
+    /// Pins a race of the store lifecycle: a connection created with a
+    /// store handle taken before the store was deleted and created again
+    /// under its name (a request in flight across both) ran against the
+    /// old store and was persisted into the new store's directory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_for_a_deleted_store_is_refused_not_given_to_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::new(Config {
+            base_path: dir.path().to_path_buf(),
+            ..Config::default()
+        });
+        let small = store::Config {
+            num_blocks: 8,
+            ..store::Config::default()
+        };
+        let (old, _) = state.stores.create("s", small).await.unwrap();
+        state.stores.delete("s").await.unwrap();
+        state.stores.create("s", small).await.unwrap();
+        let r = state.outbound.create("s", &old, spec()).await;
+        assert!(matches!(r, Err(CreateError::Gone)), "{:?}", r.err());
+        assert!(state.outbound.list("s").is_empty());
+        assert!(!dir.path().join("s").join(FILE).exists());
+        // The new store's own handle is taken.
+        let new = state.stores.open("s").await.unwrap();
+        let conn = state.outbound.create("s", &new, spec()).await.unwrap();
+        assert_eq!(state.outbound.list("s").len(), 1);
+        assert!(dir.path().join("s").join(FILE).exists());
+        state.outbound.delete("s", conn.id()).await.unwrap();
+        state.outbound.stop_all().await;
+        state
+            .stores
+            .close_all(std::time::Duration::from_secs(1))
+            .await;
+    }
+}

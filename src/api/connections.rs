@@ -100,6 +100,7 @@ async fn connections_create(
         .map_err(|e| match e {
             CreateError::Invalid(m) => ApiError::bad_request(m),
             e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            e @ CreateError::Gone => ApiError::not_found(e.to_string()),
             e => ApiError::internal(e),
         })?;
     Ok((StatusCode::CREATED, Json(conn.status_json())))
