@@ -60,8 +60,8 @@ lint:
 # imports nothing of the server. The self-test proves the check fails on
 # a tree with a cycle.
 check-modules:
-	python3 scripts/module_graph.py --self-test
-	python3 scripts/module_graph.py src
+	python3 tests/module_graph.py --self-test
+	python3 tests/module_graph.py src
 
 # The engine must build without the server feature (no tokio, no axum).
 test: lint check-modules test-console

@@ -4,7 +4,7 @@
 //! # Layout
 //! The modules form layers; a module imports only from layers below it
 //! (`make test` checks that the top-level modules have no cycle and that
-//! the areas never import each other: `scripts/module_graph.py`; the map,
+//! the areas never import each other: `tests/module_graph.py`; the map,
 //! the data paths and where each kind of change goes are in
 //! `docs/architecture.md`):
 //! - the binary's face: [`cli`] and [`commands`] (the command line;
