@@ -5,7 +5,7 @@ DATA  ?= ./data
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help run build test test-engine test-console lint fmt bench fuzz clean
+.PHONY: help run build test test-engine test-console check-modules lint fmt bench fuzz clean
 .PHONY: setup setup-check setup-cross cross cross-test
 .PHONY: setup-deb deb lint-deb deb-test
 .PHONY: setup-yocto yocto-check yocto-image
@@ -17,6 +17,7 @@ help:
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
+	@echo "make check-modules - the top-level modules of src/ form no cycle; the areas never import each other"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 	@echo "make setup  - install what the builds below need (Debian, as root); idempotent"
@@ -54,8 +55,16 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 
+# The import graph of the top-level modules of src/: no cycle, the areas
+# (api, stream, ingest, console) never import each other, the engine
+# imports nothing of the server. The self-test proves the check fails on
+# a tree with a cycle.
+check-modules:
+	python3 tests/module_graph.py --self-test
+	python3 tests/module_graph.py src
+
 # The engine must build without the server feature (no tokio, no axum).
-test: lint test-console
+test: lint check-modules test-console
 	$(CARGO) build --no-default-features
 	$(CARGO) test
 

@@ -29,13 +29,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{self, AppState};
 use crate::config::{Config, Mode, TlsFiles};
 use crate::ingest::{self, SocketListener};
 use crate::notify;
+use crate::shutdown;
+use crate::state::AppState;
 
 mod listen;
 mod per_address;
+mod router;
 
 /// How long in-flight requests may take to finish at shutdown.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -65,35 +67,44 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the server still runs; it stops when killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// What [`serve`] listens on.
+pub struct Listeners {
+    /// HTTP, or HTTPS with `tls`.
+    pub http: TcpListener,
+    /// The Unix socket, if enabled.
+    pub socket: Option<SocketListener>,
+    /// The TLS configuration (SIGHUP swaps it for new connections).
+    pub tls: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
 }
 
-/// Runs the server on `listener`, and on the Unix `socket` if given, until
-/// `shutdown` resolves. Then, in order: both stop accepting (the socket
-/// file is removed), in-flight requests and sessions get [`GRACE`] to
-/// finish, and every store is synced and closed. `tls` serves HTTPS.
+/// Starts the background work of a server about to serve `state` on HTTP
+/// port `http_port`: every store opens in the background, each on a thread
+/// of its own, and the persisted outbound connections restart (none may
+/// dial the server's own port).
+pub async fn start(state: &AppState, http_port: u16) {
+    state.outbound.policy().set_own_ports(&[http_port]);
+    state.stores.open_all();
+    state.outbound.start().await;
+}
+
+/// Serves `state` on `listeners` until `shutdown` resolves. Then, in
+/// order: every listener stops accepting (the socket file is removed),
+/// in-flight requests and sessions get [`GRACE`] to finish, the outbound
+/// connections stop, and every store is synced and closed. Callable in
+/// process (the tests bind port 0 and pass their own shutdown); `run` is
+/// this with the process around it (configuration, the data path's lock,
+/// signals, systemd).
 pub async fn serve(
-    listener: TcpListener,
-    socket: Option<SocketListener>,
+    listeners: Listeners,
     state: AppState,
-    tls: Option<Arc<RwLock<Arc<rustls::ServerConfig>>>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = api::router(state.clone());
+    let Listeners {
+        http: listener,
+        socket,
+        tls,
+    } = listeners;
+    let app = router::router(state.clone());
     // One trigger for every part: the state's, so that WebSocket streams
     // see it too.
     let stop_tx = state.shutdown.clone();
@@ -211,11 +222,9 @@ pub async fn run(config: Config) -> Result<()> {
         spawn_tls_reloader(tls.clone(), files);
     }
     let state = AppState::new(config);
-    state.outbound.policy().set_own_ports(&[local.port()]);
-    // Every store opens in the background, each on a thread of its own; a
-    // request for one still opening waits a moment, then is answered 503.
-    state.stores.open_all();
-    state.outbound.start().await;
+    // A request for a store still opening waits a moment, then is
+    // answered 503.
+    start(&state, local.port()).await;
     // Every listener is bound (connections queue until `serve` accepts
     // them), so a client the supervisor lets in now is answered. Ready does
     // not wait for the stores: after a power cut a large store's recovery
@@ -226,7 +235,12 @@ pub async fn run(config: Config) -> Result<()> {
     // here on, and it too never waits on a store's disk.
     notify::send("READY=1");
     notify::spawn_watchdog(state.stores.clone());
-    serve(listener, socket, state, tls, shutdown_signal()).await
+    let listeners = Listeners {
+        http: listener,
+        socket,
+        tls,
+    };
+    serve(listeners, state, shutdown::signal()).await
 }
 
 /// Reloads the certificate on SIGHUP; a bad file keeps the old one.

@@ -13,7 +13,9 @@ use crate::cli::{CalcArgs, CreateArgs, HealthcheckArgs, KeyCommand, SwaggerArgs}
 use crate::config::{self, Config};
 use crate::keys::{self, KeyError};
 use crate::probe;
-use crate::store::{self, format, DataType, Store};
+use crate::registry;
+use crate::store::{self, DataType};
+use crate::units::{capacity, human_bytes, human_duration, per_block};
 
 fn base(config: &Config, path: &Option<PathBuf>) -> PathBuf {
     path.clone().unwrap_or_else(|| config.base_path.clone())
@@ -163,12 +165,12 @@ pub fn status(config: &Config, path: &Option<PathBuf>, out: &mut dyn Write) -> R
         Ok(())
     };
     for n in &names {
-        match Store::open(&base, n) {
+        match registry::open_offline(&base, n) {
             Ok(s) => {
                 row(out, n, &s.stats()?, false)?;
                 s.close()?;
             }
-            Err(store::Error::InvalidConfig { reason }) if reason.contains("already open") => {
+            Err(registry::Error::Locked { .. }) => {
                 any_running = true;
                 match server_stats(config, server.as_deref(), n) {
                     Ok(st) => row(out, n, &st, true)?,
@@ -245,76 +247,6 @@ fn server_line(lock: &Option<String>, stores_held: bool) -> String {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-/// Objects one block holds, or blocks one object needs (negative).
-pub fn per_block(data_size: u32, object_size: u32) -> (u64, u64) {
-    let payload = (data_size as u64).saturating_sub(format::BLOCK_HEADER_LEN as u64);
-    let rec = format::RECORD_HEADER_LEN as u64 + object_size as u64;
-    if rec <= payload {
-        (payload / rec, 1)
-    } else {
-        (1, rec.div_ceil(payload.max(1)))
-    }
-}
-
-pub fn human_duration(secs: f64) -> String {
-    if !secs.is_finite() {
-        return "forever".into();
-    }
-    let s = secs as u64;
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{secs:.1}s"),
-        (0, 0, m) => format!("{m}m {}s", s % 60),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
-}
-
-/// Capacity figures of a ring: `blocks` data blocks of `data_size`
-/// bytes holding objects of `object_size` bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Capacity {
-    /// Objects one block holds (1 when an object spans blocks).
-    pub objects_per_block: u64,
-    /// Blocks one object needs (1 when it fits in one).
-    pub blocks_per_object: u64,
-    /// Objects the ring holds.
-    pub capacity: u64,
-    /// Bytes of the data file.
-    pub data_bytes: u64,
-}
-
-/// The figures `tsstore calc` prints (and the console's create form shows).
-pub fn capacity(blocks: u64, data_size: u32, object_size: u32) -> Capacity {
-    let (objs, span) = per_block(data_size, object_size);
-    Capacity {
-        objects_per_block: objs,
-        blocks_per_object: span,
-        // One block is the one being filled: capacity counts the others whole.
-        capacity: if span == 1 {
-            blocks * objs
-        } else {
-            blocks / span
-        },
-        data_bytes: blocks * data_size as u64,
-    }
-}
-
 /// `tsstore calc`.
 pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
     let probe = store::Config {
@@ -328,7 +260,7 @@ pub fn calc(a: &CalcArgs, out: &mut dyn Write) -> Result<()> {
     }
     let retention = match &a.retention {
         Some(r) => {
-            Some(crate::api::duration::parse(r).map_err(|e| anyhow::anyhow!("--retention: {e}"))?)
+            Some(crate::duration::parse(r).map_err(|e| anyhow::anyhow!("--retention: {e}"))?)
         }
         None => None,
     };
@@ -404,7 +336,7 @@ pub async fn swagger(a: &SwaggerArgs, out: &mut (dyn Write + Send)) -> Result<()
     )?;
     out.flush()?;
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::app::shutdown_signal())
+        .with_graceful_shutdown(crate::shutdown::signal())
         .await?;
     writeln!(out, "\nShutting down swagger server...")?;
     Ok(())

@@ -2,33 +2,26 @@
 //! environment variables < command-line flags. Validated once, before
 //! anything starts; every error names the key at fault.
 //!
-//! The keys and variables are the original's (see README "Configuration"):
-//! `server.{host,port,mode,socket_path,admin_key,tls.{cert_file,key_file}}`,
-//! `store.{base_path,data_block_size,index_block_size,num_blocks}`, and
-//! `TSSTORE_{HOST,PORT,MODE,DATA_PATH,SOCKET_PATH,ADMIN_KEY,TLS_CERT,TLS_KEY,CONFIG}`.
-//! Beyond the original: `server.max_body_bytes`, `server.ws_ping_seconds`,
-//! `server.outbound.{ca_dir,allow,deny}`, the limits of README "Security"
-//! (`server.max_connections`, `server.max_connections_per_address`,
-//! `server.header_timeout_seconds`, `server.idle_timeout_seconds`,
-//! `server.auth_limit.{burst,window_seconds}`, `store.max_future`, each
-//! with its variable too:
-//! `TSSTORE_{MAX_CONNECTIONS,MAX_CONNECTIONS_PER_ADDRESS}`,
-//! `TSSTORE_{HEADER_TIMEOUT_SECONDS,IDLE_TIMEOUT_SECONDS}`,
-//! `TSSTORE_AUTH_LIMIT_{BURST,WINDOW_SECONDS}`, `TSSTORE_MAX_FUTURE`),
-//! `store.durability`, and `TSSTORE_ADMIN_KEY_FILE`: the file the admin
-//! key is read from when none is configured (the container image sets it;
-//! see `commands::admin_key_first_start` for the first start, when it does
-//! not exist yet).
+//! Every key is declared once, in [`KEYS`]: its `config.json` name, its
+//! environment variable, and how each layer sets it. The file layer, the
+//! environment layer and the unknown-key warning read that table, and a
+//! test holds the README's configuration table against it. The keys and
+//! variables of the original keep their names (README "Configuration");
+//! the others are this server's limits and paths (README "Security").
+//! `TSSTORE_ADMIN_KEY_FILE` is the file the admin key is read from when
+//! none is configured (the container image sets it; see
+//! `commands::admin_key_first_start` for the first start, when it does not
+//! exist yet).
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::outbound::policy::{OutboundConfig, Rule, DEFAULT_CA_DIR};
 use crate::store::Durability;
-use crate::stream::outbound::policy::Rule;
+pub use crate::throttle::AuthLimit;
 
 /// Default HTTP port.
 pub const DEFAULT_PORT: u16 = 21080;
@@ -44,31 +37,6 @@ pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 pub enum Mode {
     Release,
     Debug,
-}
-
-/// Default of `server.outbound.ca_dir`.
-pub const DEFAULT_CA_DIR: &str = "/etc/tsstore/ca";
-
-/// `server.outbound`: what outbound connections may dial and read (see
-/// [`crate::stream::outbound::policy`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboundConfig {
-    /// The only directory a connection's `ca_file` may name a file in.
-    pub ca_dir: PathBuf,
-    /// Lift the built-in denials (store keys) for what they match.
-    pub allow: Vec<Rule>,
-    /// Refused for every connection; wins over `allow`.
-    pub deny: Vec<Rule>,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> OutboundConfig {
-        OutboundConfig {
-            ca_dir: PathBuf::from(DEFAULT_CA_DIR),
-            allow: Vec::new(),
-            deny: Vec::new(),
-        }
-    }
 }
 
 /// Default of `server.max_connections`.
@@ -94,26 +62,6 @@ const SECONDS_RANGE: RangeInclusive<u64> = 1..=86_400;
 const BURST_RANGE: RangeInclusive<u64> = 1..=1_000_000;
 /// Default of `store.max_future`.
 pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(86_400);
-
-/// `server.auth_limit`: the token bucket of failed authentications per
-/// client (see [`crate::api::throttle`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthLimit {
-    /// Failures a client may make in a row before it is refused.
-    pub burst: u32,
-    /// Time in which an exhausted bucket fills up again (one failure back
-    /// every `window / burst`).
-    pub window: Duration,
-}
-
-impl Default for AuthLimit {
-    fn default() -> AuthLimit {
-        AuthLimit {
-            burst: 10,
-            window: Duration::from_secs(10),
-        }
-    }
-}
 
 /// TLS certificate and key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,67 +171,8 @@ pub struct Flags {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileServer {
-    host: Option<String>,
-    port: Option<u16>,
-    mode: Option<String>,
-    socket_path: Option<String>,
-    admin_key: Option<String>,
-    tls: FileTls,
-    max_body_bytes: Option<usize>,
-    ws_ping_seconds: Option<u32>,
-    outbound: FileOutbound,
-    max_connections: Option<usize>,
-    max_connections_per_address: Option<usize>,
-    header_timeout_seconds: Option<u32>,
-    idle_timeout_seconds: Option<u32>,
-    auth_limit: FileAuthLimit,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileAuthLimit {
-    burst: Option<u32>,
-    window_seconds: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileOutbound {
-    ca_dir: Option<String>,
-    allow: Option<Vec<String>>,
-    deny: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileStore {
-    base_path: Option<String>,
-    data_block_size: Option<u32>,
-    index_block_size: Option<u32>,
-    num_blocks: Option<u32>,
-    durability: Option<String>,
-    max_future: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileConfig {
-    server: FileServer,
-    store: FileStore,
-}
-
-/// What a config key holds; checked before deserialising so that a wrong
-/// value is reported with its key (serde's messages do not name it).
+/// What a config key holds; checked before it is used so that a wrong
+/// value is reported with its key.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Object,
@@ -294,42 +183,352 @@ enum Kind {
     Uint(u64),
 }
 
-const KNOWN_KEYS: &[(&str, Kind)] = &[
-    ("server", Kind::Object),
-    ("server.host", Kind::Str),
-    ("server.port", Kind::Uint(u16::MAX as u64)),
-    ("server.mode", Kind::Str),
-    ("server.socket_path", Kind::Str),
-    ("server.admin_key", Kind::Str),
-    ("server.tls", Kind::Object),
-    ("server.tls.cert_file", Kind::Str),
-    ("server.tls.key_file", Kind::Str),
-    ("server.max_body_bytes", Kind::Uint(usize::MAX as u64)),
-    ("server.ws_ping_seconds", Kind::Uint(u32::MAX as u64)),
-    ("server.outbound", Kind::Object),
-    ("server.outbound.ca_dir", Kind::Str),
-    ("server.outbound.allow", Kind::StrList),
-    ("server.outbound.deny", Kind::StrList),
-    ("server.max_connections", Kind::Uint(1 << 20)),
-    ("server.max_connections_per_address", Kind::Uint(1 << 20)),
-    ("server.header_timeout_seconds", Kind::Uint(u32::MAX as u64)),
-    ("server.idle_timeout_seconds", Kind::Uint(u32::MAX as u64)),
-    ("server.auth_limit", Kind::Object),
-    ("server.auth_limit.burst", Kind::Uint(u32::MAX as u64)),
-    (
-        "server.auth_limit.window_seconds",
-        Kind::Uint(u32::MAX as u64),
+/// The configuration as the layers build it up, with what is combined only
+/// once every layer has spoken.
+struct Layers {
+    c: Config,
+    cert: Option<String>,
+    key: Option<String>,
+    /// Unless set, it follows `max_connections` from wherever that came.
+    per_address: Option<usize>,
+}
+
+/// Sets a key from `config.json`: its dotted name and its value, never
+/// null, of the key's [`Kind`] (checked before).
+type FromFile = fn(&mut Layers, &str, &Value) -> Result<(), ConfigError>;
+/// Sets a key from its environment variable: its name and its value, set
+/// (maybe empty).
+type FromEnv = fn(&mut Layers, &str, &str) -> Result<(), ConfigError>;
+
+/// One configuration key, declared once: its dotted name in `config.json`
+/// and its environment variable, each with how it sets the configuration.
+/// The file layer, the environment layer and the unknown-key warning all
+/// read [`KEYS`]; a test holds the README's table against it.
+pub struct Key {
+    /// Dotted name in `config.json`; `None` for a variable alone.
+    pub file: Option<&'static str>,
+    /// Environment variable; `None` for a `config.json` key alone.
+    pub env: Option<&'static str>,
+    kind: Kind,
+    from_file: Option<FromFile>,
+    from_env: Option<FromEnv>,
+}
+
+/// The variable that names the config file (read before the layers).
+pub const CONFIG_VAR: &str = "TSSTORE_CONFIG";
+
+/// A string value, `None` if empty.
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// An integer value (its kind checked the bound already).
+fn uint(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_default()
+}
+
+/// An integer variable in `range`, `None` if empty.
+fn env_uint(var: &str, v: &str, range: RangeInclusive<u64>) -> Result<Option<u64>, ConfigError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(err(
+            var,
+            format!(
+                "invalid value {v:?}: expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// A list of outbound rules.
+fn rules(key: &str, v: &Value) -> Result<Vec<Rule>, ConfigError> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|s| s.parse().map_err(|e: String| err(key, e)))
+        .collect()
+}
+
+/// A string key of both layers, set (through `$wrap`) when not empty.
+macro_rules! text_key {
+    ($file:literal, $env:literal, $wrap:expr, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: Some($env),
+            kind: Kind::Str,
+            from_file: Some(|l, _, v| {
+                if let Some(v) = text(v) {
+                    l.$($field).+ = ($wrap)(v);
+                }
+                Ok(())
+            }),
+            from_env: Some(|l, _, v| {
+                if !v.is_empty() {
+                    l.$($field).+ = ($wrap)(v.to_string());
+                }
+                Ok(())
+            }),
+        }
+    };
+}
+
+/// An integer key of both layers; the variable must be in `$range`.
+macro_rules! uint_key {
+    ($file:literal, $env:literal, $max:expr, $range:expr, $conv:expr, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: Some($env),
+            kind: Kind::Uint($max as u64),
+            from_file: Some(|l, _, v| {
+                l.$($field).+ = ($conv)(uint(v));
+                Ok(())
+            }),
+            from_env: Some(|l, var, v| {
+                if let Some(n) = env_uint(var, v, $range)? {
+                    l.$($field).+ = ($conv)(n);
+                }
+                Ok(())
+            }),
+        }
+    };
+}
+
+/// An integer key of `config.json` alone.
+macro_rules! file_uint_key {
+    ($file:literal, $ty:ty, $($field:ident).+) => {
+        Key {
+            file: Some($file),
+            env: None,
+            kind: Kind::Uint(<$ty>::MAX as u64),
+            from_file: Some(|l, _, v| {
+                l.$($field).+ = uint(v) as $ty;
+                Ok(())
+            }),
+            from_env: None,
+        }
+    };
+}
+
+/// An outbound rule list of `config.json`.
+macro_rules! rules_key {
+    ($file:literal, $field:ident) => {
+        Key {
+            file: Some($file),
+            env: None,
+            kind: Kind::StrList,
+            from_file: Some(|l, key, v| {
+                l.c.outbound.$field = rules(key, v)?;
+                Ok(())
+            }),
+            from_env: None,
+        }
+    };
+}
+
+pub const KEYS: &[Key] = &[
+    text_key!(
+        "server.host",
+        "TSSTORE_HOST",
+        std::convert::identity,
+        c.host
     ),
-    ("store", Kind::Object),
-    ("store.base_path", Kind::Str),
-    ("store.data_block_size", Kind::Uint(u32::MAX as u64)),
-    ("store.index_block_size", Kind::Uint(u32::MAX as u64)),
-    ("store.num_blocks", Kind::Uint(u32::MAX as u64)),
-    ("store.durability", Kind::Str),
-    ("store.max_future", Kind::Str),
+    Key {
+        file: Some("server.port"),
+        env: Some("TSSTORE_PORT"),
+        kind: Kind::Uint(u16::MAX as u64),
+        from_file: Some(|l, _, v| {
+            l.c.port = uint(v) as u16;
+            Ok(())
+        }),
+        from_env: Some(|l, var, v| {
+            if !v.is_empty() {
+                l.c.port = parse_port(var, v)?;
+            }
+            Ok(())
+        }),
+    },
+    Key {
+        file: Some("server.mode"),
+        env: Some("TSSTORE_MODE"),
+        kind: Kind::Str,
+        from_file: Some(|l, key, v| {
+            if let Some(v) = text(v) {
+                l.c.mode = parse_mode(key, &v)?;
+            }
+            Ok(())
+        }),
+        from_env: Some(|l, var, v| {
+            if !v.is_empty() {
+                l.c.mode = parse_mode(var, v)?;
+            }
+            Ok(())
+        }),
+    },
+    text_key!(
+        "store.base_path",
+        "TSSTORE_DATA_PATH",
+        PathBuf::from,
+        c.base_path
+    ),
+    // Set but empty disables the socket, in either layer.
+    Key {
+        file: Some("server.socket_path"),
+        env: Some("TSSTORE_SOCKET_PATH"),
+        kind: Kind::Str,
+        from_file: Some(|l, _, v| {
+            l.c.socket_path = text(v).map(PathBuf::from);
+            Ok(())
+        }),
+        from_env: Some(|l, _, v| {
+            l.c.socket_path = (!v.is_empty()).then(|| PathBuf::from(v));
+            Ok(())
+        }),
+    },
+    text_key!("server.admin_key", "TSSTORE_ADMIN_KEY", Some, c.admin_key),
+    Key {
+        file: None,
+        env: Some("TSSTORE_ADMIN_KEY_FILE"),
+        kind: Kind::Str,
+        from_file: None,
+        from_env: Some(|l, _, v| {
+            if !v.is_empty() {
+                l.c.admin_key_file = Some(PathBuf::from(v));
+            }
+            Ok(())
+        }),
+    },
+    text_key!("server.tls.cert_file", "TSSTORE_TLS_CERT", Some, cert),
+    text_key!("server.tls.key_file", "TSSTORE_TLS_KEY", Some, key),
+    Key {
+        file: None,
+        env: Some(CONFIG_VAR),
+        kind: Kind::Str,
+        from_file: None,
+        // Read before every layer (see `Config::load`).
+        from_env: None,
+    },
+    file_uint_key!("server.max_body_bytes", usize, c.max_body_bytes),
+    file_uint_key!("server.ws_ping_seconds", u32, c.ws_ping_seconds),
+    Key {
+        file: Some("server.outbound.ca_dir"),
+        env: None,
+        kind: Kind::Str,
+        from_file: Some(|l, _, v| {
+            if let Some(v) = text(v) {
+                l.c.outbound.ca_dir = PathBuf::from(v);
+            }
+            Ok(())
+        }),
+        from_env: None,
+    },
+    rules_key!("server.outbound.allow", allow),
+    rules_key!("server.outbound.deny", deny),
+    uint_key!(
+        "server.max_connections",
+        "TSSTORE_MAX_CONNECTIONS",
+        1u64 << 20,
+        CONNECTIONS_RANGE,
+        |n| n as usize,
+        c.max_connections
+    ),
+    uint_key!(
+        "server.max_connections_per_address",
+        "TSSTORE_MAX_CONNECTIONS_PER_ADDRESS",
+        1u64 << 20,
+        CONNECTIONS_RANGE,
+        |n| Some(n as usize),
+        per_address
+    ),
+    uint_key!(
+        "server.header_timeout_seconds",
+        "TSSTORE_HEADER_TIMEOUT_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.header_timeout
+    ),
+    uint_key!(
+        "server.idle_timeout_seconds",
+        "TSSTORE_IDLE_TIMEOUT_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.idle_timeout
+    ),
+    uint_key!(
+        "server.auth_limit.window_seconds",
+        "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
+        u32::MAX,
+        SECONDS_RANGE,
+        Duration::from_secs,
+        c.auth_limit.window
+    ),
+    uint_key!(
+        "server.auth_limit.burst",
+        "TSSTORE_AUTH_LIMIT_BURST",
+        u32::MAX,
+        BURST_RANGE,
+        |n| n as u32,
+        c.auth_limit.burst
+    ),
+    file_uint_key!("store.data_block_size", u32, c.data_block_size),
+    file_uint_key!("store.index_block_size", u32, c.index_block_size),
+    file_uint_key!("store.num_blocks", u32, c.num_blocks),
+    Key {
+        file: Some("store.durability"),
+        env: None,
+        kind: Kind::Str,
+        from_file: Some(|l, key, v| {
+            if let Some(v) = text(v) {
+                l.c.durability = v
+                    .parse()
+                    .map_err(|e: crate::store::Error| err(key, e.to_string()))?;
+            }
+            Ok(())
+        }),
+        from_env: None,
+    },
+    Key {
+        file: Some("store.max_future"),
+        env: Some("TSSTORE_MAX_FUTURE"),
+        kind: Kind::Str,
+        from_file: Some(|l, key, v| {
+            if let Some(v) = text(v) {
+                l.c.max_future = crate::duration::parse(&v).map_err(|e| err(key, e))?;
+            }
+            Ok(())
+        }),
+        from_env: Some(|l, var, v| {
+            if !v.is_empty() {
+                l.c.max_future = crate::duration::parse(v).map_err(|e| err(var, e))?;
+            }
+            Ok(())
+        }),
+    },
 ];
 
-/// Collects the unknown keys of `v` and checks the type of the known ones.
+/// The kind of `config.json` key `key`: a key of [`KEYS`], or an object
+/// holding some; `None` if unknown.
+fn kind_of(key: &str) -> Option<Kind> {
+    let mut object = false;
+    for k in KEYS.iter().filter_map(|k| k.file.map(|f| (f, k.kind))) {
+        if k.0 == key {
+            return Some(k.1);
+        }
+        object |=
+            k.0.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with('.'));
+    }
+    object.then_some(Kind::Object)
+}
+
+/// Collects the unknown keys of `v` and checks the kind of the known ones.
 fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) -> Result<(), ConfigError> {
     if let Value::Object(m) = v {
         for (k, v) in m {
@@ -338,16 +537,23 @@ fn collect_keys(prefix: &str, v: &Value, out: &mut Vec<String>) -> Result<(), Co
             } else {
                 format!("{prefix}.{k}")
             };
-            match KNOWN_KEYS.iter().find(|(n, _)| *n == key) {
+            match kind_of(&key) {
                 None => out.push(key),
-                Some((_, kind)) => {
-                    check_kind(&key, *kind, v)?;
+                Some(kind) => {
+                    check_kind(&key, kind, v)?;
                     collect_keys(&key, v, out)?;
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The value of dotted key `key` in `root`, unless absent or null.
+fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.')
+        .try_fold(root, |v, part| v.get(part))
+        .filter(|v| !v.is_null())
 }
 
 fn check_kind(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
@@ -387,140 +593,44 @@ impl Config {
         let path = flags
             .config
             .clone()
-            .or_else(|| non_empty(env("TSSTORE_CONFIG")).map(PathBuf::from));
+            .or_else(|| non_empty(env(CONFIG_VAR)).map(PathBuf::from));
         let (file, unknown) = match &path {
             Some(p) => read_file(p)?,
             None if Path::new("config.json").is_file() => read_file(Path::new("config.json"))?,
-            None => (FileConfig::default(), Vec::new()),
+            None => (Value::Null, Vec::new()),
         };
-        let mut c = Config {
-            unknown_keys: unknown,
-            ..Config::default()
+        let mut l = Layers {
+            c: Config {
+                unknown_keys: unknown,
+                ..Config::default()
+            },
+            cert: None,
+            key: None,
+            per_address: None,
         };
-
-        // The file.
-        let s = file.server;
-        if let Some(v) = non_empty(s.host) {
-            c.host = v;
-        }
-        if let Some(v) = s.port {
-            c.port = v;
-        }
-        if let Some(v) = non_empty(s.mode) {
-            c.mode = parse_mode("server.mode", &v)?;
-        }
-        if let Some(v) = s.socket_path {
-            c.socket_path = (!v.is_empty()).then(|| PathBuf::from(v));
-        }
-        c.admin_key = non_empty(s.admin_key);
-        let (mut cert, mut key) = (non_empty(s.tls.cert_file), non_empty(s.tls.key_file));
-        if let Some(v) = s.max_body_bytes {
-            c.max_body_bytes = v;
-        }
-        if let Some(v) = s.ws_ping_seconds {
-            c.ws_ping_seconds = v;
-        }
-        c.outbound = outbound_of(s.outbound)?;
-        if let Some(v) = s.max_connections {
-            c.max_connections = v;
-        }
-        // Unless set, it follows `max_connections` from wherever that came.
-        let mut per_address = s.max_connections_per_address;
-        if let Some(v) = s.header_timeout_seconds {
-            c.header_timeout = Duration::from_secs(v.into());
-        }
-        if let Some(v) = s.idle_timeout_seconds {
-            c.idle_timeout = Duration::from_secs(v.into());
-        }
-        if let Some(v) = s.auth_limit.burst {
-            c.auth_limit.burst = v;
-        }
-        if let Some(v) = s.auth_limit.window_seconds {
-            c.auth_limit.window = Duration::from_secs(v.into());
-        }
-        let st = file.store;
-        if let Some(v) = non_empty(st.base_path) {
-            c.base_path = PathBuf::from(v);
-        }
-        if let Some(v) = st.data_block_size {
-            c.data_block_size = v;
-        }
-        if let Some(v) = st.index_block_size {
-            c.index_block_size = v;
-        }
-        if let Some(v) = st.num_blocks {
-            c.num_blocks = v;
-        }
-        if let Some(v) = non_empty(st.durability) {
-            c.durability = v
-                .parse()
-                .map_err(|e: crate::store::Error| err("store.durability", e.to_string()))?;
-        }
-        if let Some(v) = non_empty(st.max_future) {
-            c.max_future =
-                crate::api::duration::parse(&v).map_err(|e| err("store.max_future", e))?;
-        }
-
-        // The environment.
-        if let Some(v) = non_empty(env("TSSTORE_HOST")) {
-            c.host = v;
-        }
-        if let Some(v) = non_empty(env("TSSTORE_PORT")) {
-            c.port = parse_port("TSSTORE_PORT", &v)?;
-        }
-        if let Some(v) = non_empty(env("TSSTORE_MODE")) {
-            c.mode = parse_mode("TSSTORE_MODE", &v)?;
-        }
-        if let Some(v) = non_empty(env("TSSTORE_DATA_PATH")) {
-            c.base_path = PathBuf::from(v);
-        }
-        if let Some(v) = env("TSSTORE_SOCKET_PATH") {
-            // Set but empty disables the socket.
-            c.socket_path = (!v.is_empty()).then(|| PathBuf::from(v));
-        }
-        if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY")) {
-            c.admin_key = Some(v);
-        }
-        if let Some(v) = non_empty(env("TSSTORE_ADMIN_KEY_FILE")) {
-            c.admin_key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = non_empty(env("TSSTORE_TLS_CERT")) {
-            cert = Some(v);
-        }
-        if let Some(v) = non_empty(env("TSSTORE_TLS_KEY")) {
-            key = Some(v);
-        }
-        if let Some(v) = env_uint(env, "TSSTORE_MAX_CONNECTIONS", CONNECTIONS_RANGE)? {
-            c.max_connections = v as usize;
-        }
-        if let Some(v) = env_uint(
-            env,
-            "TSSTORE_MAX_CONNECTIONS_PER_ADDRESS",
-            CONNECTIONS_RANGE,
-        )? {
-            per_address = Some(v as usize);
-        }
-        c.max_connections_per_address =
-            per_address.unwrap_or_else(|| default_max_connections_per_address(c.max_connections));
-        for (var, field) in [
-            ("TSSTORE_HEADER_TIMEOUT_SECONDS", &mut c.header_timeout),
-            ("TSSTORE_IDLE_TIMEOUT_SECONDS", &mut c.idle_timeout),
-            (
-                "TSSTORE_AUTH_LIMIT_WINDOW_SECONDS",
-                &mut c.auth_limit.window,
-            ),
-        ] {
-            if let Some(v) = env_uint(env, var, SECONDS_RANGE)? {
-                *field = Duration::from_secs(v);
+        // The file, then the environment.
+        for k in KEYS {
+            if let (Some(key), Some(set)) = (k.file, k.from_file) {
+                if let Some(v) = lookup(&file, key) {
+                    set(&mut l, key, v)?;
+                }
             }
         }
-        if let Some(v) = env_uint(env, "TSSTORE_AUTH_LIMIT_BURST", BURST_RANGE)? {
-            c.auth_limit.burst = v as u32;
+        for k in KEYS {
+            if let (Some(var), Some(set)) = (k.env, k.from_env) {
+                if let Some(v) = env(var) {
+                    set(&mut l, var, &v)?;
+                }
+            }
         }
-        if let Some(v) = non_empty(env("TSSTORE_MAX_FUTURE")) {
-            c.max_future =
-                crate::api::duration::parse(&v).map_err(|e| err("TSSTORE_MAX_FUTURE", e))?;
-        }
+        let Layers {
+            mut c,
+            mut cert,
+            mut key,
+            per_address,
+        } = l;
+        c.max_connections_per_address =
+            per_address.unwrap_or_else(|| default_max_connections_per_address(c.max_connections));
 
         // The flags.
         if let Some(v) = &flags.host {
@@ -662,24 +772,6 @@ impl Config {
     }
 }
 
-fn outbound_of(f: FileOutbound) -> Result<OutboundConfig, ConfigError> {
-    let rules = |key: &str, v: Option<Vec<String>>| -> Result<Vec<Rule>, ConfigError> {
-        v.unwrap_or_default()
-            .iter()
-            .map(|s| s.parse().map_err(|e: String| err(key, e)))
-            .collect()
-    };
-    let mut c = OutboundConfig {
-        allow: rules("server.outbound.allow", f.allow)?,
-        deny: rules("server.outbound.deny", f.deny)?,
-        ..OutboundConfig::default()
-    };
-    if let Some(d) = non_empty(f.ca_dir) {
-        c.ca_dir = PathBuf::from(d);
-    }
-    Ok(c)
-}
-
 /// The admin key kept in `path` (`TSSTORE_ADMIN_KEY_FILE`), surrounding
 /// white space removed; `None` while the file does not exist.
 pub fn read_admin_key_file(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -700,41 +792,23 @@ pub fn read_admin_key_file(path: &Path) -> Result<Option<String>, ConfigError> {
     }
 }
 
-fn read_file(p: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
-    let key = "TSSTORE_CONFIG";
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
+fn read_file(p: &Path) -> Result<(Value, Vec<String>), ConfigError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        err(
+            CONFIG_VAR,
+            format!("Failed to load config {}: {e}", p.display()),
+        )
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| failed(&e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| failed(&e))?;
+    if !v.is_object() {
+        return Err(failed(&format!("invalid type: {v}, expected an object")));
+    }
     let mut unknown = Vec::new();
     collect_keys("", &v, &mut unknown)?;
     // The same order whether or not serde_json preserves the file's order.
     unknown.sort();
-    let f: FileConfig = serde_json::from_value(v)
-        .map_err(|e| err(key, format!("Failed to load config {}: {e}", p.display())))?;
-    Ok((f, unknown))
-}
-
-/// An integer variable in `range`, if set and not empty.
-fn env_uint(
-    env: &dyn Fn(&str) -> Option<String>,
-    var: &str,
-    range: RangeInclusive<u64>,
-) -> Result<Option<u64>, ConfigError> {
-    let Some(v) = non_empty(env(var)) else {
-        return Ok(None);
-    };
-    match v.parse::<u64>() {
-        Ok(n) if range.contains(&n) => Ok(Some(n)),
-        _ => Err(err(
-            var,
-            format!(
-                "invalid value {v:?}: expected an integer from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        )),
-    }
+    Ok((v, unknown))
 }
 
 fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
@@ -766,6 +840,80 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    /// The backticked names of a README cell (`a`, `b` -> a, b).
+    fn ticked(cell: &str) -> Vec<&str> {
+        cell.split('`').skip(1).step_by(2).collect()
+    }
+
+    /// `server.{a,b.c}` -> server.a, server.b.c.
+    fn expand(name: &str) -> Vec<String> {
+        match name.split_once('{') {
+            None => vec![name.to_string()],
+            Some((prefix, rest)) => rest
+                .trim_end_matches('}')
+                .split(',')
+                .map(|item| format!("{prefix}{item}"))
+                .collect(),
+        }
+    }
+
+    /// The README's configuration table and `config.json` key list name
+    /// exactly the keys of [`KEYS`], and a variable the table pairs with a
+    /// `config.json` key is that key's variable.
+    #[test]
+    fn the_readme_documents_exactly_the_declared_keys() {
+        use std::collections::BTreeSet;
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("Configuration comes from `config.json`")
+            .expect("the README's configuration section");
+        let len = readme[start..]
+            .find("an unknown key is warned about")
+            .expect("the end of the README's configuration section");
+        let section = &readme[start..start + len];
+        let mut vars = BTreeSet::new();
+        for row in section.lines().filter(|l| l.starts_with("| `TSSTORE_")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let row_vars = ticked(cells[0]);
+            let row_keys: Vec<String> = ticked(cells[cells.len() - 1])
+                .into_iter()
+                .filter(|n| n.starts_with("server.") || n.starts_with("store."))
+                .flat_map(expand)
+                .collect();
+            if !row_keys.is_empty() {
+                assert_eq!(row_vars.len(), row_keys.len(), "{row}");
+                for (var, key) in row_vars.iter().zip(&row_keys) {
+                    assert!(
+                        KEYS.iter()
+                            .any(|k| k.env == Some(*var) && k.file == Some(key.as_str())),
+                        "the README pairs {var} with {key}; KEYS does not"
+                    );
+                }
+            }
+            vars.extend(row_vars.into_iter().map(str::to_string));
+        }
+        let declared: BTreeSet<String> = KEYS
+            .iter()
+            .filter_map(|k| k.env)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(vars, declared, "variables: README table vs KEYS");
+        let list = &section[section
+            .find("`config.json` takes the keys")
+            .expect("the README's list of config.json keys")..];
+        let files: BTreeSet<String> = ticked(list)
+            .into_iter()
+            .filter(|n| n.starts_with("server.") || n.starts_with("store."))
+            .flat_map(expand)
+            .collect();
+        let declared: BTreeSet<String> = KEYS
+            .iter()
+            .filter_map(|k| k.file)
+            .map(str::to_string)
+            .collect();
+        assert_eq!(files, declared, "config.json keys: README vs KEYS");
     }
 
     /// Flags naming `dir/c.json` as the config file, and its path.

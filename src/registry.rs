@@ -115,6 +115,9 @@ pub enum Error {
     /// The operation's thread could not start or panicked (logged).
     #[error("store operation abandoned")]
     Abandoned,
+    /// Another process (a running server) holds the store's files.
+    #[error("store '{name}' is held by another process")]
+    Locked { name: String },
 }
 
 impl From<store::Error> for Error {
@@ -425,6 +428,12 @@ impl Registry {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// True if `store` is the store open under `name` now: not deleted,
+    /// replaced by a new store of that name, or being reset or deleted.
+    pub fn is_open(&self, name: &str, store: &Arc<Store>) -> bool {
+        matches!(self.lock().map.get(name), Some(Slot::Open(s)) if Arc::ptr_eq(s, store))
     }
 
     /// How many stores each kind of operation is working on now.
@@ -800,6 +809,30 @@ pub fn create_store(
     })
 }
 
+/// Opens store `name` of `base` outside a server (the CLI). A store whose
+/// files another process holds is [`Error::Locked`]: the engine reports
+/// that as an invalid configuration, so the lock itself is asked, never
+/// the message.
+pub fn open_offline(base: &Path, name: &str) -> Result<Store, Error> {
+    Store::open(base, name).map_err(|e| match e {
+        store::Error::InvalidConfig { .. } if held_elsewhere(&base.join(name)) => Error::Locked {
+            name: name.to_string(),
+        },
+        e => e.into(),
+    })
+}
+
+/// True if another open file holds the lock of the store in `dir`.
+fn held_elsewhere(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join(store::META_FILE)) else {
+        return false;
+    };
+    matches!(
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
+    )
+}
+
 /// The lock file a running server holds in its data path, so that the CLI
 /// (`tsstore status`) can tell a server runs even before it opens a store,
 /// and a second server on the same data path refuses to start.
@@ -955,6 +988,23 @@ mod tests {
             Err(Error::ShuttingDown)
         ));
         assert!(reg.open_stores().is_empty());
+    }
+
+    #[test]
+    fn a_store_held_by_another_open_is_locked_and_a_free_one_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::create(dir.path(), "s", small()).unwrap();
+        assert!(matches!(
+            open_offline(dir.path(), "s"),
+            Err(Error::Locked { name }) if name == "s"
+        ));
+        held.close().unwrap();
+        drop(held);
+        open_offline(dir.path(), "s").unwrap().close().unwrap();
+        assert!(matches!(
+            open_offline(dir.path(), "missing"),
+            Err(Error::Store(e)) if matches!(*e, store::Error::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Outbound connections of a store (store key):
 //! `GET/POST /api/stores/:store/ws/connections`,
 //! `GET/DELETE /api/stores/:store/ws/connections/:id`. The connections
-//! themselves live in [`crate::stream::outbound`].
+//! themselves live in [`crate::outbound`].
 //!
 //! A create is held to the outbound policy of its caller's role (the admin
-//! key's or a store key's, see [`crate::stream::outbound::policy`]): a
+//! key's or a store key's, see [`crate::outbound::policy`]): a
 //! URL the policy refuses is a 403, a `ca_file` outside the CA directory a
 //! 400 that says nothing about the file. The role is kept with the
 //! connection and applies at every dial.
@@ -19,13 +19,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::auth::StoreAccess;
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::StoreAccess;
 use crate::clock;
+use crate::outbound::policy::Role;
+use crate::outbound::session::reserved_header;
+use crate::outbound::{check_url, CreateError, Mode, Spec};
 use crate::store::now_ns;
-use crate::stream::outbound::policy::Role;
-use crate::stream::outbound::session::reserved_header;
-use crate::stream::outbound::{check_url, CreateError, Mode, Spec};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -100,6 +100,7 @@ async fn connections_create(
         .map_err(|e| match e {
             CreateError::Invalid(m) => ApiError::bad_request(m),
             e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            e @ CreateError::Gone => ApiError::not_found(e.to_string()),
             e => ApiError::internal(e),
         })?;
     Ok((StatusCode::CREATED, Json(conn.status_json())))

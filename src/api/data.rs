@@ -15,13 +15,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::auth::{url_pairs, StoreAccess};
-use super::{duration, ApiError, ApiResult, AppState};
+use crate::auth::{url_pairs, StoreAccess};
+use crate::codec::{check_horizon, content_type_of, data_json, encode_item, Wrapper};
+use crate::duration;
+use crate::error::{ApiError, ApiResult};
+use crate::reject::Reason;
+use crate::state::AppState;
 use crate::store::{self, now_ns, DataType, Durability, Filter, ObjectHandle, Order, Query, Store};
 
 /// Largest `limit` a list query accepts.
@@ -39,15 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/stores/{store}/data/oldest", get(data_oldest))
         .route("/api/stores/{store}/data/newest", get(data_newest))
         .route("/api/stores/{store}/data/range", get(data_range))
-}
-
-/// The media type a store's data must be sent as.
-pub fn content_type_of(t: DataType) -> &'static str {
-    match t {
-        DataType::Binary => "application/octet-stream",
-        DataType::Text => "text/plain",
-        DataType::Json | DataType::Schema => "application/json",
-    }
 }
 
 fn media_type(headers: &HeaderMap) -> String {
@@ -159,62 +152,6 @@ fn parse_ts(name: &str, v: &str) -> ApiResult<i64> {
         Ok(t) if t >= 0 => Ok(t),
         _ => Err(ApiError::bad_request(format!("invalid {name}"))),
     }
-}
-
-/// The horizon of explicit timestamps: at most `max_future`
-/// (`store.max_future`) ahead of the server's clock. Every write path
-/// (HTTP, NDJSON, `/ws/write`, pull connections, the Unix socket) goes
-/// through here, so that no write can park a store's newest timestamp far
-/// ahead, where every "now" insert after it would be refused as out of
-/// order. `None` (now) always passes.
-pub fn check_horizon(ts: Option<i64>, max_future: Duration) -> ApiResult<Option<i64>> {
-    let Some(t) = ts else {
-        return Ok(None);
-    };
-    let ahead = i64::try_from(max_future.as_nanos()).unwrap_or(i64::MAX);
-    if t > now_ns().saturating_add(ahead) {
-        return Err(ApiError::bad_request(format!(
-            "invalid timestamp: more than {} ahead of the server's clock",
-            duration::format(max_future)
-        ))
-        .metric("invalid_timestamp"));
-    }
-    Ok(Some(t))
-}
-
-/// The JSON text of stored bytes as a client sees them: binary as a
-/// base64 string, text as a JSON string, json as stored, schema expanded
-/// to field names (or as stored when `compact`), byte for byte. Stored
-/// JSON that is not valid by the insert path's own check (written by
-/// another tool) is sent as a string.
-pub fn data_json(store: &Store, stored: &[u8], compact: bool) -> String {
-    let dt = store.config().data_type;
-    match dt {
-        DataType::Binary => {
-            let mut out = String::with_capacity(stored.len() * 4 / 3 + 4);
-            out.push('"');
-            base64::engine::general_purpose::STANDARD.encode_string(stored, &mut out);
-            out.push('"');
-            out
-        }
-        DataType::Text => json_string(&String::from_utf8_lossy(stored)),
-        DataType::Json | DataType::Schema => {
-            let bytes = if compact || dt == DataType::Json {
-                None
-            } else {
-                store.decode_value(stored, false).ok()
-            };
-            let bytes = bytes.as_deref().unwrap_or(stored);
-            match std::str::from_utf8(bytes) {
-                Ok(t) if serde_json::from_str::<&RawValue>(t).is_ok() => t.to_string(),
-                _ => json_string(&String::from_utf8_lossy(stored)),
-            }
-        }
-    }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// Appends `{"timestamp","block_num","size","data"}` to `out`; `data` is
@@ -381,83 +318,6 @@ async fn data_delete(
     Ok(Json(json!({ "message": "object deleted" })))
 }
 
-#[derive(Deserialize)]
-struct Wrapper<'a> {
-    #[serde(default)]
-    timestamp: Option<i64>,
-    /// `None` only when the key is absent: `"data": null` is data (as in
-    /// the original), which a plain `Option` would turn into `None`.
-    #[serde(borrow, default, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// Parses one `{"timestamp"?, "data"}` message (WebSocket write stream,
-/// pull connections) into what to store: its timestamp (`None`: now) and
-/// bytes. The error's message is what the client gets.
-pub fn decode_message(
-    store: &Store,
-    msg: &[u8],
-    compact: bool,
-    max_future: Duration,
-) -> ApiResult<(Option<i64>, Vec<u8>)> {
-    let w: Wrapper<'_> = serde_json::from_slice(msg)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")).metric("invalid_json"))?;
-    encode_item(store, &w, compact, max_future)
-}
-
-/// Turns one `{"timestamp"?, "data"}` item into what to store.
-fn encode_item(
-    store: &Store,
-    w: &Wrapper<'_>,
-    compact: bool,
-    max_future: Duration,
-) -> ApiResult<(Option<i64>, Vec<u8>)> {
-    let Some(data) = w.data else {
-        return Err(ApiError::bad_request("data is required"));
-    };
-    let ts = match w.timestamp {
-        None | Some(0) => None,
-        Some(t) if t < 0 => {
-            return Err(ApiError::bad_request("invalid timestamp").metric("invalid_timestamp"))
-        }
-        Some(t) => check_horizon(Some(t), max_future)?,
-    };
-    Ok((ts, encode_data(store, data.get(), compact)?))
-}
-
-/// Turns the JSON text of a `data` value into the bytes to store: json as
-/// sent, schema validated and compacted (`compact`: the input is compact
-/// already), text from a JSON string, binary from a base64 string. Shared
-/// with the Unix socket, so that a value means the same on both.
-pub fn encode_data(store: &Store, data: &str, compact: bool) -> ApiResult<Vec<u8>> {
-    let raw = data.as_bytes();
-    Ok(match store.config().data_type {
-        DataType::Json => raw.to_vec(),
-        DataType::Schema if compact => store.encode_compact_value(raw)?,
-        DataType::Schema => store.encode_value(raw)?,
-        DataType::Text => match serde_json::from_str::<String>(data) {
-            Ok(s) => s.into_bytes(),
-            Err(_) => {
-                return Err(ApiError::bad_request(
-                    "data must be a JSON string for a text store",
-                ))
-            }
-        },
-        DataType::Binary => {
-            let s: String = serde_json::from_str(data).map_err(|_| {
-                ApiError::bad_request("data must be a base64 string for a binary store")
-            })?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s.as_bytes())
-                .map_err(|e| ApiError::bad_request(format!("data is not valid base64: {e}")))?
-        }
-    })
-}
-
 /// The answer to one inserted object. A struct rather than a `json!`
 /// value: building and dropping a map per object was most of the cost of
 /// an NDJSON batch. The field order is the original's.
@@ -525,7 +385,7 @@ async fn data_insert(
         return insert_ndjson(&state, &store, &body, p.compact()).await;
     }
     if mt != content_type_of(dt) {
-        state.metrics.rejected("content_type");
+        state.metrics.rejected(Reason::ContentType);
         return Err(ApiError::bad_request(
             "data does not match store's data type",
         ));
@@ -533,12 +393,12 @@ async fn data_insert(
     let (ts, bytes) = match dt {
         DataType::Binary | DataType::Text => {
             if dt == DataType::Text && std::str::from_utf8(&body).is_err() {
-                state.metrics.rejected("invalid_data");
+                state.metrics.rejected(Reason::InvalidData);
                 return Err(ApiError::bad_request("text is not valid UTF-8"));
             }
             let ts = match p.timestamp.as_deref().filter(|t| !t.is_empty()) {
                 Some(t) => {
-                    match parse_ts("timestamp", t).map_err(|e| e.metric("invalid_timestamp")) {
+                    match parse_ts("timestamp", t).map_err(|e| e.reason(Reason::InvalidTimestamp)) {
                         Ok(0) => None,
                         Ok(t) => Some(t),
                         Err(e) => return Err(e),
@@ -546,17 +406,17 @@ async fn data_insert(
                 }
                 None => None,
             };
-            let ts = check_horizon(ts, max_future)
-                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?;
+            let ts =
+                check_horizon(ts, max_future).inspect_err(|e| state.metrics.rejected(e.reason))?;
             (ts, body.to_vec())
         }
         DataType::Json | DataType::Schema => {
             let w: Wrapper<'_> = serde_json::from_slice(&body).map_err(|e| {
-                state.metrics.rejected("invalid_json");
+                state.metrics.rejected(Reason::InvalidJson);
                 ApiError::bad_request(format!("invalid JSON: {e}"))
             })?;
             encode_item(&store, &w, p.compact(), max_future)
-                .inspect_err(|e| state.metrics.rejected(reason_of(e)))?
+                .inspect_err(|e| state.metrics.rejected(e.reason))?
         }
     };
     let n = bytes.len();
@@ -571,23 +431,9 @@ async fn data_insert(
             Ok((StatusCode::CREATED, Json(ack(&h))).into_response())
         }
         Err(e) => {
-            state.metrics.rejected(reason_of(&e));
+            state.metrics.rejected(e.reason);
             Err(e)
         }
-    }
-}
-
-/// The `reason` label of a rejected insert in `/metrics`.
-pub fn reason_of(e: &ApiError) -> &'static str {
-    if let Some(r) = e.metric {
-        return r;
-    }
-    match e.message.as_str() {
-        "timestamp must be greater than newest entry" => "out_of_order",
-        "invalid timestamp" => "invalid_timestamp",
-        _ if e.status == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        _ if e.status.is_client_error() => "invalid_data",
-        _ => "internal",
     }
 }
 
@@ -612,7 +458,7 @@ async fn insert_ndjson(
         match item {
             Ok((ts, b)) => items.push((line_no, ts, b)),
             Err(e) => {
-                state.metrics.rejected(reason_of(&e));
+                state.metrics.rejected(e.reason);
                 results.push(LineResult::Failed {
                     line: line_no,
                     error: e.message,
@@ -642,7 +488,7 @@ async fn insert_ndjson(
             }
             Err(e) => {
                 let e = ApiError::from(e);
-                state.metrics.rejected(reason_of(&e));
+                state.metrics.rejected(e.reason);
                 results.push(LineResult::Failed {
                     line: line_no,
                     error: e.message,

@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::StoreAccess;
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::StoreAccess;
 use crate::store::{DataType, Field, FieldType};
 
 pub fn routes() -> Router<AppState> {

@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{Admin, StoreAccess};
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::{Admin, StoreAccess};
 use crate::clock;
 use crate::store;
 
@@ -71,50 +71,12 @@ async fn stores_create(
     }
     cfg.validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    check_space(&state, &cfg).await?;
+    state.check_space(&cfg).await?;
     let (_, key) = state.stores.create(&req.name, cfg).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "name": req.name, "api_key": key.api_key, "key_id": key.key_id })),
     ))
-}
-
-/// Refuses a store the data path's file system cannot hold before any
-/// file is made: 400 if it is larger than the whole file system (a size no
-/// disk here can take), 507 if larger than its free space now. (A store
-/// that still does not fit when its files are allocated is a 507 too, see
-/// [`ApiError`]'s conversion of `StorageFull`.)
-pub async fn check_space(state: &AppState, cfg: &store::Config) -> ApiResult<()> {
-    let base = state.config.base_path.clone();
-    let fs = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&base))
-        .await
-        .map_err(ApiError::internal)?;
-    // A file system that cannot say is left to the allocation.
-    let Ok(fs) = fs else {
-        return Ok(());
-    };
-    // The field types differ between targets (32 bits on 32-bit ARM), so
-    // the widening is needed there and a no-op here.
-    #[allow(clippy::useless_conversion)]
-    let (unit, blocks, available) = (
-        u64::from(fs.fragment_size()),
-        u64::from(fs.blocks()),
-        u64::from(fs.blocks_available()),
-    );
-    let (total, free) = (blocks.saturating_mul(unit), available.saturating_mul(unit));
-    let need = cfg.footprint();
-    if need > total {
-        return Err(ApiError::bad_request(format!(
-            "invalid store configuration: the store needs {need} bytes, more than the whole file system of the data path ({total} bytes)"
-        )));
-    }
-    if need > free {
-        return Err(ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            format!("not enough free space: the store needs {need} bytes, {free} are free"),
-        ));
-    }
-    Ok(())
 }
 
 async fn stores_list(State(state): State<AppState>) -> ApiResult<Json<Value>> {

@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::per_address::{PerAddress, Slot};
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,15 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
 }
+
+/// The read buffer of an HTTP/1 connection, which bounds its request head.
+/// hyper refuses a head (431) only when the buffer is full and the head
+/// still incomplete, and one read may add up to this much more; so a head
+/// is at most twice this, and one larger is always refused, however fast
+/// it arrives (with hyper's default of ~400 KiB a 500 KB header passed when
+/// it came in two reads). The longest URI a request may have (65534 bytes,
+/// 414 beyond) fits.
+const MAX_HEAD_BUF: usize = 128 * 1024;
 
 /// The answer to a connection over the cap (plain HTTP).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 32\r\n\r\n{\"error\":\"too many connections\"}";
@@ -216,7 +225,8 @@ impl Conn {
                     res
                 }
             });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http1().max_buf_size(MAX_HEAD_BUF);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         let conn = watcher.watch(conn.into_owned());
         tokio::pin!(conn);

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::api::throttle::Client;
+use crate::throttle::Client;
 
 /// The open connections of every address.
 #[derive(Debug)]

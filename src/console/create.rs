@@ -1,7 +1,7 @@
 //! Store creation (admin sessions): the form, its submission (the new key
 //! is shown once, never again), and `GET /create/calc`, the `tsstore calc`
 //! figures as JSON for the form's live preview (one implementation: the
-//! CLI's, [`crate::commands::capacity`]).
+//! CLI's, [`crate::units::capacity`]).
 
 use askama::Template;
 use axum::extract::{Form, Query, State};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{error_page, format, render, Nav, Viewer};
-use crate::api::AppState;
+use crate::state::AppState;
 use crate::store;
 
 #[derive(Template)]
@@ -165,7 +165,7 @@ pub async fn create_submit(
     if let Err(e) = cfg.validate() {
         return again(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    if let Err(e) = crate::api::stores::check_space(&state, &cfg).await {
+    if let Err(e) = state.check_space(&cfg).await {
         return again(e.status, &e.message);
     }
     match state.stores.create(&name, cfg).await {
@@ -178,7 +178,7 @@ pub async fn create_submit(
             })
         }
         Err(e) => {
-            let e = crate::api::ApiError::from(e);
+            let e = crate::error::ApiError::from(e);
             let mut res = again(e.status, &e.message);
             if let Some(secs) = e.retry_after {
                 res.headers_mut()
@@ -228,7 +228,7 @@ pub async fn create_calc(
     }
     let object_size = q.object_size.unwrap_or(100).max(1);
     let rate = q.rate.filter(|r| r.is_finite() && *r > 0.0).unwrap_or(1.0);
-    let c = crate::commands::capacity(blocks, data_size, object_size);
+    let c = crate::units::capacity(blocks, data_size, object_size);
     let retention = c.capacity as f64 / rate;
     Json(json!({
         "objects_per_block": c.objects_per_block,

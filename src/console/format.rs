@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-pub use crate::commands::{human_bytes, human_duration};
+pub use crate::units::{human_bytes, human_duration};
 
 /// An RFC 3339 time for a timestamp in nanoseconds, "—" for 0 (empty store).
 pub fn time(ns: i64) -> String {

@@ -8,7 +8,7 @@
 //! key through the [`crate::keys::KeyCache`] (argon2, off the async
 //! workers). The key itself is never stored, logged or echoed. Each
 //! sign-in takes one of the client's attempts
-//! ([`crate::api::throttle`]): after too many failures the form answers
+//! ([`crate::throttle`]): after too many failures the form answers
 //! 429 with `Retry-After`, without looking at the key.
 
 use askama::Template;
@@ -18,12 +18,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::session::{self, Scope, LOGIN_COOKIE};
 use super::{cookie_header, render, Viewer};
-use crate::api::auth::ClientOf;
-use crate::api::throttle::Client;
-use crate::api::AppState;
+use crate::auth::ClientOf;
 use crate::keys;
+use crate::session::{self, Scope, LOGIN_COOKIE};
+use crate::state::AppState;
+use crate::throttle::Client;
 
 #[derive(Template)]
 #[template(path = "login.html")]

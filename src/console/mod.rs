@@ -11,12 +11,11 @@
 //!   URL, never written to a log, a page or the browser's storage.
 //! - Every state-changing form carries the session's CSRF token, checked
 //!   here; the JavaScript sends it as `X-CSRF-Token` to the REST API
-//!   (see [`crate::api::auth`]).
+//!   (see [`crate::auth`]).
 //! - Templates escape HTML by default; stored values reach the page only
 //!   through them or through `textContent` in the scripts.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -26,8 +25,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::AppState;
 use crate::registry;
+use crate::state::AppState;
 use crate::store::Store;
 
 pub mod assets;
@@ -35,40 +34,12 @@ pub mod create;
 pub mod format;
 pub mod login;
 pub mod overview;
-pub mod session;
 pub mod store_pages;
 
-use session::{Scope, Session, Sessions};
+use crate::session::{self, Scope, Session};
 
 /// The Content-Security-Policy of every console response.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
-
-/// Console state kept in [`AppState`].
-pub struct Console {
-    pub sessions: Sessions,
-    /// When the server started (uptime on the overview).
-    pub started: Instant,
-    /// One sign-in verified at a time: a store key without a store name
-    /// is tried against every store (an argon2 hash each), so parallel
-    /// sign-ins must not take every core.
-    pub sign_in: tokio::sync::Semaphore,
-}
-
-impl Console {
-    pub fn new() -> Console {
-        Console {
-            sessions: Sessions::new(),
-            started: Instant::now(),
-            sign_in: tokio::sync::Semaphore::new(1),
-        }
-    }
-}
-
-impl Default for Console {
-    fn default() -> Console {
-        Console::new()
-    }
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -213,7 +184,7 @@ pub async fn open_for(
 /// for a busy store, else the API's answer (a logged 500 for a fault).
 pub fn store_error(e: registry::Error) -> Response {
     // A fault is logged by the conversion.
-    let e = crate::api::ApiError::from(e);
+    let e = crate::error::ApiError::from(e);
     let mut res = error_page(e.status, &e.message);
     if let Some(secs) = e.retry_after {
         res.headers_mut().insert(header::RETRY_AFTER, secs.into());

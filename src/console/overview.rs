@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::{format, render, Nav, Viewer};
-use crate::api::AppState;
+use crate::state::AppState;
 use crate::store::{self, Query, Store};
 
 /// The window the insert rate is measured over.

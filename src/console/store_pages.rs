@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{error_page, format, open_for, render, store_error, Nav, Viewer};
-use crate::api::AppState;
+use crate::state::AppState;
 use crate::store::DataType;
 
 /// Which tab of a store's pages is shown.
@@ -62,7 +62,7 @@ async fn store_page(
     };
     let st = match s.stats() {
         Ok(st) => st,
-        Err(e) => return crate::api::ApiError::from(e).into_response(),
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
     };
     let page = StorePage {
         nav: viewer.nav(),

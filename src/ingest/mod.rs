@@ -80,6 +80,8 @@
 //! revoked or regenerated key stops being accepted within about 1 s
 //! (`ERROR authentication failed`, then close).
 
+#[cfg(feature = "server")]
+mod gate;
 pub mod line;
 #[cfg(feature = "server")]
 mod session;

@@ -21,12 +21,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::gate::{Gate, WaitSlot};
 use super::line::{self, Frame, Framer, Line, ParseError, MAX_LINE};
-use super::unix::{Gate, WaitSlot};
-use crate::api::auth::{check_store_key, KeyRefusal};
-use crate::api::throttle::{self, Client};
-use crate::api::{data, ApiError, AppState};
+use crate::auth::{check_store_key, KeyRefusal};
+use crate::codec;
+use crate::error::ApiError;
+use crate::reject::Reason;
+use crate::state::AppState;
 use crate::store::{self, DataType, Durability, ObjectHandle, SchemaError, Store};
+use crate::throttle::{self, Client};
 
 /// Time a client has to send its `AUTH` line.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -255,7 +258,7 @@ where
 enum Reply {
     /// The result of the next item of the batch's insert.
     Stored,
-    Error(String, &'static str),
+    Error(String, Reason),
 }
 
 /// The lines of one batch: their answers in order, and the objects to
@@ -268,7 +271,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn error(&mut self, e: impl std::fmt::Display, reason: &'static str) {
+    fn error(&mut self, e: impl std::fmt::Display, reason: Reason) {
         self.replies.push(Reply::Error(e.to_string(), reason));
     }
 
@@ -282,14 +285,14 @@ impl Batch {
                 Ok(())
             }
             DataType::Schema => encode_schema(store, data).map(|b| self.payload.extend(b)),
-            _ => data::encode_data(store, data, false).map(|b| self.payload.extend(b)),
+            _ => codec::encode_data(store, data, false).map(|b| self.payload.extend(b)),
         };
         match encoded {
             Ok(()) => {
                 self.items.push((timestamp, start..self.payload.len()));
                 self.replies.push(Reply::Stored);
             }
-            Err(e) => self.error(e.message, "invalid_data"),
+            Err(e) => self.error(e.message, e.reason),
         }
     }
 }
@@ -308,23 +311,14 @@ fn encode_schema(store: &Store, data: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// The answer text and metrics reason of a failed insert. The two
-/// timestamp errors keep the original's messages, as over HTTP.
-fn store_failure(e: &store::Error) -> (String, &'static str) {
-    use store::Error as E;
-    match e {
-        E::TimestampOutOfOrder { .. } => (
-            "timestamp must be greater than newest entry".into(),
-            "out_of_order",
-        ),
-        E::InvalidTimestamp { .. } => ("invalid timestamp".into(), "invalid_timestamp"),
-        E::ObjectTooLarge { .. } => (e.to_string(), "too_large"),
-        e if e.is_client_error() => (e.to_string(), "invalid_data"),
-        e => {
-            tracing::error!(error = %e, "unix socket: insert failed");
-            (e.to_string(), "internal")
-        }
+/// The answer text and reason of a failed insert: the engine's message,
+/// but the two timestamp errors keep the original's, as over HTTP.
+fn store_failure(e: &store::Error) -> (String, Reason) {
+    let reason = Reason::of(e);
+    if reason == Reason::Internal {
+        tracing::error!(error = %e, "unix socket: insert failed");
     }
+    (reason.message(e), reason)
 }
 
 impl Session {
@@ -359,13 +353,13 @@ impl Session {
                         break;
                     }
                     Ok(Line::Insert { timestamp, data }) => {
-                        match data::check_horizon(timestamp, state.config.max_future) {
+                        match codec::check_horizon(timestamp, state.config.max_future) {
                             Ok(t) => batch.add(&self.store, t, data),
-                            Err(e) => batch.error(e.message, "invalid_timestamp"),
+                            Err(e) => batch.error(e.message, e.reason),
                         }
                     }
-                    Err(e @ ParseError::TooLong { .. }) => batch.error(e, "too_large"),
-                    Err(e) => batch.error(e, "invalid_json"),
+                    Err(e @ ParseError::TooLong { .. }) => batch.error(e, Reason::TooLarge),
+                    Err(e) => batch.error(e, Reason::InvalidJson),
                 }
             }
             if !batch.items.is_empty() && self.checked.elapsed() >= REAUTH_INTERVAL {
@@ -431,7 +425,7 @@ impl Session {
                         let _ = writeln!(out, "ERROR store failed: {msg}");
                     }
                     None => {
-                        state.metrics.rejected("internal");
+                        state.metrics.rejected(Reason::Internal);
                         out.extend_from_slice(b"ERROR store failed: no result\n");
                     }
                 },

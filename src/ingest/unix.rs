@@ -8,7 +8,7 @@
 //! listener is dropped, if it is still the one this listener made.
 //!
 //! [`serve`] accepts until shutdown. Connections that have not sent their
-//! `AUTH` line yet are [`Waiting`]: at most [`MAX_UNAUTHENTICATED`] of
+//! `AUTH` line yet are [`Waiting`](super::gate::Waiting): at most [`MAX_UNAUTHENTICATED`] of
 //! them, for at most [`AUTH_TIMEOUT`](super::AUTH_TIMEOUT); one more
 //! pushes out the one that has waited longest (`ERROR too many connections
 //! waiting to authenticate`), so a flood of idle connections can delay a
@@ -17,25 +17,24 @@
 //! taken a new connection is answered `ERROR too many connections` and
 //! closed.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UnixListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::api::throttle::Client;
-use crate::api::AppState;
+pub use super::gate::MAX_UNAUTHENTICATED;
+use super::gate::{Gate, Waiting};
+use crate::state::AppState;
+use crate::throttle::Client;
 
 /// Most authenticated sessions at once.
 pub const MAX_CONNECTIONS: usize = 256;
-/// Most connections waiting to authenticate at once.
-pub const MAX_UNAUTHENTICATED: usize = 32;
 /// Mode of the socket file: the owner and its group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
 /// Mode of a parent directory the server creates.
@@ -162,77 +161,6 @@ impl Drop for SocketListener {
             }
         }
     }
-}
-
-/// The connections waiting to authenticate, oldest first.
-#[derive(Default)]
-pub struct Waiting {
-    queue: Mutex<Queue>,
-}
-
-/// The last id given, and each waiting connection's id and eviction notice.
-#[derive(Default)]
-struct Queue {
-    last: u64,
-    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
-}
-
-impl Waiting {
-    /// Adds a connection; the oldest one is told to leave when that makes
-    /// more than [`MAX_UNAUTHENTICATED`].
-    fn enter(self: &Arc<Self>) -> WaitSlot {
-        let (tx, rx) = oneshot::channel();
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.last += 1;
-        let id = q.last;
-        if q.waiting.len() >= MAX_UNAUTHENTICATED {
-            if let Some((_, oldest)) = q.waiting.pop_front() {
-                let _ = oldest.send(());
-            }
-        }
-        q.waiting.push_back((id, tx));
-        WaitSlot {
-            waiting: self.clone(),
-            id,
-            evicted: Some(rx),
-        }
-    }
-}
-
-/// A connection's place among the [`Waiting`]; given up when dropped.
-pub struct WaitSlot {
-    waiting: Arc<Waiting>,
-    id: u64,
-    evicted: Option<oneshot::Receiver<()>>,
-}
-
-impl WaitSlot {
-    /// Resolves when a newer connection pushed this one out.
-    pub async fn evicted(&mut self) {
-        match self.evicted.as_mut() {
-            Some(rx) => {
-                if rx.await.is_err() {
-                    // Left the queue by itself: never evicted.
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for WaitSlot {
-    fn drop(&mut self) {
-        let mut q = self.waiting.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.waiting.retain(|(id, _)| *id != self.id);
-    }
-}
-
-/// What a connection needs of the listener: its place among the waiting
-/// ones, then a session permit once it authenticated.
-pub struct Gate {
-    pub wait: WaitSlot,
-    pub permits: Arc<Semaphore>,
 }
 
 /// Decrements the connection gauge when a session ends, however it ends.

@@ -40,11 +40,15 @@ use axum::Router;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 
-use super::follow::{self, Follower, Start};
-use super::{ack_frame, data_frame, error_frame, gap_frame, ingest, parse_from, CAUGHT_UP};
-use crate::api::auth::{url_pairs, StoreAccess};
-use crate::api::metrics::Metrics;
-use crate::api::{ApiError, AppState};
+use crate::auth::{url_pairs, StoreAccess};
+use crate::codec::frames::{
+    ack_frame, data_frame, error_frame, gap_frame, ingest, parse_from, store_error_message,
+    CAUGHT_UP,
+};
+use crate::error::ApiError;
+use crate::follow::{self, Follower, Start};
+use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::store::{Filter, Store};
 
 /// When to ping a client and when to give up on a silent one.
@@ -392,7 +396,7 @@ async fn read_session(
     written.borrow_and_update();
     let mut follower = match Follower::new(store.clone(), start, params.filter.clone()) {
         Ok(f) => f,
-        Err(e) => return fail(socket, &super::store_error_message(e)).await,
+        Err(e) => return fail(socket, &store_error_message(e)).await,
     };
     // Client frames are read all along, backlog or not, so that a client
     // that answers pings is never taken for a silent one.
@@ -417,9 +421,7 @@ async fn read_session(
             Ok(b) => b,
             Err(e) => {
                 let _ = out
-                    .feed(Message::Text(
-                        error_frame(&super::store_error_message(e)).into(),
-                    ))
+                    .feed(Message::Text(error_frame(&store_error_message(e)).into()))
                     .await;
                 let _ = out
                     .feed(close_frame(axum::extract::ws::close_code::ERROR, ""))

@@ -1,6 +1,10 @@
 //! Helpers of the server tests: start the real `tsstore` binary on an
 //! ephemeral loopback port with a temp data dir, speak HTTP/1.1 (or HTTPS
 //! through rustls) to it over a plain `TcpStream`, stop it with SIGTERM.
+//! Tests of HTTP routes that need no process (no signal, log, exit status
+//! or restart) serve the same router in this process instead
+//! ([`Server::in_process`]): the library's `app::serve` on a port of its
+//! own, stopped through its shutdown future.
 //!
 //! No HTTP client crate: requests are written by hand with
 //! `Connection: close`, and responses are read by `Content-Length` or
@@ -211,6 +215,7 @@ impl ServerBuilder {
         let (child, work, data, log, rx) = self.spawn();
         let mut srv = Server {
             child: Some(child),
+            in_process: None,
             work,
             data,
             log,
@@ -294,9 +299,38 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// A running `tsstore serve`; SIGTERM and wait on drop.
+/// The library's server running in this process, on a runtime of its own.
+struct InProcess {
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Triggers the shutdown and waits (up to 15 s) for `serve` to close
+    /// every store.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            let r = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(15), served).await });
+            match r {
+                Ok(Ok(Ok(()))) => {}
+                r if std::thread::panicking() => eprintln!("in-process server: {r:?}"),
+                r => panic!("in-process server did not stop cleanly: {r:?}"),
+            }
+        }
+    }
+}
+
+/// A running `tsstore serve`; SIGTERM and wait on drop. Or the same
+/// server in this process ([`Server::in_process`]); stopped on drop.
 pub struct Server {
     child: Option<Child>,
+    in_process: Option<InProcess>,
     work: tempfile::TempDir,
     data: PathBuf,
     log: Arc<Mutex<String>>,
@@ -327,6 +361,64 @@ impl Server {
     /// A server with the test admin key on a fresh data dir.
     pub fn start() -> Server {
         Server::builder().start()
+    }
+
+    /// What [`Server::start`] serves, in this process: the configuration
+    /// the binary would load from the same flags and admin key, its state,
+    /// started and served by `app::start` and `app::serve` on 127.0.0.1
+    /// port 0. No log, pid or signals: a test that needs them starts the
+    /// binary.
+    pub fn in_process() -> Server {
+        use tsstore::config::{Config, Flags};
+        let work = tempfile::tempdir().unwrap();
+        let data = work.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let flags = Flags {
+            host: Some("127.0.0.1".into()),
+            port: Some(0),
+            data_path: Some(data.clone()),
+            no_socket: true,
+            ..Flags::default()
+        };
+        let env = |k: &str| (k == "TSSTORE_ADMIN_KEY").then(|| ADMIN.to_string());
+        let config = Config::load(&flags, &env).expect("test configuration");
+        config.validate_for_serve().expect("test configuration");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, served) = rt.block_on(async move {
+            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = http.local_addr().unwrap();
+            let state = tsstore::state::AppState::new(config);
+            tsstore::app::start(&state, addr.port()).await;
+            let listeners = tsstore::app::Listeners {
+                http,
+                socket: None,
+                tls: None,
+            };
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let served = tokio::spawn(tsstore::app::serve(listeners, state, shutdown));
+            (addr, served)
+        });
+        Server {
+            child: None,
+            in_process: Some(InProcess {
+                rt,
+                stop: Some(stop),
+                served: Some(served),
+            }),
+            work,
+            data,
+            log: Arc::new(Mutex::new(String::new())),
+            addr,
+            tls: None,
+            socket: None,
+        }
     }
 
     /// The data dir it serves.
@@ -434,6 +526,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(mut p) = self.in_process.take() {
+            p.stop();
+            p.rt.shutdown_background();
+            return;
+        }
         if std::thread::panicking() {
             eprintln!("--- log of the server on {} ---\n{}", self.addr, self.log());
         }

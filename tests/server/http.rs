@@ -1,6 +1,8 @@
-//! The REST API of the real binary over real HTTP: every endpoint, every
-//! auth path, the bad inputs of issue 3, restart persistence, start-up
-//! errors and TLS. Each test starts its own server on a temp data dir.
+//! The REST API over real HTTP: every endpoint, every auth path, the bad
+//! inputs of issue 3, restart persistence, start-up errors and TLS. Each
+//! test starts its own server on a temp data dir: the route tests serve
+//! the router in process (`Server::in_process`), the tests of restarts,
+//! signals, the log, configuration and TLS start the binary.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -60,7 +62,7 @@ fn metric(text: &str, name: &str) -> f64 {
 /// Browser clients of the original rely on its CORS headers.
 #[test]
 fn cors_headers_and_preflight() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let r = srv
         .get("/health")
         .header("Origin", "http://example.test")
@@ -91,7 +93,7 @@ fn cors_headers_and_preflight() {
 
 #[test]
 fn health_needs_no_auth() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let r = srv.get("/health").send();
     assert_eq!(r.status, 200);
     assert!(r
@@ -113,7 +115,7 @@ fn health_needs_no_auth() {
 
 #[test]
 fn create_store_needs_the_admin_key() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let body = json!({ "name": "s1" });
     let r = srv.post("/api/stores").json(&body).send();
     assert_eq!((r.status, r.error().as_str()), (401, "admin key required"));
@@ -178,7 +180,7 @@ fn create_store_needs_the_admin_key() {
 
 #[test]
 fn invalid_create_requests_are_400_and_touch_nothing() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let parent = srv.data().parent().unwrap().to_path_buf();
     let before_parent: HashSet<_> = std::fs::read_dir(&parent)
         .unwrap()
@@ -280,7 +282,7 @@ fn list_shows_every_store_on_disk_sorted() {
 
 #[test]
 fn delete_store_removes_it() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("gone");
     let keep = srv.json_store("kept");
     insert_ok(&srv, &s, None, json!(1));
@@ -308,7 +310,7 @@ fn delete_store_removes_it() {
 
 #[test]
 fn reset_drops_data_but_keeps_schema_and_keys() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.create_store("r", json!({"num_blocks": 8, "data_type": "schema"}));
     let schema = json!({"fields": [{"index": 1, "name": "v", "type": "int32"}]});
     let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
@@ -345,7 +347,7 @@ fn reset_drops_data_but_keeps_schema_and_keys() {
 
 #[test]
 fn stats_has_every_field_even_when_empty() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.create_store(
         "st",
         json!({"num_blocks": 16, "data_block_size": 1024, "index_block_size": 512, "data_type": "text"}),
@@ -523,7 +525,7 @@ fn store_auth_paths_and_precedence() {
 
 #[test]
 fn insert_and_read_each_data_type() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let t0 = now_ns() - 3600 * SEC;
 
     // json: the size is the data's bytes as sent.
@@ -633,7 +635,7 @@ fn insert_and_read_each_data_type() {
 
 #[test]
 fn timestamps_default_to_now_and_bad_ones_lose_nothing() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("ts");
     let before = now_ns();
     let t = insert_ok(&srv, &s, None, json!({"n": 1}));
@@ -729,7 +731,7 @@ fn oversized_body_is_413_and_stores_nothing() {
 
 #[test]
 fn get_and_soft_delete_by_time() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("del");
     let t0 = now_ns() - 600 * SEC;
     let ts: Vec<i64> = (0..5).map(|i| t0 + i * SEC).collect();
@@ -803,7 +805,7 @@ fn get_and_soft_delete_by_time() {
 
 #[test]
 fn list_queries() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("l");
     let now = now_ns();
     // 15 objects, 15 minutes ago to 1 minute ago.
@@ -1019,7 +1021,7 @@ fn list_queries() {
 
 #[test]
 fn schema_endpoints_and_compact_format() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.create_store("sch", json!({"num_blocks": 8, "data_type": "schema"}));
     let r = srv.get(&s.path("/schema")).key(&s.key).send();
     assert_eq!((r.status, r.error().as_str()), (404, "no schema defined"));
@@ -1151,7 +1153,7 @@ fn schema_endpoints_and_compact_format() {
 
 #[test]
 fn ndjson_batch_reports_each_line() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("nd");
     let t0 = now_ns() - 600 * SEC;
     let body = [
@@ -1228,7 +1230,7 @@ fn ndjson_batch_reports_each_line() {
 fn concurrent_inserts_without_timestamps_all_succeed() {
     const CLIENTS: usize = 32;
     const EACH: usize = 50;
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.create_store("conc", json!({"num_blocks": 256}));
     let start = Instant::now();
     let acked: Vec<Vec<i64>> = std::thread::scope(|scope| {
@@ -1288,7 +1290,7 @@ fn concurrent_inserts_without_timestamps_all_succeed() {
 
 #[test]
 fn metrics_count_inserts_and_rejections() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("m");
     let m0 = srv.get("/metrics").send();
     assert_eq!(m0.status, 200);
@@ -1345,7 +1347,7 @@ fn metrics_count_inserts_and_rejections() {
 
 #[test]
 fn unknown_routes_and_methods_answer_json() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let r = srv.get("/nope").send();
     assert_eq!(r.status, 404);
     r.error();
@@ -1723,7 +1725,7 @@ fn debug_mode_logs_more_but_never_the_admin_key() {
 /// Stored JSON goes back out byte for byte, even numbers no f64 holds.
 #[test]
 fn json_data_is_returned_as_stored() {
-    let srv = Server::start();
+    let srv = Server::in_process();
     let s = srv.json_store("exact");
     let body = r#"{"timestamp": 7, "data": {"v": 3e442, "big": 123456789012345678901234567890, "s": "a\u00e9"}}"#;
     let r = srv

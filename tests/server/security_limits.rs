@@ -587,6 +587,8 @@ fn protocol_level_rejections_are_json() {
         "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
         "a".repeat(500_000)
     );
+    // Larger than the read buffer can ever hold (twice 128 KiB), so
+    // refused however fast it arrives.
     assert_eq!(
         raw(&srv, big_header.as_bytes()).0,
         431,

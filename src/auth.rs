@@ -25,11 +25,12 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use subtle::ConstantTimeEq;
 
-use super::throttle::{Client, Throttled};
-use super::{ApiError, AppState};
-use crate::console::session::Scope;
+use crate::error::ApiError;
 use crate::keys::{self, Rejection};
+use crate::session::Scope;
+use crate::state::AppState;
 use crate::store::{self, Store};
+use crate::throttle::{Client, Throttled};
 
 fn query_param(parts: &Parts, name: &str) -> Option<String> {
     let q = parts.uri.query()?;

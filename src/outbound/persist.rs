@@ -41,7 +41,7 @@ pub(super) fn write_atomic_with(fs: &dyn Fs, dir: &Path, file: &File) -> std::io
 mod tests {
     use super::*;
     use crate::clock;
-    use crate::stream::outbound::Mode;
+    use crate::outbound::Mode;
     use std::collections::BTreeMap;
 
     #[test]

@@ -43,12 +43,12 @@ use super::policy::{Policy, Refusal, ResolveError, Target, REFUSED};
 use super::supervise::{stopped, Ended, Timing};
 use super::tls::{ca_certificates, client_tls};
 use super::{Conn, Mode, Spec, Status};
-use crate::api::metrics::Metrics;
+use crate::codec::frames::{ack_frame, data_frame, error_frame, ingest};
+use crate::follow::{self, Follower, Start};
+use crate::metrics::Metrics;
 use crate::redact;
 use crate::registry::Registry;
 use crate::store::{Filter, Store};
-use crate::stream::follow::{self, Follower, Start};
-use crate::stream::{ack_frame, data_frame, error_frame, ingest};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -209,6 +209,33 @@ pub fn set_cookie(
     c
 }
 
+/// The console's state kept in `AppState`.
+pub struct Console {
+    pub sessions: Sessions,
+    /// When the server started (uptime on the overview).
+    pub started: Instant,
+    /// One sign-in verified at a time: a store key without a store name
+    /// is tried against every store (an argon2 hash each), so parallel
+    /// sign-ins must not take every core.
+    pub sign_in: tokio::sync::Semaphore,
+}
+
+impl Console {
+    pub fn new() -> Console {
+        Console {
+            sessions: Sessions::new(),
+            started: Instant::now(),
+            sign_in: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        Console::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

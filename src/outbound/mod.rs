@@ -32,8 +32,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::metrics::Metrics;
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -280,6 +280,9 @@ pub enum CreateError {
     Refused,
     #[error("saving {FILE}: {0}")]
     Io(#[from] std::io::Error),
+    /// The store was deleted (or is being deleted) meanwhile.
+    #[error("store not found")]
+    Gone,
 }
 
 /// Every outbound connection of the server, by store.
@@ -456,6 +459,14 @@ impl Outbound {
         self.check_policy(name, &spec).await?;
         let conn = {
             let mut map = self.map();
+            // Under the map's lock, so that a delete's `remove_store`
+            // (which runs once the store is no longer open) either comes
+            // after this and stops the connection, or came before and is
+            // seen here: a connection never outlives its store, nor lands
+            // in a new store of the same name.
+            if !self.stores.is_open(name, store) {
+                return Err(CreateError::Gone);
+            }
             let list = map.entry(name.to_string()).or_default();
             spec.id = loop {
                 let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();

@@ -29,6 +29,31 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+/// Default of `server.outbound.ca_dir`.
+pub const DEFAULT_CA_DIR: &str = "/etc/tsstore/ca";
+
+/// `server.outbound`: what outbound connections may dial and read (see
+/// [this module](self)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundConfig {
+    /// The only directory a connection's `ca_file` may name a file in.
+    pub ca_dir: PathBuf,
+    /// Lift the built-in denials (store keys) for what they match.
+    pub allow: Vec<Rule>,
+    /// Refused for every connection; wins over `allow`.
+    pub deny: Vec<Rule>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> OutboundConfig {
+        OutboundConfig {
+            ca_dir: PathBuf::from(DEFAULT_CA_DIR),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
 use serde::{Deserialize, Serialize};
 
 /// The text of every refusal by the policy, on create (403) and in
@@ -403,7 +428,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(cfg: &crate::config::OutboundConfig) -> Policy {
+    pub fn new(cfg: &OutboundConfig) -> Policy {
         Policy {
             allow: cfg.allow.clone(),
             deny: cfg.deny.clone(),
@@ -496,7 +521,6 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OutboundConfig;
 
     fn policy(allow: &[&str], deny: &[&str]) -> Policy {
         let rules = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect();

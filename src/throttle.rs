@@ -24,9 +24,27 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::AuthLimit;
+/// `server.auth_limit`: the token bucket of failed authentications per
+/// client (see [`Throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimit {
+    /// Failures a client may make in a row before it is refused.
+    pub burst: u32,
+    /// Time in which an exhausted bucket fills up again (one failure back
+    /// every `window / burst`).
+    pub window: Duration,
+}
+
+impl Default for AuthLimit {
+    fn default() -> AuthLimit {
+        AuthLimit {
+            burst: 10,
+            window: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Most clients tracked one by one.
 pub const MAX_CLIENTS: usize = 4096;
