@@ -29,6 +29,7 @@ mod runner {
 mod engine {
     mod api;
     mod crash;
+    mod crash_threads;
     mod format_v1;
     mod fs_cut;
     mod kill;
@@ -45,6 +46,7 @@ mod server {
     mod container;
     mod fs_cut;
     mod http;
+    mod kill;
     mod manpage;
     mod notify;
     mod openapi;

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::format::{
-    INDEX_ENTRY_LEN, MAX_DATA_BLOCK_SIZE, MAX_INDEX_BLOCK_SIZE, META_FILE_LEN, MIN_BLOCK_SIZE,
+    commit_area_offset, COMMIT_AREA_LEN, INDEX_ENTRY_LEN, MAX_DATA_BLOCK_SIZE,
+    MAX_INDEX_BLOCK_SIZE, META_FILE_LEN, MIN_BLOCK_SIZE,
 };
 
 /// What a store holds; decides how the server validates and renders data.
@@ -231,8 +232,13 @@ impl Config {
         Ok(())
     }
 
-    /// Size of `data.tsdb`.
+    /// Size of `data.tsdb`: the ring, then (aligned) the commit area.
     pub fn data_file_len(&self) -> Option<u64> {
+        commit_area_offset(self.ring_len()?).checked_add(COMMIT_AREA_LEN)
+    }
+
+    /// Bytes of the ring of data blocks at the start of `data.tsdb`.
+    pub fn ring_len(&self) -> Option<u64> {
         (self.num_blocks as u64).checked_mul(self.data_block_size as u64)
     }
 

@@ -1,40 +1,48 @@
-//! The store: create, open, insert, read, query, delete, reset, stats and
-//! close, over three media (data, index, meta).
+//! The store: the public API (insert, read, query, delete, reset, stats,
+//! close) and the state it works on. The work is done in the modules around
+//! it: `write` (appends, deletes, reset), `frontier` (the page being
+//! written and its mirror in the commit area), `commit` (group commit,
+//! leases, the flusher), `read` (block access and the query engine),
+//! `lifecycle` (create, open, close, delete, upgrade) and `recovery`.
 //!
 //! Concurrency: one `RwLock` guards the in-memory state. Inserts take it for
-//! writing just long enough to append to the head block buffer (and to
-//! `pwrite` a block that filled up); readers take it for reading and read
-//! blocks through the memory map (or `pread`). No lock is held across a
-//! disk sync, except by `reset` and `open`, so readers never wait for one.
+//! writing just long enough to append (and to `pwrite` a page that filled
+//! up); readers take it for reading and read blocks through the memory map
+//! (or `pread`). No lock is held across a disk sync, except by `reset` and
+//! `open`, so readers never wait for one.
 //!
-//! Invariants:
-//! - the head block buffer holds the newest packed block; its bytes
-//!   `..flushed` are also in the data file, the rest only in memory;
-//! - every live block that is not the head was written whole to the data
-//!   file and its index entry was written when it was sealed;
+//! Invariants (FORMAT.md, "The write frontier"):
+//! - the head block buffer holds the newest packed block while it accepts
+//!   objects;
+//! - every byte written to the ring before the frontier page is in the data
+//!   file (page cache at least); the frontier page's bytes `..fill` are
+//!   only in memory and in the working commit slot, and it is written in
+//!   place once, when the write position leaves it;
+//! - every acknowledged write is in the kernel's page cache before it is
+//!   acknowledged, whatever the policy;
 //! - `last_ts` is the newest timestamp written to a live block (deleted or
 //!   not): every insert must exceed it.
 
-use std::fs;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use super::config::{Config, DataType, Durability};
-use super::durability::Syncer;
+use super::commit::Syncer;
+use super::config::{Config, DataType};
 use super::error::{Error, Result};
 use super::format::{
-    encode_record_header, record_crc, BlockHeader, BlockKind, IndexEntry, Meta, RecordHeader,
-    BLOCK_HEADER_LEN, MAX_OBJECT_LEN, MAX_SPAN_BLOCKS, RECORD_HEADER_LEN, REC_DELETED_BIT,
-    REC_DELETED_BYTE_OFF,
+    Meta, PageRef, BLOCK_HEADER_LEN, MAX_OBJECT_LEN, MAX_SPAN_BLOCKS, PAGE, RECORD_HEADER_LEN,
 };
 use super::index::BlockTable;
-use super::medium::{FileMedium, IoSnapshot, Medium};
-use super::object::{now_ns, Filter, Object, ObjectHandle, Order, Query, Records};
+use super::medium::{IoSnapshot, Medium};
+use super::object::{now_ns, Object, ObjectHandle, Order, Query};
 use super::ring::Ring;
 use super::schema::{self, Schema};
+use super::write::Appended;
+
+pub use super::lifecycle::{delete_store, exists, validate_name};
 
 /// File names inside a store's directory.
 pub const DATA_FILE: &str = "data.tsdb";
@@ -61,12 +69,55 @@ pub(crate) struct HeadBuf {
     pub seq: u64,
     pub buf: Vec<u8>,
     pub len: usize,
-    pub flushed: usize,
+}
+
+/// The frontier page: the page of `data.tsdb` holding the write position.
+/// Its bytes `..fill` are this lap's and are not in place yet; bytes past
+/// `fill` are zero.
+pub(crate) struct Frontier {
+    /// File offset of the page (a multiple of [`PAGE`], inside the ring).
+    pub page_off: u64,
+    pub img: Box<[u8]>,
+    pub fill: usize,
+    /// Bytes of `img` from here on changed since the working slot last
+    /// mirrored them.
+    pub dirty_from: usize,
+}
+
+impl Frontier {
+    pub fn new(page_off: u64) -> Frontier {
+        Frontier {
+            page_off,
+            img: vec![0u8; PAGE].into_boxed_slice(),
+            fill: 0,
+            dirty_from: 0,
+        }
+    }
+}
+
+/// The working commit slot: the slot of commit `commit_next`, mirroring
+/// the frontier page (FORMAT.md, "The commit area").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Working {
+    /// The page it mirrors (re-pointed when the frontier moves on).
+    pub page_off: u64,
+    /// The lap of that page it mirrors: the sequence number at the page's
+    /// first position. A ring of one page (or a wrap back onto the same
+    /// page) keeps `page_off` but starts a new lap, which the slot's header
+    /// must name or recovery lays the image over the wrong blocks.
+    pub first_seq: u64,
+}
+
+/// The image of a page a soft delete is changing in place, carried by every
+/// commit while the change is not durable (FORMAT.md, "Soft delete").
+pub(crate) struct Aux {
+    pub page: PageRef,
+    pub img: Vec<u8>,
 }
 
 /// A located object: its block, its record offset and, for a packed
 /// object, its data.
-type Found<'a> = (u64, u32, Option<&'a [u8]>);
+pub(crate) type Found<'a> = (u64, u32, Option<&'a [u8]>);
 
 pub(crate) struct State {
     pub ring: Ring,
@@ -78,12 +129,25 @@ pub(crate) struct State {
     pub appended: u64,
     pub deleted: u64,
     pub resets: u64,
-    /// Blocks before this one are sealed with durable index entries, and
-    /// data and index are durable through it.
-    pub synced_seq: u64,
     pub meta: Meta,
     pub closed: bool,
     pub poisoned: Option<String>,
+    pub frontier: Frontier,
+    pub working: Option<Working>,
+    pub aux: Option<Aux>,
+    /// Counter of the next commit.
+    pub commit_next: u64,
+    /// The last commit's frontier page and the sequence number at its first
+    /// position (see `Shared::lease_cap`).
+    pub last_commit_page: (u64, u64),
+    /// Index entries of every block below it are durable and current.
+    pub index_claim: u64,
+    /// Index entries of every sealed block below it are written.
+    pub entries_below: u64,
+    /// Index entries written since open, and how many of them an index
+    /// sync covered.
+    pub index_writes: u64,
+    pub index_synced_writes: u64,
 }
 
 pub(crate) struct Shared {
@@ -92,18 +156,36 @@ pub(crate) struct Shared {
     pub dir: Option<PathBuf>,
     pub state: RwLock<State>,
     pub sync: Syncer,
-    /// Number of writes (inserts, deletes) acknowledged so far.
+    /// Number of writes (inserts, deletes, resets) acknowledged so far.
     pub lsn: AtomicU64,
+    /// Highest sequence number writers may use: the lease of the last
+    /// commit whose sync completed (FORMAT.md, "Leases").
+    pub lease_end: AtomicU64,
+    /// Blocks a commit leases ahead of the head at least
+    /// ([`super::commit::lease_blocks`]).
+    pub lease_blocks: u64,
+    /// Blocks the next commit leases ahead of the head: `lease_blocks`, or
+    /// up to [`super::commit::lease_max`] for a writer fast enough to use
+    /// up a lease during one commit (see `Shared::size_lease`).
+    pub lease_now: AtomicU64,
+    /// The lease of the commit being synced (until it completes, writers
+    /// obey `lease_end`): a writer asks for a new one only if even this
+    /// one leaves less than half a lease ahead of it, or a fast writer
+    /// would have the flusher commit back to back, each commit letting
+    /// through only what was written during the one before.
+    pub lease_pending: AtomicU64,
+    /// Bytes of the ring, and where the commit area starts.
+    pub ring_len: u64,
     pub schema: RwLock<Option<Schema>>,
-    /// Serializes soft deletes, which write in two phases.
-    delete_lock: Mutex<()>,
+    /// Serializes soft deletes and resets, which write in several steps.
+    pub delete_lock: Mutex<()>,
     /// Called after every acknowledged write (see [`Store::on_write`]).
-    on_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    pub on_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Where "now" comes from for inserts without a timestamp (see
     /// [`Store::set_clock`]); the system clock when unset.
-    clock: std::sync::OnceLock<Clock>,
+    pub clock: std::sync::OnceLock<Clock>,
     /// Held for the store's life: keeps a second process out.
-    _lock: Option<nix::fcntl::Flock<fs::File>>,
+    pub _lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// A source of "now" in Unix nanoseconds (see [`Store::set_clock`]).
@@ -165,183 +247,18 @@ pub struct Progress {
 /// threads: many readers run alongside one writer at a time.
 pub struct Store {
     pub(crate) shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn rd(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
+pub(crate) fn rd(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
     l.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn wr(l: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
+pub(crate) fn wr(l: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Checks a store name: 1 to 64 of `[A-Za-z0-9_-]`. Anything else (path
-/// traversal included) is rejected before the disk is touched.
-pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::InvalidName {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("name is empty");
-    }
-    if name.len() > 64 {
-        return bad("name is longer than 64 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return bad("name may only contain letters, digits, '-' and '_'");
-    }
-    Ok(())
-}
-
-pub(super) fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
-    let f = fs::File::open(dir.join(META_FILE))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == nix::errno::Errno::EWOULDBLOCK {
-            Error::InvalidConfig {
-                reason: format!("store {} is already open in another process", dir.display()),
-            }
-        } else {
-            Error::Io(e.into())
-        }
-    })
-}
-
-/// Deletes a store by path without opening it. Fails if it is open. A
-/// power cut leaves the store whole or gone (see [`super::staged`]).
-pub fn delete_store(base: &Path, name: &str) -> Result<()> {
-    super::staged::delete_store_with(&super::fs::RealFs, base, name)
-}
-
-/// True if a store exists at `base/name`.
-pub fn exists(base: &Path, name: &str) -> bool {
-    validate_name(name).is_ok() && base.join(name).join(META_FILE).is_file()
-}
-
 impl Store {
-    /// Creates a store in `base/name`, allocating its files in full. A power
-    /// cut leaves no store (the name can be created again) or a whole one
-    /// (see [`Store::create_with`]).
-    pub fn create(base: &Path, name: &str, config: Config) -> Result<Store> {
-        let (s, ()) = Store::create_with(&super::fs::RealFs, base, name, config, |_, _| {
-            Ok::<(), Error>(())
-        })?;
-        Ok(s)
-    }
-
-    /// Opens the store in `base/name` with the durability it was created with.
-    pub fn open(base: &Path, name: &str) -> Result<Store> {
-        Store::open_with(base, name, None)
-    }
-
-    /// Opens the store in `base/name`, overriding its durability policy for
-    /// this session if `durability` is given.
-    pub fn open_with(base: &Path, name: &str, durability: Option<Durability>) -> Result<Store> {
-        validate_name(name)?;
-        let dir = base.join(name);
-        if !dir.join(META_FILE).is_file() {
-            return Err(Error::NotFound { path: dir });
-        }
-        let media = open_media(&dir)?;
-        Store::open_dir(dir, media, durability)
-    }
-
-    pub(super) fn open_dir(
-        dir: PathBuf,
-        media: Media,
-        durability: Option<Durability>,
-    ) -> Result<Store> {
-        let lock = lock_dir(&dir)?;
-        let schema = schema::load(&dir)?;
-        Store::start(media, Some(dir), Some(lock), schema, durability)
-    }
-
-    /// Writes a fresh meta record for `config` to `media` (a new store).
-    pub fn init_media(media: &Media, config: &Config) -> Result<()> {
-        let meta = Store::first_meta(config)?;
-        media
-            .meta
-            .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
-        media.meta.sync()?;
-        Ok(())
-    }
-
-    /// The meta record of a new store with `config`.
-    pub(super) fn first_meta(config: &Config) -> Result<Meta> {
-        config.validate()?;
-        let (durability, interval) = config.durability.encode();
-        Ok(Meta {
-            data_type: config.data_type.code(),
-            durability,
-            num_blocks: config.num_blocks,
-            data_block_size: config.data_block_size,
-            index_block_size: config.index_block_size,
-            sync_interval_ms: interval,
-            generation: 1,
-            base_seq: 1,
-            session: 0,
-            session_start: 1,
-            created_ns: now_ns(),
-            // Nothing written yet: the first open has nothing to repair.
-            clean: true,
-        })
-    }
-
-    /// Creates a store on the given media (used with simulated media).
-    pub fn create_on(media: Media, config: Config) -> Result<Store> {
-        if media.data.len() != config.data_file_len().unwrap_or(0)
-            || media.index.len() != config.index_file_len()
-        {
-            return Err(Error::InvalidConfig {
-                reason: "media sizes do not match the configuration".into(),
-            });
-        }
-        Store::init_media(&media, &config)?;
-        Store::start(media, None, None, None, None)
-    }
-
-    /// Opens a store on the given media (used with simulated media).
-    pub fn open_on(media: Media, durability: Option<Durability>) -> Result<Store> {
-        Store::start(media, None, None, None, durability)
-    }
-
-    fn start(
-        media: Media,
-        dir: Option<PathBuf>,
-        lock: Option<nix::fcntl::Flock<fs::File>>,
-        schema: Option<Schema>,
-        durability: Option<Durability>,
-    ) -> Result<Store> {
-        let (mut cfg, state) = super::recovery::recover(&media)?;
-        if let Some(d) = durability {
-            cfg.durability = d;
-        }
-        let shared = Arc::new(Shared {
-            cfg,
-            media,
-            dir,
-            state: RwLock::new(state),
-            sync: Syncer::new(),
-            lsn: AtomicU64::new(0),
-            schema: RwLock::new(schema),
-            delete_lock: Mutex::new(()),
-            on_write: std::sync::OnceLock::new(),
-            clock: std::sync::OnceLock::new(),
-            _lock: lock,
-        });
-        let flusher = super::durability::spawn_flusher(&shared)?;
-        Ok(Store {
-            shared,
-            flusher: Mutex::new(Some(flusher)),
-        })
-    }
-
     /// The store's configuration (with the durability of this session).
     pub fn config(&self) -> Config {
         self.shared.cfg
@@ -367,16 +284,41 @@ impl Store {
 
     // ------------------------------------------------------------ writes
 
-    /// Inserts `data` at `timestamp` (Unix nanoseconds). Returns once the
-    /// object is as durable as the store's policy promises.
-    pub fn insert(&self, timestamp: i64, data: &[u8]) -> Result<ObjectHandle> {
-        let (h, lsn) = {
+    /// Appends one object under the write lock, waiting for a lease (with
+    /// the lock released) as often as the append needs one. `ts` picks the
+    /// timestamp under the lock. Returns the handle and the write's lsn.
+    fn append_one(
+        &self,
+        ts: &dyn Fn(&Shared, &State) -> Result<i64>,
+        data: &[u8],
+    ) -> Result<(ObjectHandle, u64)> {
+        loop {
             let mut st = wr(&self.shared.state);
             self.shared.check_writable(&st)?;
-            self.shared.check_ts(&st, timestamp)?;
-            let h = self.shared.append(&mut st, timestamp, data)?;
-            (h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1)
-        };
+            let t = ts(&self.shared, &st)?;
+            match self.shared.append(&mut st, t, data)? {
+                Appended::Done(h) => {
+                    return Ok((h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1));
+                }
+                Appended::NeedLease(seq) => {
+                    drop(st);
+                    self.shared.extend_lease(seq)?;
+                }
+            }
+        }
+    }
+
+    /// Inserts `data` at `timestamp` (Unix nanoseconds). Returns once the
+    /// object is as durable as the store's policy promises (and, under
+    /// every policy, in the page cache: it survives a crash of the program).
+    pub fn insert(&self, timestamp: i64, data: &[u8]) -> Result<ObjectHandle> {
+        let (h, lsn) = self.append_one(
+            &|sh, st| {
+                sh.check_ts(st, timestamp)?;
+                Ok(timestamp)
+            },
+            data,
+        )?;
         let r = self.shared.after_write(lsn);
         self.shared.notify();
         r.map(|()| h)
@@ -387,16 +329,7 @@ impl Store {
     /// timestamp plus one nanosecond, so it is never rejected (unless the
     /// newest timestamp is `i64::MAX`: `TimestampOutOfOrder`).
     pub fn insert_now(&self, data: &[u8]) -> Result<ObjectHandle> {
-        let (h, lsn) = {
-            let mut st = wr(&self.shared.state);
-            self.shared.check_writable(&st)?;
-            let ts = self.shared.now().max(st.last_ts.saturating_add(1));
-            // Past i64::MAX there is no later timestamp: saturating gave
-            // the newest one again, which the record walk would hide.
-            self.shared.check_ts(&st, ts)?;
-            let h = self.shared.append(&mut st, ts, data)?;
-            (h, self.shared.lsn.fetch_add(1, Ordering::AcqRel) + 1)
-        };
+        let (h, lsn) = self.append_one(&|sh, st| sh.now_after(st), data)?;
         let r = self.shared.after_write(lsn);
         self.shared.notify();
         r.map(|()| h)
@@ -409,34 +342,40 @@ impl Store {
     where
         I: IntoIterator<Item = (Option<i64>, &'a [u8])>,
     {
+        let sh = &self.shared;
         let mut out = Vec::new();
-        let lsn = {
-            let mut st = wr(&self.shared.state);
-            for (ts, data) in items {
-                let r = self.shared.check_writable(&st).and_then(|_| {
-                    let ts = match ts {
-                        Some(t) => {
-                            self.shared.check_ts(&st, t)?;
-                            t
-                        }
-                        None => {
-                            let t = self.shared.now().max(st.last_ts.saturating_add(1));
-                            self.shared.check_ts(&st, t)?;
-                            t
-                        }
-                    };
-                    self.shared.append(&mut st, ts, data)
+        let mut st = wr(&sh.state);
+        for (ts, data) in items {
+            let r = loop {
+                let t = sh.check_writable(&st).and_then(|_| match ts {
+                    Some(t) => sh.check_ts(&st, t).map(|_| t),
+                    None => sh.now_after(&st),
                 });
-                if r.is_ok() {
-                    self.shared.lsn.fetch_add(1, Ordering::AcqRel);
+                let appended = t.and_then(|t| sh.append(&mut st, t, data));
+                match appended {
+                    Ok(Appended::Done(h)) => {
+                        sh.lsn.fetch_add(1, Ordering::AcqRel);
+                        break Ok(h);
+                    }
+                    Ok(Appended::NeedLease(seq)) => {
+                        // Waiting for a commit needs the lock released.
+                        drop(st);
+                        let r = sh.extend_lease(seq);
+                        st = wr(&sh.state);
+                        if let Err(e) = r {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) => break Err(e),
                 }
-                out.push(r);
-            }
-            self.shared.lsn.load(Ordering::Acquire)
-        };
+            };
+            out.push(r);
+        }
+        drop(st);
         if out.iter().any(|r| r.is_ok()) {
-            let synced = self.shared.after_write(lsn);
-            self.shared.notify();
+            let lsn = sh.lsn.load(Ordering::Acquire);
+            let synced = sh.after_write(lsn);
+            sh.notify();
             if let Err(e) = synced {
                 let msg = e.to_string();
                 for r in out.iter_mut().filter(|r| r.is_ok()) {
@@ -498,29 +437,7 @@ impl Store {
             .delete_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut st = wr(&self.shared.state);
-        self.shared.check_writable(&st)?;
-        let mut meta = st.meta;
-        meta.generation += 1;
-        meta.base_seq = st.ring.next;
-        let r = self
-            .shared
-            .media
-            .meta
-            .write_at(Meta::slot_offset(meta.generation), &meta.encode())
-            .and_then(|_| self.shared.media.meta.sync());
-        if let Err(e) = r {
-            st.poisoned = Some(format!("reset failed: {e}"));
-            return Err(e.into());
-        }
-        st.meta = meta;
-        st.ring = Ring::new(self.shared.cfg.num_blocks, meta.base_seq);
-        st.head = None;
-        st.last_ts = 0;
-        st.live_objects = 0;
-        st.resets += 1;
-        drop(st);
-        self.shared.lsn.fetch_add(1, Ordering::AcqRel);
+        self.shared.reset()?;
         self.shared.notify();
         Ok(())
     }
@@ -856,38 +773,29 @@ impl Drop for Store {
     }
 }
 
-pub(crate) fn open_media(dir: &Path) -> Result<Media> {
-    Ok(Media {
-        data: FileMedium::open(&dir.join(DATA_FILE), true)?.shared(),
-        index: FileMedium::open(&dir.join(INDEX_FILE), false)?.shared(),
-        meta: FileMedium::open(&dir.join(META_FILE), false)?.shared(),
-    })
-}
-
-/// Steps back from live block `seq` over holes (blocks lost to a power cut,
-/// see recovery.rs): a hole carries the key of the block before it but holds
-/// nothing, so the objects at or after that key are in the block before.
-fn before_holes(st: &State, mut seq: u64) -> u64 {
-    while seq > st.ring.tail && st.table.kind(st.ring.pos(seq)).is_none() {
-        seq -= 1;
-    }
-    seq
-}
-
 impl Shared {
     /// "Now" for inserts without a timestamp.
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         match self.clock.get() {
             Some(c) => c(),
             None => now_ns(),
         }
     }
 
-    fn block_size(&self) -> usize {
+    /// The timestamp of an insert without one: now, or the newest plus one
+    /// if the clock is behind (checked: past `i64::MAX` there is none).
+    pub(crate) fn now_after(&self, st: &State) -> Result<i64> {
+        let ts = self.now().max(st.last_ts.saturating_add(1));
+        self.check_ts(st, ts)?;
+        Ok(ts)
+    }
+
+    pub(crate) fn block_size(&self) -> usize {
         self.cfg.data_block_size as usize
     }
 
-    fn block_offset(&self, pos: u32) -> u64 {
+    /// File offset of ring position `pos`.
+    pub(crate) fn block_offset(&self, pos: u32) -> u64 {
         pos as u64 * self.cfg.data_block_size as u64
     }
 
@@ -897,14 +805,14 @@ impl Shared {
         (blocks * payload - RECORD_HEADER_LEN as u64).min(MAX_OBJECT_LEN)
     }
 
-    fn check_open(&self, st: &State) -> Result<()> {
+    pub(crate) fn check_open(&self, st: &State) -> Result<()> {
         if st.closed {
             return Err(Error::Closed);
         }
         Ok(())
     }
 
-    fn check_writable(&self, st: &State) -> Result<()> {
+    pub(crate) fn check_writable(&self, st: &State) -> Result<()> {
         self.check_open(st)?;
         if let Some(reason) = &st.poisoned {
             return Err(Error::Poisoned {
@@ -914,7 +822,7 @@ impl Shared {
         Ok(())
     }
 
-    fn check_ts(&self, st: &State, ts: i64) -> Result<()> {
+    pub(crate) fn check_ts(&self, st: &State, ts: i64) -> Result<()> {
         if ts <= 0 {
             return Err(Error::InvalidTimestamp { timestamp: ts });
         }
@@ -927,660 +835,12 @@ impl Shared {
         Ok(())
     }
 
-    fn poison(&self, st: &mut State, what: &str, e: &std::io::Error) {
+    /// Marks the store read-only after a failed write or sync, and returns
+    /// the error to report.
+    pub(crate) fn poison(&self, st: &mut State, what: &str, e: std::io::Error) -> Error {
         st.poisoned
             .get_or_insert_with(|| format!("{what} failed: {e}"));
-    }
-
-    /// Appends one object (timestamp already checked). Nothing is changed
-    /// when it fails.
-    fn append(&self, st: &mut State, ts: i64, data: &[u8]) -> Result<ObjectHandle> {
-        let b = self.block_size();
-        let rec = RECORD_HEADER_LEN + data.len();
-        if rec > b - BLOCK_HEADER_LEN {
-            return self.append_span(st, ts, data);
-        }
-        let fits = matches!(&st.head, Some(h) if h.len + rec <= b);
-        if !fits {
-            self.seal_head(st)?;
-            let seq = self.start_block(st);
-            let mut buf = vec![0u8; b];
-            BlockHeader {
-                kind: BlockKind::Packed,
-                session: st.meta.session,
-                seq,
-                first_ts: ts,
-                span: 0,
-            }
-            .encode_into(&mut buf);
-            st.table
-                .set(st.ring.pos(seq), ts, 0, Some(BlockKind::Packed));
-            st.head = Some(HeadBuf {
-                seq,
-                buf,
-                len: BLOCK_HEADER_LEN,
-                flushed: 0,
-            });
-        }
-        let Some(h) = st.head.as_mut() else {
-            return Err(Error::corrupted(None, "head block missing after start"));
-        };
-        let off = h.len;
-        encode_record_header(&mut h.buf[off..], h.seq, ts, data);
-        h.buf[off + RECORD_HEADER_LEN..off + rec].copy_from_slice(data);
-        h.len += rec;
-        let pos = st.ring.pos(h.seq);
-        let live = st.table.live(pos) + 1;
-        st.table.set_live(pos, live);
-        st.live_objects += 1;
-        st.appended += 1;
-        st.last_ts = ts;
-        Ok(ObjectHandle {
-            timestamp: ts,
-            block_num: pos,
-            offset: off as u32,
-            size: data.len() as u32,
-            span_count: 1,
-        })
-    }
-
-    fn append_span(&self, st: &mut State, ts: i64, data: &[u8]) -> Result<ObjectHandle> {
-        let b = self.block_size();
-        let payload = b - BLOCK_HEADER_LEN;
-        let k = (RECORD_HEADER_LEN + data.len()).div_ceil(payload);
-        if data.len() as u64 > self.max_object_size() || k as u64 > st.ring.n {
-            return Err(Error::ObjectTooLarge {
-                size: data.len() as u64,
-                max: self.max_object_size(),
-            });
-        }
-        self.seal_head(st)?;
-        while st.ring.active() + k as u64 > st.ring.n {
-            self.reclaim(st);
-        }
-        let first = st.ring.next;
-        let mut blk = vec![0u8; b];
-        let mut src = 0usize;
-        for i in 0..k {
-            let seq = first + i as u64;
-            let (kind, span) = if i == 0 {
-                (BlockKind::SpanStart, k as u32)
-            } else {
-                (BlockKind::SpanCont, i as u32)
-            };
-            BlockHeader {
-                kind,
-                session: st.meta.session,
-                seq,
-                first_ts: ts,
-                span,
-            }
-            .encode_into(&mut blk);
-            let mut at = BLOCK_HEADER_LEN;
-            if i == 0 {
-                encode_record_header(&mut blk[at..], first, ts, data);
-                at += RECORD_HEADER_LEN;
-            }
-            let n = (b - at).min(data.len() - src);
-            blk[at..at + n].copy_from_slice(&data[src..src + n]);
-            src += n;
-            let pos = st.ring.pos(seq);
-            if let Err(e) = self
-                .media
-                .data
-                .write_at(self.block_offset(pos), &blk[..at + n])
-            {
-                self.poison(st, "data write", &e);
-                return Err(e.into());
-            }
-        }
-        for i in 0..k as u64 {
-            let seq = first + i;
-            let (kind, live) = if i == 0 {
-                (BlockKind::SpanStart, 1)
-            } else {
-                (BlockKind::SpanCont, 0)
-            };
-            st.table.set(st.ring.pos(seq), ts, live, Some(kind));
-        }
-        st.ring.next = first + k as u64;
-        for i in 0..k as u64 {
-            self.write_entry(st, first + i, 0)?;
-        }
-        st.live_objects += 1;
-        st.appended += 1;
-        st.last_ts = ts;
-        Ok(ObjectHandle {
-            timestamp: ts,
-            block_num: st.ring.pos(first),
-            offset: BLOCK_HEADER_LEN as u32,
-            size: data.len() as u32,
-            span_count: k as u32,
-        })
-    }
-
-    /// Takes the next block, reclaiming the oldest one if the ring is full.
-    fn start_block(&self, st: &mut State) -> u64 {
-        if st.ring.is_full() {
-            self.reclaim(st);
-        }
-        let seq = st.ring.next;
-        st.ring.next += 1;
-        seq
-    }
-
-    /// Drops the oldest block, and with it the rest of an object spanning
-    /// from it.
-    fn reclaim(&self, st: &mut State) {
-        if st.ring.is_empty() {
-            return;
-        }
-        let pos = st.ring.pos(st.ring.tail);
-        st.live_objects -= st.table.live(pos) as u64;
-        st.ring.tail += 1;
-        while !st.ring.is_empty()
-            && st.table.kind(st.ring.pos(st.ring.tail)) == Some(BlockKind::SpanCont)
-        {
-            st.ring.tail += 1;
-        }
-    }
-
-    /// Writes the unwritten bytes of the head block to the data file.
-    pub(crate) fn flush_head(&self, st: &mut State) -> Result<()> {
-        let Some(h) = st.head.as_ref() else {
-            return Ok(());
-        };
-        if h.flushed == h.len {
-            return Ok(());
-        }
-        let off = self.block_offset(st.ring.pos(h.seq)) + h.flushed as u64;
-        if let Err(e) = self.media.data.write_at(off, &h.buf[h.flushed..h.len]) {
-            self.poison(st, "data write", &e);
-            return Err(e.into());
-        }
-        if let Some(h) = st.head.as_mut() {
-            h.flushed = h.len;
-        }
-        Ok(())
-    }
-
-    /// Writes the head block out and its index entry; the next object
-    /// starts a new block.
-    fn seal_head(&self, st: &mut State) -> Result<()> {
-        let Some(seq) = st.head.as_ref().map(|h| h.seq) else {
-            return Ok(());
-        };
-        self.flush_head(st)?;
-        self.write_entry(st, seq, 0)?;
-        st.head = None;
-        Ok(())
-    }
-
-    /// Writes the index entry of live block `seq` from the in-memory table.
-    pub(crate) fn write_entry(&self, st: &mut State, seq: u64, pending_delete: u32) -> Result<()> {
-        let pos = st.ring.pos(seq);
-        let Some(kind) = st.table.kind(pos) else {
-            return Ok(());
-        };
-        let e = IndexEntry {
-            seq,
-            first_ts: st.table.key(pos),
-            synced_seq: st.synced_seq,
-            live: st.table.live(pos),
-            kind,
-            pending_delete,
-        };
-        if let Err(err) = self
-            .media
-            .index
-            .write_at(self.cfg.index_entry_offset(pos), &e.encode())
-        {
-            self.poison(st, "index write", &err);
-            return Err(err.into());
-        }
-        Ok(())
-    }
-
-    /// The bytes of live block `seq` if its header validates: the head
-    /// buffer, the memory map, or a read into `scratch`.
-    fn block<'a>(
-        &'a self,
-        st: &'a State,
-        seq: u64,
-        scratch: &'a mut Vec<u8>,
-    ) -> Result<Option<(BlockHeader, &'a [u8])>> {
-        if let Some(h) = st.head.as_ref().filter(|h| h.seq == seq) {
-            let hdr = BlockHeader::decode(&h.buf);
-            return Ok(hdr.map(|hd| (hd, &h.buf[..h.len])));
-        }
-        let b = self.block_size();
-        let off = self.block_offset(st.ring.pos(seq));
-        let bytes: &[u8] = match self.media.data.mapped() {
-            Some(m) => &m[off as usize..off as usize + b],
-            None => {
-                scratch.resize(b, 0);
-                self.media.data.read_at(off, scratch)?;
-                scratch
-            }
-        };
-        match BlockHeader::decode(bytes) {
-            Some(h) if h.seq == seq => Ok(Some((h, bytes))),
-            _ => Ok(None),
-        }
-    }
-
-    /// Reads and validates the whole object of the span starting at `seq`.
-    /// `None` if any part fails validation or it is deleted.
-    fn read_span(&self, st: &State, seq: u64) -> Result<Option<(RecordHeader, Vec<u8>)>> {
-        let mut scratch = Vec::new();
-        let Some((hdr, bytes)) = self.block(st, seq, &mut scratch)? else {
-            return Ok(None);
-        };
-        if hdr.kind != BlockKind::SpanStart {
-            return Ok(None);
-        }
-        let rh = RecordHeader::decode(&bytes[BLOCK_HEADER_LEN..]);
-        if rh.deleted {
-            return Ok(None);
-        }
-        let len = rh.len as usize;
-        let payload = self.block_size() - BLOCK_HEADER_LEN;
-        let k = (RECORD_HEADER_LEN + len).div_ceil(payload);
-        if k as u32 != hdr.span
-            || !st.ring.is_live(seq + k as u64 - 1)
-            || len as u64 > MAX_OBJECT_LEN
-        {
-            return Ok(None);
-        }
-        let mut data = Vec::with_capacity(len);
-        let first = (self.block_size() - BLOCK_HEADER_LEN - RECORD_HEADER_LEN).min(len);
-        let at = BLOCK_HEADER_LEN + RECORD_HEADER_LEN;
-        data.extend_from_slice(&bytes[at..at + first]);
-        for i in 1..k as u64 {
-            let Some((ch, cb)) = self.block(st, seq + i, &mut scratch)? else {
-                return Ok(None);
-            };
-            if ch.kind != BlockKind::SpanCont || ch.span as u64 != i || ch.first_ts != rh.ts {
-                return Ok(None);
-            }
-            let n = payload.min(len - data.len());
-            data.extend_from_slice(&cb[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + n]);
-        }
-        if record_crc(seq, rh.ts, rh.len, &data) != rh.crc {
-            return Ok(None);
-        }
-        Ok(Some((rh, data)))
-    }
-
-    /// Finds the live object with timestamp `ts`: its block and offset.
-    pub(crate) fn locate(&self, st: &State, ts: i64) -> Result<Option<(u64, u32)>> {
-        let mut scratch = Vec::new();
-        Ok(self
-            .find(st, ts, &mut scratch)?
-            .map(|(seq, off, _)| (seq, off)))
-    }
-
-    /// Finds the live object with timestamp `ts`: its block and offset and,
-    /// for a packed object, its data (read in the same walk).
-    fn find<'a>(
-        &'a self,
-        st: &'a State,
-        ts: i64,
-        scratch: &'a mut Vec<u8>,
-    ) -> Result<Option<Found<'a>>> {
-        if ts <= 0 || st.ring.is_empty() {
-            return Ok(None);
-        }
-        let r = &st.ring;
-        let i = st.table.first_key_at_or_after(r, ts);
-        let cand = if i < r.next && st.table.key(r.pos(i)) == ts {
-            i
-        } else if i > r.tail {
-            before_holes(st, i - 1)
-        } else {
-            return Ok(None);
-        };
-        match st.table.kind(r.pos(cand)) {
-            Some(BlockKind::Packed) => {
-                let Some((_, bytes)) = self.block(st, cand, scratch)? else {
-                    return Ok(None);
-                };
-                for rec in Records::new(bytes, cand) {
-                    if rec.ts == ts {
-                        return Ok((!rec.deleted).then_some((cand, rec.off, Some(rec.data))));
-                    }
-                    if rec.ts > ts {
-                        break;
-                    }
-                }
-                Ok(None)
-            }
-            Some(BlockKind::SpanStart) => {
-                let Some((h, bytes)) = self.block(st, cand, scratch)? else {
-                    return Ok(None);
-                };
-                let rh = RecordHeader::decode(&bytes[BLOCK_HEADER_LEN..]);
-                Ok((h.first_ts == ts && rh.ts == ts && !rh.deleted).then_some((
-                    cand,
-                    BLOCK_HEADER_LEN as u32,
-                    None,
-                )))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Checks that a handle names a live object; returns its block and offset.
-    fn resolve(&self, st: &State, h: &ObjectHandle) -> Result<Option<(u64, u32)>> {
-        let Some(seq) = st.ring.seq_at(h.block_num) else {
-            return Ok(None);
-        };
-        let found = self.locate(st, h.timestamp)?;
-        Ok(found.filter(|&(s, off)| s == seq && off == h.offset))
-    }
-
-    /// Data of the live object at `seq`/`off`.
-    fn read_object(&self, st: &State, seq: u64, off: u32) -> Result<Option<Vec<u8>>> {
-        Ok(self.read_object_full(st, seq, off)?.map(|o| o.data))
-    }
-
-    fn read_object_full(&self, st: &State, seq: u64, off: u32) -> Result<Option<Object>> {
-        let pos = st.ring.pos(seq);
-        match st.table.kind(pos) {
-            Some(BlockKind::SpanStart) => Ok(self.read_span(st, seq)?.map(|(rh, data)| Object {
-                handle: ObjectHandle {
-                    timestamp: rh.ts,
-                    block_num: pos,
-                    offset: off,
-                    size: rh.len,
-                    span_count: (RECORD_HEADER_LEN + data.len())
-                        .div_ceil(self.block_size() - BLOCK_HEADER_LEN)
-                        as u32,
-                },
-                data,
-            })),
-            Some(BlockKind::Packed) => {
-                let mut scratch = Vec::new();
-                let Some((_, bytes)) = self.block(st, seq, &mut scratch)? else {
-                    return Ok(None);
-                };
-                Ok(Records::new(bytes, seq)
-                    .find(|r| r.off == off)
-                    .filter(|r| !r.deleted)
-                    .map(|r| Object {
-                        handle: ObjectHandle {
-                            timestamp: r.ts,
-                            block_num: pos,
-                            offset: off,
-                            size: r.data.len() as u32,
-                            span_count: 1,
-                        },
-                        data: r.data.to_vec(),
-                    }))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// The query engine: walks blocks from the right end of the range and
-    /// calls `f` for each live, matching object until `limit` or the end.
-    fn scan(
-        &self,
-        st: &State,
-        q: &Query,
-        need_data: bool,
-        f: &mut dyn FnMut(&ObjectHandle, &[u8]) -> ControlFlow<()>,
-    ) -> Result<()> {
-        if q.start > q.end || st.ring.is_empty() || q.end <= 0 {
-            return Ok(());
-        }
-        let mut left = if q.limit == 0 { usize::MAX } else { q.limit };
-        let r = st.ring;
-        let payload = self.block_size() - BLOCK_HEADER_LEN;
-        let mut scratch = Vec::new();
-        let mut recs: Vec<(u32, i64, u32, u32)> = Vec::new();
-        // Emits one object; returns false to stop the scan.
-        let mut emit = |h: ObjectHandle, data: &[u8], filter: &Option<Filter>| -> bool {
-            if let Some(fl) = filter {
-                if !fl.matches(data) {
-                    return true;
-                }
-            }
-            left -= 1;
-            f(&h, data).is_continue() && left > 0
-        };
-        let span_obj = |seq: u64, pos: u32| -> Result<Option<(ObjectHandle, Vec<u8>)>> {
-            if need_data {
-                return Ok(self.read_span(st, seq)?.map(|(rh, data)| {
-                    let k = (RECORD_HEADER_LEN + data.len()).div_ceil(payload) as u32;
-                    let h = ObjectHandle {
-                        timestamp: rh.ts,
-                        block_num: pos,
-                        offset: BLOCK_HEADER_LEN as u32,
-                        size: rh.len,
-                        span_count: k,
-                    };
-                    (h, data)
-                }));
-            }
-            let mut sc = Vec::new();
-            let Some((bh, bytes)) = self.block(st, seq, &mut sc)? else {
-                return Ok(None);
-            };
-            let rh = RecordHeader::decode(&bytes[BLOCK_HEADER_LEN..]);
-            if rh.deleted || rh.ts != bh.first_ts {
-                return Ok(None);
-            }
-            let h = ObjectHandle {
-                timestamp: rh.ts,
-                block_num: pos,
-                offset: BLOCK_HEADER_LEN as u32,
-                size: rh.len,
-                span_count: bh.span,
-            };
-            Ok(Some((h, Vec::new())))
-        };
-        match q.order {
-            Order::OldestFirst => {
-                let mut seq = if q.start == i64::MIN {
-                    r.tail
-                } else {
-                    let i = st.table.first_key_at_or_after(&r, q.start);
-                    if i > r.tail {
-                        before_holes(st, i - 1)
-                    } else {
-                        i
-                    }
-                };
-                while seq < r.next {
-                    let pos = r.pos(seq);
-                    if st.table.key(pos) > q.end {
-                        break;
-                    }
-                    match st.table.kind(pos) {
-                        Some(BlockKind::Packed) if st.table.live(pos) > 0 => {
-                            if let Some((_, bytes)) = self.block(st, seq, &mut scratch)? {
-                                for rec in Records::new(bytes, seq) {
-                                    if rec.ts > q.end {
-                                        return Ok(());
-                                    }
-                                    if rec.ts < q.start || rec.deleted {
-                                        continue;
-                                    }
-                                    let h = ObjectHandle {
-                                        timestamp: rec.ts,
-                                        block_num: pos,
-                                        offset: rec.off,
-                                        size: rec.data.len() as u32,
-                                        span_count: 1,
-                                    };
-                                    if !emit(h, rec.data, &q.filter) {
-                                        return Ok(());
-                                    }
-                                }
-                            }
-                        }
-                        Some(BlockKind::SpanStart) if st.table.live(pos) > 0 => {
-                            let ts = st.table.key(pos);
-                            if ts >= q.start && ts <= q.end {
-                                if let Some((h, data)) = span_obj(seq, pos)? {
-                                    if !emit(h, &data, &q.filter) {
-                                        return Ok(());
-                                    }
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    seq += 1;
-                }
-            }
-            Order::NewestFirst => {
-                let mut seq = if q.end == i64::MAX {
-                    r.next
-                } else {
-                    st.table.first_key_after(&r, q.end)
-                };
-                while seq > r.tail {
-                    seq -= 1;
-                    let pos = r.pos(seq);
-                    match st.table.kind(pos) {
-                        Some(BlockKind::Packed) if st.table.live(pos) > 0 => {
-                            if let Some((_, bytes)) = self.block(st, seq, &mut scratch)? {
-                                recs.clear();
-                                recs.extend(Records::new(bytes, seq).filter(|r| !r.deleted).map(
-                                    |r| {
-                                        let start = r.off + RECORD_HEADER_LEN as u32;
-                                        (r.off, r.ts, start, r.data.len() as u32)
-                                    },
-                                ));
-                                for &(off, ts, start, len) in recs.iter().rev() {
-                                    if ts > q.end {
-                                        continue;
-                                    }
-                                    if ts < q.start {
-                                        return Ok(());
-                                    }
-                                    let h = ObjectHandle {
-                                        timestamp: ts,
-                                        block_num: pos,
-                                        offset: off,
-                                        size: len,
-                                        span_count: 1,
-                                    };
-                                    let data = &bytes[start as usize..(start + len) as usize];
-                                    if !emit(h, data, &q.filter) {
-                                        return Ok(());
-                                    }
-                                }
-                            }
-                        }
-                        Some(BlockKind::SpanStart) if st.table.live(pos) > 0 => {
-                            let ts = st.table.key(pos);
-                            if ts < q.start {
-                                return Ok(());
-                            }
-                            if ts <= q.end {
-                                if let Some((h, data)) = span_obj(seq, pos)? {
-                                    if !emit(h, &data, &q.filter) {
-                                        return Ok(());
-                                    }
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                    // A hole's key is its predecessor's: that block may
-                    // still hold objects in the range.
-                    if st.table.kind(pos).is_some() && st.table.key(pos) < q.start {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Soft-deletes the record at `seq`/`off`: see FORMAT.md "Soft delete"
-    /// for the write order that makes it safe against a power cut.
-    fn delete_at(&self, seq: u64, off: u32) -> Result<()> {
-        let flag_off = |st: &State| {
-            self.block_offset(st.ring.pos(seq)) + off as u64 + REC_DELETED_BYTE_OFF as u64
-        };
-        let in_head = {
-            let mut st = wr(&self.state);
-            self.check_writable(&st)?;
-            if !st.ring.is_live(seq) {
-                return Err(Error::ObjectNotFound);
-            }
-            let pos = st.ring.pos(seq);
-            let head_match = st.head.as_ref().map(|h| h.seq) == Some(seq);
-            if head_match {
-                // The head block is rescanned at open: the flag is enough.
-                let flushed = {
-                    let Some(h) = st.head.as_mut() else {
-                        return Err(Error::ObjectNotFound);
-                    };
-                    h.buf[off as usize + REC_DELETED_BYTE_OFF] |= REC_DELETED_BIT;
-                    h.flushed
-                };
-                if (off as usize) < flushed {
-                    let byte = st
-                        .head
-                        .as_ref()
-                        .map(|h| h.buf[off as usize + REC_DELETED_BYTE_OFF]);
-                    if let Some(byte) = byte {
-                        if let Err(e) = self.media.data.write_at(flag_off(&st), &[byte]) {
-                            self.poison(&mut st, "data write", &e);
-                            return Err(e.into());
-                        }
-                    }
-                }
-                let live = st.table.live(pos).saturating_sub(1);
-                st.table.set_live(pos, live);
-                st.live_objects -= 1;
-                st.deleted += 1;
-            } else {
-                // Phase 1: record the delete in the block's index entry.
-                let live = st.table.live(pos).saturating_sub(1);
-                st.table.set_live(pos, live);
-                let r = self.write_entry(&mut st, seq, off);
-                st.table.set_live(pos, live + 1);
-                r?;
-            }
-            head_match
-        };
-        if !in_head {
-            if let Err(e) = self.media.index.sync() {
-                let mut st = wr(&self.state);
-                self.poison(&mut st, "index sync", &e);
-                return Err(e.into());
-            }
-            // Phase 2: set the flag in the record itself.
-            let mut st = wr(&self.state);
-            if !st.ring.is_live(seq) {
-                // Reclaimed in between: the object is gone anyway.
-                return Ok(());
-            }
-            let pos = st.ring.pos(seq);
-            let mut scratch = Vec::new();
-            let byte = match self.block(&st, seq, &mut scratch)? {
-                Some((_, bytes)) => bytes[off as usize + REC_DELETED_BYTE_OFF] | REC_DELETED_BIT,
-                None => return Err(Error::ObjectNotFound),
-            };
-            if let Err(e) = self.media.data.write_at(flag_off(&st), &[byte]) {
-                self.poison(&mut st, "data write", &e);
-                return Err(e.into());
-            }
-            let live = st.table.live(pos).saturating_sub(1);
-            st.table.set_live(pos, live);
-            st.live_objects -= 1;
-            st.deleted += 1;
-        }
-        let lsn = self.lsn.fetch_add(1, Ordering::AcqRel) + 1;
-        let r = self.commit(lsn, false);
-        self.notify();
-        r
+        Error::Io(e)
     }
 
     /// Runs the write hook, if one is set.
@@ -1590,42 +850,8 @@ impl Shared {
         }
     }
 
-    /// Marks the store closed (no write gets in after this), syncs it and
-    /// writes the clean-close mark.
-    fn close(&self) -> Result<()> {
-        let poisoned = {
-            let mut st = wr(&self.state);
-            if st.closed {
-                return Ok(());
-            }
-            st.closed = true;
-            st.poisoned.is_some()
-        };
-        let r = if !poisoned {
-            let lsn = self.lsn.load(Ordering::Acquire);
-            self.commit(lsn, true).and_then(|_| {
-                // Record that everything through the head is durable, so the
-                // next open reads the index instead of rescanning.
-                let mut st = wr(&self.state);
-                if let Some(head) = st.ring.head() {
-                    st.synced_seq = head;
-                    self.write_entry(&mut st, head, 0)?;
-                    self.media.index.sync()?;
-                }
-                // Then the clean-close mark (FORMAT.md, "meta.tsdb").
-                let mut meta = st.meta;
-                meta.generation += 1;
-                meta.clean = true;
-                self.media
-                    .meta
-                    .write_at(Meta::slot_offset(meta.generation), &meta.encode())?;
-                self.media.meta.sync()?;
-                st.meta = meta;
-                Ok(())
-            })
-        } else {
-            Ok(())
-        };
-        r
+    /// The lease writers obey now (see [`Shared::lease_end`]).
+    pub(crate) fn lease(&self) -> u64 {
+        self.lease_end.load(Ordering::Acquire)
     }
 }

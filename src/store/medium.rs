@@ -8,13 +8,20 @@
 //!
 //! Invariant: a medium never changes length. Files are allocated in full
 //! when a store is created; a write past the end is an error, not growth.
+//!
+//! A medium may also offer a writable shared mapping of one small region
+//! ([`Medium::map_region`], [`Medium::write_mapped`]): the engine mirrors
+//! every acknowledged append into the commit area through it, so that the
+//! bytes are in the kernel's page cache (and survive a crash of the
+//! program) without a system call per append. Bytes written that way are
+//! counted in [`IoStats`] when they reach the device, at the next sync.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A fixed-size, randomly addressable byte store with an explicit durability
 /// barrier.
@@ -29,8 +36,21 @@ pub trait Medium: Send + Sync + 'static {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes `buf` at `offset`. Writing past the end is an error.
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Returns once every completed write is on stable storage.
+    /// Returns once every completed write is on stable storage, including
+    /// writes made through [`Medium::write_mapped`].
     fn sync(&self) -> io::Result<()>;
+    /// Prepares [`Medium::write_mapped`] for `len` bytes at `offset`. The
+    /// default has nothing to prepare.
+    fn map_region(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_bounds(offset, len as usize, self.len())
+    }
+    /// Writes `buf` at `offset`, like [`Medium::write_at`], through the
+    /// mapping made by [`Medium::map_region`] when it covers the range: a
+    /// copy into the page cache, no system call. The default is `write_at`
+    /// (the simulated medium keeps tracking every write that way).
+    fn write_mapped(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.write_at(offset, buf)
+    }
     /// A zero-copy view of the whole medium, when it has one (a memory
     /// map). Callers must not hold the slice across a `write_at` to the
     /// bytes they read; the store guarantees this with its lock.
@@ -128,11 +148,29 @@ pub fn check_bounds(offset: u64, n: usize, len: u64) -> io::Result<()> {
 /// so no metadata needs to reach the disk). Reads come from a read-only
 /// shared mapping when one could be made (on 32-bit targets a large data
 /// file may not fit the address space; reads then fall back to `pread`).
+/// [`Medium::map_region`] adds a writable shared mapping of one small
+/// region (the commit area), never of the whole file.
 pub struct FileMedium {
     file: File,
     len: u64,
     map: Option<memmap2::Mmap>,
+    rw: OnceLock<MappedRegion>,
     stats: IoStats,
+}
+
+/// Bytes counted per page dirtied through a mapping: the kernel writes
+/// back whole pages.
+const MAPPED_PAGE: u64 = 4096;
+
+/// A writable shared mapping of `len` bytes at file offset `offset`.
+struct MappedRegion {
+    map: memmap2::MmapRaw,
+    offset: u64,
+    len: u64,
+    /// Pages (of [`MAPPED_PAGE`] bytes, from `offset`) written through the
+    /// mapping since the last sync: bit `i` is page `i`; pages past the
+    /// 64th share the last bit.
+    dirty: AtomicU64,
 }
 
 impl FileMedium {
@@ -165,6 +203,7 @@ impl FileMedium {
             file,
             len,
             map,
+            rw: OnceLock::new(),
             stats: IoStats::default(),
         })
     }
@@ -179,16 +218,21 @@ impl FileMedium {
 /// FUSE filesystems), the file stays sparse; that is reported nowhere since
 /// the store is still correct, only not guaranteed its space.
 pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    allocate_range(file, 0, len)
+}
+
+/// Reserves the file's blocks from `from` to `to` (see `allocate`).
+pub(crate) fn allocate_range(file: &File, from: u64, to: u64) -> io::Result<()> {
     use std::os::fd::AsFd;
-    if len == 0 {
+    if to <= from {
         return Ok(());
     }
-    match nix::fcntl::posix_fallocate(file.as_fd(), 0, len as i64) {
+    match nix::fcntl::posix_fallocate(file.as_fd(), from as i64, (to - from) as i64) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => Ok(()),
         Err(nix::errno::Errno::ENOSPC) => Err(io::Error::new(
             io::ErrorKind::StorageFull,
-            format!("not enough free space to allocate {len} bytes"),
+            format!("not enough free space to allocate {} bytes", to - from),
         )),
         Err(e) => Err(io::Error::from(e)),
     }
@@ -218,7 +262,70 @@ impl Medium for FileMedium {
 
     fn sync(&self) -> io::Result<()> {
         self.stats.count_sync();
+        if let Some(rw) = self.rw.get() {
+            // fdatasync writes back the pages dirtied through the mapping
+            // too: this is where those bytes reach the device.
+            let pages = rw.dirty.swap(0, Ordering::AcqRel).count_ones() as u64;
+            if pages > 0 {
+                let n = (pages * MAPPED_PAGE).min(rw.len);
+                self.stats.bytes_written.fetch_add(n, Ordering::Relaxed);
+                self.stats.writes.fetch_add(pages, Ordering::Relaxed);
+            }
+        }
         self.file.sync_data()
+    }
+
+    fn map_region(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_bounds(offset, len as usize, self.len)?;
+        if self.rw.get().is_some() || len == 0 {
+            return Ok(());
+        }
+        let size = usize::try_from(len).map_err(|_| out_of_bounds(offset, usize::MAX, self.len))?;
+        // A shared mapping of a file of fixed size that the store holds (and
+        // locks) for its lifetime, so it is never truncated under the
+        // mapping. memmap2 aligns the offset down to the system page size
+        // itself. Writes through it happen only in `write_mapped`, which the
+        // engine calls under its state lock.
+        let map = memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(size)
+            .map_raw(&self.file)?;
+        let _ = self.rw.set(MappedRegion {
+            map,
+            offset,
+            len,
+            dirty: AtomicU64::new(0),
+        });
+        Ok(())
+    }
+
+    fn write_mapped(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let Some(rw) = self.rw.get() else {
+            return self.write_at(offset, buf);
+        };
+        let end = offset.checked_add(buf.len() as u64);
+        if offset < rw.offset || end.is_none_or(|e| e > rw.offset + rw.len) {
+            return self.write_at(offset, buf);
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let at = (offset - rw.offset) as usize;
+        // SAFETY: `at + buf.len() <= rw.len` (checked above), the mapping
+        // is writable and lives as long as `self`, and `buf` cannot overlap
+        // it (it is the engine's own memory).
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), rw.map.as_mut_ptr().add(at), buf.len());
+        }
+        let first = (at as u64 / MAPPED_PAGE).min(63);
+        let last = ((at + buf.len() - 1) as u64 / MAPPED_PAGE).min(63);
+        let bits = if last == 63 {
+            !0u64 << first
+        } else {
+            ((1u64 << (last + 1)) - 1) & (!0u64 << first)
+        };
+        rw.dirty.fetch_or(bits, Ordering::AcqRel);
+        Ok(())
     }
 
     fn mapped(&self) -> Option<&[u8]> {

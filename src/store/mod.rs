@@ -24,22 +24,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod commit;
 mod config;
-mod durability;
 mod engine;
 mod error;
 pub mod format;
+mod frontier;
 pub mod fs;
 mod index;
 mod json;
+mod lifecycle;
 pub mod medium;
 mod object;
+mod read;
 mod recovery;
+mod recovery_v1;
 mod ring;
 pub mod schema;
 pub mod sim;
 pub mod simfs;
 mod staged;
+mod write;
 
 pub use config::{Config, DataType, Durability, DEFAULT_SYNC_INTERVAL_MS};
 pub use engine::{

@@ -46,11 +46,6 @@ impl Ring {
         self.active() == self.n
     }
 
-    /// The newest block, if any.
-    pub fn head(&self) -> Option<u64> {
-        (!self.is_empty()).then(|| self.next - 1)
-    }
-
     pub fn is_live(&self, seq: u64) -> bool {
         seq >= self.tail && seq < self.next
     }
@@ -74,7 +69,6 @@ mod tests {
     fn positions_wrap() {
         let mut r = Ring::new(4, 10);
         assert!(r.is_empty());
-        assert_eq!(r.head(), None);
         r.next = 16; // blocks 10..16 written
         r.tail = 12; // 10 and 11 reclaimed
         assert!(r.is_full());
@@ -86,6 +80,5 @@ mod tests {
         assert_eq!(r.seq_at(4), None);
         r.tail = 15;
         assert_eq!(r.seq_at(2), None);
-        assert_eq!(r.head(), Some(15));
     }
 }

@@ -2,11 +2,12 @@
 //! operations and power cuts").
 //!
 //! A store is built whole under `base/.staging-<name>-<hex>` (its three
-//! files allocated, the first meta record written, everything the caller
-//! adds, such as the first key, written), every file and the staging
-//! directory synced, and only then renamed to `base/name` and `base`
-//! synced. A store is deleted by renaming it to `base/.deleting-<name>-<hex>`
-//! and syncing `base` before anything in it is removed.
+//! files allocated, its first commit and first meta record written, and
+//! everything the caller adds, such as the first key: all through the same
+//! [`Fs`]), every file and the staging directory synced, and only then
+//! renamed to `base/name` and `base` synced. A store is deleted by
+//! renaming it to `base/.deleting-<name>-<hex>` and syncing `base` before
+//! anything in it is removed.
 //!
 //! Invariant: after a power cut at any point, `base/name` is either absent
 //! (and the name can be created again) or a complete store; a half-built or
@@ -17,10 +18,12 @@ use std::io;
 use std::path::Path;
 
 use super::config::Config;
-use super::engine::{lock_dir, open_media, validate_name, Store, DATA_FILE, INDEX_FILE, META_FILE};
+use super::engine::{Store, DATA_FILE, INDEX_FILE, META_FILE};
 use super::error::{Error, Result};
 use super::format::{Meta, META_FILE_LEN};
 use super::fs::{self, Fs, DELETING_PREFIX, STAGING_PREFIX};
+use super::lifecycle::{lock_dir, open_media, validate_name};
+use super::recovery::first_commit_writes;
 
 /// Removes every leftover of an interrupted create or delete in `base`
 /// (server start). Returns how many it removed.
@@ -76,13 +79,17 @@ impl Store {
     }
 }
 
-/// The files of a new store in `dir`, synced.
+/// The files of a new store in `dir`, synced: the bytes
+/// [`Store::init_media`] writes, written through `fs`.
 fn build(fs: &dyn Fs, dir: &Path, config: &Config) -> Result<()> {
     let meta = Store::first_meta(config)?;
     let data_len = config.data_file_len().unwrap_or(0);
     fs.create_file(&dir.join(DATA_FILE), data_len)?;
     fs.create_file(&dir.join(INDEX_FILE), config.index_file_len())?;
     fs.create_file(&dir.join(META_FILE), META_FILE_LEN)?;
+    for (off, bytes) in first_commit_writes(config, &meta) {
+        fs.write_at(&dir.join(DATA_FILE), off, &bytes)?;
+    }
     fs.write_at(
         &dir.join(META_FILE),
         Meta::slot_offset(meta.generation),

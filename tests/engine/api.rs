@@ -63,8 +63,10 @@ fn create_open_close_and_delete() {
     let files = file_sizes(&dir.path().join("a"));
     let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["data.tsdb", "index.tsdb", "meta.tsdb"]);
-    assert_eq!(files[0].1, 1024 * 4096);
+    // The ring, then the commit area: three slots of 16 KiB.
+    assert_eq!(files[0].1, 1024 * 4096 + 3 * 16 * 1024);
     assert_eq!(files[1].1, 32 * 1024);
+    assert_eq!(files[2].1, 8192);
     assert!(matches!(
         Store::create(dir.path(), "a", Config::default()),
         Err(Error::AlreadyExists { .. })
@@ -660,9 +662,12 @@ fn interval_makes_acknowledged_data_durable_within_the_interval() {
 
 #[test]
 fn never_does_not_sync_until_close() {
+    // A ring these writes fill less than half of: a writer that reaches
+    // the lease (half the ring under `never`) commits, see
+    // `a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease`.
     let cfg = Config {
         durability: Durability::Never,
-        ..small(8, 256)
+        ..small(64, 256)
     };
     let media = sim_media(&cfg);
     let (data, index) = (media.data.clone(), media.index.clone());
@@ -714,8 +719,18 @@ fn a_clean_open_reads_the_index_and_not_every_block() {
     let reads = media.data.stats().snapshot().bytes_read;
     let s = Store::open_on(media.clone(), None).unwrap();
     let read = media.data.stats().snapshot().bytes_read - reads;
-    // One block header and the head block, not 4096 headers (131072 bytes).
-    assert!(read <= 4 * 128, "a clean open read {read} bytes of data");
+    // What the format lets a clean open read, whatever the ring: each of
+    // the commit slots' header, frontier and aux images (how full they are
+    // depends on when the interval's commits fell), the working image, the
+    // frontier page twice (rescanned, and copied into the new commit) and
+    // the newest block. Not 4096 block headers (131072 bytes).
+    use tsstore::store::format::{COMMIT_SLOTS, PAGE, SLOT_FRONTIER_OFF};
+    let bound = COMMIT_SLOTS * (SLOT_FRONTIER_OFF + 2 * PAGE) + 3 * PAGE + 128;
+    assert!(bound < 4096 * 32, "the bound tells the two apart: {bound}");
+    assert!(
+        read <= bound as u64,
+        "a clean open read {read} bytes of data"
+    );
     let after = s.stats().unwrap();
     assert_eq!(
         (
@@ -735,9 +750,14 @@ fn a_clean_open_reads_the_index_and_not_every_block() {
 /// back (thousands of fsyncs a second) instead of once an interval.
 #[test]
 fn interval_syncs_about_once_an_interval_under_steady_writes() {
+    // The subject is the interval's cadence: a ring (and a pace) whose
+    // writes stay well inside one lease (1 MiB, a quarter of this ring).
+    // A writer that reaches the end of its lease commits at once, so a
+    // writer lapping a tiny ring syncs once a lease, not once an interval
+    // (see `a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease`).
     let cfg = Config {
         durability: Durability::Interval(Duration::from_millis(100)),
-        ..small(64, 256)
+        ..small(1024, 4096)
     };
     let media = sim_media(&cfg);
     let data = media.data.clone();
@@ -748,9 +768,58 @@ fn interval_syncs_about_once_an_interval_under_steady_writes() {
     while t.elapsed() < Duration::from_millis(600) {
         ts += 1;
         s.insert(ts, b"steady").unwrap();
+        std::thread::sleep(Duration::from_micros(100));
     }
+    let used = s.stats().unwrap().active_blocks;
+    assert!(
+        used < 128,
+        "the writes filled {used} blocks: past half a lease"
+    );
     let syncs = data.stats().snapshot().syncs - before;
     // 600 ms at one sync per 100 ms: about 6; never hundreds.
     assert!(syncs <= 15, "{syncs} data syncs in 600 ms");
     assert!(syncs >= 1, "no sync at all");
+}
+
+/// The price of a lease on every ring: a writer that laps a ring shorter
+/// than four leases between commits (or any ring under `never`) reaches
+/// the end of its lease and commits, with a data sync, once a lease (a
+/// quarter of the ring; half under `never`), never once a block.
+#[test]
+fn a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease() {
+    // (Under `never` a lease of 64 blocks or more is not extended early by
+    // the flusher: that would sync once a quarter lap.)
+    for (durability, num_blocks, lease) in [
+        (Durability::Interval(Duration::from_secs(3600)), 8, 2),
+        (Durability::Never, 8, 4),
+        (Durability::Never, 256, 128),
+    ] {
+        let cfg = Config {
+            durability,
+            ..small(num_blocks, 256)
+        };
+        let media = sim_media(&cfg);
+        let data = media.data.clone();
+        let s = Store::create_on(media, cfg).unwrap();
+        let before = data.stats().snapshot().syncs;
+        let mut blocks = 0u64;
+        let mut last = None;
+        for ts in 1..=4000i64 {
+            let h = s.insert(ts, &payload(ts, 60)).unwrap();
+            if last != Some(h.block_num) {
+                blocks += 1;
+                last = Some(h.block_num);
+            }
+        }
+        let syncs = data.stats().snapshot().syncs - before;
+        let want = blocks / lease;
+        assert!(
+            blocks > 6 * num_blocks as u64,
+            "{durability:?}: {blocks} blocks: too few laps"
+        );
+        assert!(
+            syncs + 2 >= want && syncs <= want + 2,
+            "{durability:?}: {syncs} data syncs for {blocks} blocks, a lease of {lease}"
+        );
+    }
 }

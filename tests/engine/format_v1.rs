@@ -1,12 +1,13 @@
-//! Format version 1, built byte by byte from the tables of
-//! `src/store/FORMAT.md` (not with the engine's encoders), must open and
-//! read back: the spec and the code cannot drift apart unnoticed, and a
-//! change of the on-disk format breaks this test.
+//! Stores of earlier formats open. Format version 1, built byte by byte
+//! from its tables (FORMAT.md, "Version changes"; not with the engine's
+//! encoders), opens from its directory, reads back and is upgraded to
+//! version 2, also after an upgrade cut short; and a store file written by
+//! version 2, committed to the repository, keeps opening.
 
-use std::sync::Arc;
+use std::path::Path;
 
-use tsstore::store::sim::SimMedium;
-use tsstore::store::{Config, DataType, Durability, Media, Query, Store};
+use tsstore::store::format::{META_FILE_LEN, META_V1_FILE_LEN};
+use tsstore::store::{Config, DataType, Durability, Query, Store};
 
 const BLOCK: usize = 256;
 const BLOCKS: usize = 4;
@@ -137,15 +138,24 @@ fn images() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (meta, index, data)
 }
 
+/// Writes the three files of a version 1 store into `base/name`.
+fn write_store(base: &Path, name: &str, (meta, index, data): &(Vec<u8>, Vec<u8>, Vec<u8>)) {
+    let dir = base.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("meta.tsdb"), meta).unwrap();
+    std::fs::write(dir.join("index.tsdb"), index).unwrap();
+    std::fs::write(dir.join("data.tsdb"), data).unwrap();
+}
+
+fn file_len(base: &Path, name: &str, file: &str) -> u64 {
+    std::fs::metadata(base.join(name).join(file)).unwrap().len()
+}
+
 #[test]
-fn a_store_written_from_the_spec_opens_and_reads_back() {
-    let (meta, index, data) = images();
-    let media = Media {
-        data: Arc::new(SimMedium::from_image(data)),
-        index: Arc::new(SimMedium::from_image(index)),
-        meta: Arc::new(SimMedium::from_image(meta)),
-    };
-    let s = Store::open_on(media.clone(), None).unwrap();
+fn a_store_written_from_the_spec_opens_reads_back_and_is_upgraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_store(tmp.path(), "v1", &images());
+    let s = Store::open(tmp.path(), "v1").unwrap();
     let cfg = s.config();
     assert_eq!(
         (cfg.num_blocks, cfg.data_block_size, cfg.index_block_size),
@@ -153,6 +163,12 @@ fn a_store_written_from_the_spec_opens_and_reads_back() {
     );
     assert_eq!(cfg.data_type, DataType::Schema);
     assert_eq!(cfg.durability, Durability::Always);
+    // Upgraded: version 2 sizes.
+    assert_eq!(file_len(tmp.path(), "v1", "meta.tsdb"), META_FILE_LEN);
+    assert_eq!(
+        Some(file_len(tmp.path(), "v1", "data.tsdb")),
+        cfg.data_file_len()
+    );
     let all = s.objects(&Query::oldest(0)).unwrap();
     let ts: Vec<i64> = all.iter().map(|o| o.handle.timestamp).collect();
     assert_eq!(ts, [100, 300], "the deleted object stays hidden");
@@ -168,9 +184,34 @@ fn a_store_written_from_the_spec_opens_and_reads_back() {
     assert_eq!(s.oldest(0).unwrap()[0].timestamp, 300);
     s.close().unwrap();
     drop(s);
-    let s = Store::open_on(media, None).unwrap();
+    let s = Store::open(tmp.path(), "v1").unwrap();
     let ts: Vec<i64> = s.oldest(0).unwrap().iter().map(|h| h.timestamp).collect();
     assert_eq!(ts, [300, 400]);
+}
+
+/// The upgrade extends the data file before it replaces meta: a cut in
+/// between leaves version 1 meta with the longer data file, which opens
+/// (and is upgraded then). Extended with garbage in the new part too: the
+/// upgrade writes its own commit there.
+#[test]
+fn an_upgrade_cut_after_extending_the_data_file_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, fill) in [("zeros", 0u8), ("garbage", 0xA5)] {
+        let (meta, index, mut data) = images();
+        let cfg = Config {
+            num_blocks: BLOCKS as u32,
+            data_block_size: BLOCK as u32,
+            index_block_size: INDEX_BLOCK as u32,
+            ..Config::default()
+        };
+        data.resize(cfg.data_file_len().unwrap() as usize, fill);
+        write_store(tmp.path(), name, &(meta, index, data));
+        assert_eq!(file_len(tmp.path(), name, "meta.tsdb"), META_V1_FILE_LEN);
+        let s = Store::open(tmp.path(), name).unwrap();
+        let ts: Vec<i64> = s.oldest(0).unwrap().iter().map(|h| h.timestamp).collect();
+        assert_eq!(ts, [100, 300], "{name}");
+        assert_eq!(file_len(tmp.path(), name, "meta.tsdb"), META_FILE_LEN);
+    }
 }
 
 #[test]
@@ -182,7 +223,87 @@ fn a_config_for_the_same_shape_creates_the_same_sizes() {
         ..Config::default()
     };
     let (meta, index, data) = images();
-    assert_eq!(cfg.data_file_len(), Some(data.len() as u64));
+    assert_eq!(cfg.ring_len(), Some(data.len() as u64));
     assert_eq!(cfg.index_file_len(), index.len() as u64);
-    assert_eq!(tsstore::store::format::META_FILE_LEN, meta.len() as u64);
+    assert_eq!(META_V1_FILE_LEN, meta.len() as u64);
+}
+
+// ------------------------------------------------ a committed version 2 store
+
+/// A small store written by the version 2 engine, committed under
+/// `tests/engine/fixtures/v2-small/` (STYLE.md: a store file of each
+/// released format keeps opening). Rewrite it only when the format is
+/// meant to change, with `TSSTORE_WRITE_FIXTURE=1 cargo test --test tests
+/// engine::format_v1::write_the_v2_fixture -- --ignored`.
+const FIXTURE: &str = "tests/engine/fixtures/v2-small";
+
+fn fixture_span() -> Vec<u8> {
+    (0..600u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+#[ignore = "writes the committed fixture"]
+fn write_the_v2_fixture() {
+    if std::env::var_os("TSSTORE_WRITE_FIXTURE").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        num_blocks: 8,
+        data_block_size: 256,
+        index_block_size: 64,
+        data_type: DataType::Binary,
+        durability: Durability::Always,
+    };
+    let s = Store::create(tmp.path(), "v2", cfg).unwrap();
+    s.insert(1_000, b"alpha").unwrap();
+    s.insert(2_000, b"beta").unwrap();
+    s.insert(3_000, &fixture_span()).unwrap();
+    s.insert(4_000, b"gamma").unwrap();
+    s.delete_by_time(2_000).unwrap();
+    s.close().unwrap();
+    let dst = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["meta.tsdb", "index.tsdb", "data.tsdb"] {
+        std::fs::copy(tmp.path().join("v2").join(f), dst.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn the_committed_v2_store_opens_and_reads_back() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["meta.tsdb", "index.tsdb", "data.tsdb"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let s = Store::open(tmp.path(), "v2").unwrap();
+    let cfg = s.config();
+    assert_eq!(
+        (cfg.num_blocks, cfg.data_block_size, cfg.index_block_size),
+        (8, 256, 64)
+    );
+    let all = s.objects(&Query::oldest(0)).unwrap();
+    let got: Vec<(i64, &[u8])> = all
+        .iter()
+        .map(|o| (o.handle.timestamp, o.data.as_slice()))
+        .collect();
+    let span = fixture_span();
+    assert_eq!(
+        got,
+        [
+            (1_000, &b"alpha"[..]),
+            (3_000, span.as_slice()),
+            (4_000, &b"gamma"[..])
+        ],
+        "the deleted object stays hidden"
+    );
+    assert_eq!(s.stats().unwrap().object_count, 3);
+    // It takes writes and keeps them across a reopen.
+    s.insert(5_000, b"delta").unwrap();
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(tmp.path(), "v2").unwrap();
+    assert_eq!(s.newest_with_data(1).unwrap()[0].data, b"delta");
 }

@@ -7,7 +7,9 @@
 //! unsynced writes and directory changes). After the cut the base is opened
 //! the way the server starts (leftovers swept, stores listed, each opened)
 //! and checked:
-//! - create: store `s` is absent and can be created again, or present and
+//! - create: store `s` is absent and can be created again, or present, a
+//!   version 2 store as create writes it (8 KiB meta, the first commit in
+//!   its slot: both written through the seam) before it is opened, and
 //!   opens with the schema written before it appeared; a create that
 //!   returned `Ok` is present; nothing but stores is left in the base;
 //! - delete: `s` is whole (opens, every object there) or gone and creatable;
@@ -20,6 +22,7 @@
 use std::cell::Cell;
 use std::path::Path;
 
+use tsstore::store::format::{self, CommittedHeader, Meta};
 use tsstore::store::fs::Fs;
 use tsstore::store::schema::{self, Field, FieldType, Schema};
 use tsstore::store::simfs::{for_every_cut, Cut};
@@ -89,6 +92,27 @@ fn creatable(base: &Path, cut: &Cut) {
         .unwrap();
 }
 
+/// The files of store `dir`, created with `cfg` and not opened since, are
+/// those of a new version 2 store: its meta record and its first commit.
+fn assert_first_image(dir: &Path, cfg: &Config, cut: &Cut) {
+    let meta = std::fs::read(dir.join(store::META_FILE)).unwrap();
+    assert_eq!(meta.len() as u64, format::META_FILE_LEN, "{cut}");
+    let at = Meta::slot_offset(1) as usize;
+    let m = Meta::decode(&meta[at..]).unwrap_or_else(|e| panic!("meta: {e}\n{cut}"));
+    assert_eq!(
+        (m.version, m.generation),
+        (format::FORMAT_VERSION, 1),
+        "{cut}"
+    );
+    let data = std::fs::read(dir.join(store::DATA_FILE)).unwrap();
+    assert_eq!(Some(data.len() as u64), cfg.data_file_len(), "{cut}");
+    let ring_len = cfg.ring_len().unwrap();
+    let at = format::slot_offset(ring_len, format::slot_of(1)) as usize;
+    let c = CommittedHeader::decode(&data[at..at + format::SLOT_STRIDE])
+        .unwrap_or_else(|| panic!("no first commit in data.tsdb\n{cut}"));
+    assert!(c.counter == 1 && c.self_contained, "{c:?}\n{cut}");
+}
+
 #[test]
 fn create_leaves_no_store_or_a_whole_one_at_every_cut() {
     let ok = Cell::new(false);
@@ -111,6 +135,7 @@ fn create_leaves_no_store_or_a_whole_one_at_every_cut() {
             assert_eq!(other.oldest_with_data(10).unwrap().len(), 1, "{cut}");
             drop(other);
             if stores.contains(&"s".to_string()) {
+                assert_first_image(&base.join("s"), &small(DataType::Schema), cut);
                 let s = Store::open(base, "s").unwrap_or_else(|e| panic!("open: {e}\n{cut}"));
                 assert_eq!(s.schema(), Some(v1()), "{cut}");
                 s.insert(1, b"{\"t\":1.5}")

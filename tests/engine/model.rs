@@ -1287,37 +1287,45 @@ fn fuzz_seed_of_a_real_store_opens() {
 
 // ----------------------------------------------------------- regressions
 
-/// Regression (found by `damaged_images_open_or_are_rejected` with a crash
-/// image): a power cut can lose a sealed block's write while a later block's
-/// lands. Recovery keeps the lost block as a hole carrying the key of the
-/// block before it; point lookups and range scans then started at the hole
-/// instead of that block, so `get_by_time`, `delete_by_time` and ranges
-/// missed its later objects while the full scan still listed them.
+/// A hole inside the ring (a block a power cut garbled or replaced) carries
+/// the key of the block before it, so objects at or after that key are
+/// looked for in the block before: lookups, ranges and deletes of them
+/// still work. Here the crashed session's write of one block of the next
+/// lap landed alone, over block 17 of the lap before (a subset of the
+/// sectors of its page). The ring is four pages long so that the next
+/// lap's writes stay inside one lease (half the ring under `never`): a
+/// writer at the end of its lease commits, and the cut would then keep
+/// the next lap's first page whole.
 #[test]
 fn objects_in_the_block_before_a_hole_stay_reachable() {
     let cfg = Config {
-        num_blocks: 4,
+        num_blocks: 256,
         data_block_size: 64,
         index_block_size: 64,
         data_type: DataType::Binary,
         durability: Durability::Never,
     };
-    // 64-byte blocks hold two empty objects: block seq k holds 2k-1, 2k.
+    // 64-byte blocks hold two empty objects: block k holds 2k-1 and 2k.
     let sims = open_image::new_sims(&cfg);
     let store = Store::create_on(sims_to_media(&sims), cfg).unwrap();
-    for ts in 1..=8 {
+    for ts in 1..=512 {
         store.insert(ts, b"").unwrap();
     }
-    let before = Images::live(&sims); // blocks 1-3 written, 4 in memory
-    for ts in 9..=13 {
+    store.sync().unwrap();
+    // The next lap, past its first page: that page is written in place.
+    for ts in 513..=642 {
         store.insert(ts, b"").unwrap();
     }
-    // The cut: blocks 4 and 6 written, block 5's write (over block 1, at
-    // position 0) lost.
-    let mut img = Images::live(&sims);
+    let live = Images::live(&sims);
+    // The cut (taken before the drop, whose close would sync).
+    let mut img = Images {
+        meta: sims[0].durable_image(),
+        index: sims[1].durable_image(),
+        data: sims[2].durable_image(),
+    };
     std::mem::drop(store);
-    img.data[..64].copy_from_slice(&before.data[..64]);
-    img.index = before.index.clone();
+    // Position 16 (block 17) now holds block 273 of the next lap.
+    img.data[16 * 64..17 * 64].copy_from_slice(&live.data[16 * 64..17 * 64]);
 
     let store = Store::open_on(img.media(), None).unwrap();
     let all: Vec<i64> = store
@@ -1326,8 +1334,9 @@ fn objects_in_the_block_before_a_hole_stay_reachable() {
         .iter()
         .map(|h| h.timestamp)
         .collect();
-    assert_eq!(all, [5, 6, 7, 8, 11, 12]);
-    for ts in all {
+    let want: Vec<i64> = (1..=512).filter(|&t| t != 33 && t != 34).collect();
+    assert_eq!(all, want);
+    for ts in [31, 32, 35, 36] {
         assert_eq!(store.get_by_time(ts).unwrap().handle.timestamp, ts);
         let from: Vec<i64> = store
             .range(ts, i64::MAX, 0)
@@ -1341,8 +1350,16 @@ fn objects_in_the_block_before_a_hole_stay_reachable() {
             .unwrap();
         assert_eq!(back.len(), 1, "newest-first range {ts}..={ts}");
     }
-    store.delete_by_time(8).unwrap();
-    assert_eq!(store.stats().unwrap().object_count, 5);
+    assert!(store.get_by_time(33).is_err());
+    let range: Vec<i64> = store
+        .range(30, 37, 0)
+        .unwrap()
+        .iter()
+        .map(|h| h.timestamp)
+        .collect();
+    assert_eq!(range, [30, 31, 32, 35, 36, 37]);
+    store.delete_by_time(32).unwrap();
+    assert_eq!(store.stats().unwrap().object_count, 509);
 }
 
 /// Writes the fuzz target's seed corpus: real stores of every small shape
@@ -1407,11 +1424,11 @@ fn insert_now_after_the_last_timestamp_is_rejected() {
 /// generation 0 would lose to the stale slot at every later open).
 #[test]
 fn meta_generation_at_the_limit_is_not_trusted() {
-    use tsstore::store::format::{Meta, META_SLOT_LEN};
+    use tsstore::store::format::{Meta, META_SLOT_LEN, META_SLOT_STRIDE};
     let cfg = open_image::shape(0x02, 0);
     let img = open_image::build_scripted(cfg, &[0x10, 0x21], false);
     let slot = |img: &Images, at: usize| Meta::decode(&img.meta[at..at + META_SLOT_LEN]);
-    let newest = [0, 512]
+    let newest = [0, META_SLOT_STRIDE]
         .into_iter()
         .filter_map(|at| slot(&img, at).ok())
         .max_by_key(|m| m.generation)
@@ -1424,7 +1441,7 @@ fn meta_generation_at_the_limit_is_not_trusted() {
     let mut both = img.clone();
     both.meta[at..at + META_SLOT_LEN].copy_from_slice(&forged.encode());
     // The other slot still opens the store.
-    let other = 512 - at;
+    let other = META_SLOT_STRIDE - at;
     assert!(slot(&both, other).is_ok());
     let store = Store::open_on(both.media(), None).unwrap();
     store.close().unwrap();

@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tsstore::store::format::{
-    crc, get_u32, get_u64, record_crc, Meta, BLOCK_CRC_OFF, BLOCK_HEADER_LEN, BLOCK_KIND_OFF,
-    BLOCK_MAGIC, BLOCK_SEQ_OFF, IDX_CRC_OFF, IDX_SEQ_OFF, INDEX_ENTRY_LEN, META_FILE_LEN,
-    META_SLOT_LEN, META_SLOT_STRIDE, RECORD_HEADER_LEN, REC_CRC_OFF, REC_LEN_OFF, REC_TS_OFF,
+    crc, get_u32, get_u64, record_crc, Meta, RecordKey, BLOCK_CRC_OFF, BLOCK_HEADER_LEN,
+    BLOCK_KIND_OFF, BLOCK_MAGIC, BLOCK_MAGIC_V1, BLOCK_SEQ_OFF, BLOCK_SESSION_OFF, FORMAT_VERSION,
+    FORMAT_VERSION_V1, IDX_CRC_OFF, IDX_SEQ_OFF, INDEX_ENTRY_LEN, META_FILE_LEN, META_SLOT_LEN,
+    META_SLOT_STRIDE, RECORD_HEADER_LEN, REC_CRC_OFF, REC_LEN_OFF, REC_TS_OFF,
 };
 use tsstore::store::sim::{Rng, SimMedium};
 use tsstore::store::{Config, DataType, Durability, Error, Media, Object, Order, Query, Store};
@@ -193,6 +194,8 @@ pub fn images_from_input(input: &[u8]) -> (Images, Level) {
                 Durability::Never => (2, 1000),
             };
             let meta = Meta {
+                version: FORMAT_VERSION,
+                floor_seq: 0,
                 data_type: y & 3,
                 durability,
                 num_blocks: cfg.num_blocks,
@@ -300,12 +303,18 @@ fn forge_checksums(cfg: &Config, index: &mut [u8], data: &mut [u8]) {
     let payload = b - BLOCK_HEADER_LEN;
     for pos in 0..n {
         let blk = &mut data[pos * b..(pos + 1) * b];
-        if get_u32(blk, 0) != BLOCK_MAGIC {
-            continue;
-        }
+        let version = match get_u32(blk, 0) {
+            BLOCK_MAGIC => FORMAT_VERSION,
+            BLOCK_MAGIC_V1 => FORMAT_VERSION_V1,
+            _ => continue,
+        };
         let c = crc(&blk[..BLOCK_CRC_OFF]);
         blk[BLOCK_CRC_OFF..BLOCK_CRC_OFF + 4].copy_from_slice(&c.to_le_bytes());
-        let seq = get_u64(blk, BLOCK_SEQ_OFF);
+        let key = RecordKey {
+            version,
+            seq: get_u64(blk, BLOCK_SEQ_OFF),
+            session: get_u32(blk, BLOCK_SESSION_OFF),
+        };
         match blk[BLOCK_KIND_OFF] {
             1 => {
                 let mut off = BLOCK_HEADER_LEN;
@@ -316,7 +325,7 @@ fn forge_checksums(cfg: &Config, index: &mut [u8], data: &mut [u8]) {
                     if len as usize > b || end > b {
                         break;
                     }
-                    let c = record_crc(seq, ts, len, &blk[off + RECORD_HEADER_LEN..end]);
+                    let c = record_crc(key, ts, len, &blk[off + RECORD_HEADER_LEN..end]);
                     blk[off + REC_CRC_OFF..off + REC_CRC_OFF + 4].copy_from_slice(&c.to_le_bytes());
                     off = end;
                 }
@@ -339,7 +348,7 @@ fn forge_checksums(cfg: &Config, index: &mut [u8], data: &mut [u8]) {
                     let d = p * b + BLOCK_HEADER_LEN;
                     obj.extend_from_slice(&data[d..d + m]);
                 }
-                let c = record_crc(seq, ts, len as u32, &obj);
+                let c = record_crc(key, ts, len as u32, &obj);
                 let o = pos * b + at + REC_CRC_OFF;
                 data[o..o + 4].copy_from_slice(&c.to_le_bytes());
             }
