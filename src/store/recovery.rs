@@ -1460,25 +1460,35 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
         }
     }
     // Repairs, 2: the headers of blocks the crashed session left past the
-    // head, inside its lease window, are zeroed. Session-bound record
-    // checksums and the session rule already keep them from validating in
-    // a later session; this is defence in depth, bounded by the lease
-    // (with no lease nothing is zeroed: it would take a write per block of
-    // the ring). Only headers of the crashed session's own numbers are
-    // touched: a page holding one was written by it in this lap, so the
-    // positions after it in that page hold nothing durable either.
-    if let Some(end) = window_end {
-        let last = end.min(next.saturating_add(n - 1));
-        let mut hb = [0u8; BLOCK_HEADER_LEN];
-        for s in next..=last {
-            let off = ring.pos(s) as u64 * b as u64;
-            media.data.read_at(off, &mut hb)?;
-            let dead = BlockHeader::decode(&hb)
-                .is_some_and(|h| h.seq == s && h.seq >= rule.start && h.session == rule.session);
-            if dead {
-                settle()?;
-                media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
-            }
+    // head are zeroed: inside its lease window, or the whole ring when
+    // recovery read every header anyway (no commit slot, a lease a lap
+    // long, a store without leases). Session-bound record checksums and
+    // the session rule already keep them from validating in a later
+    // session; this is defence in depth (a record whose 32-bit checksum
+    // happens to match, a tool reading the raw files). Only headers of the
+    // crashed session at or past the new head are touched: a page holding
+    // one was written by it in this lap, so the positions after it in that
+    // page hold nothing durable either. A position may hold a number more
+    // than a lap past the head (a span let through past the lease cap,
+    // FORMAT.md "Leases"), so the test is on the header's number, not on
+    // the number the position would have next.
+    // (`ring.next`, not `next`: a missing block after the head's last
+    // whole one ended the walk there.)
+    let first_dead = ring.next;
+    let zero_len = match window_end {
+        Some(end) => end.saturating_add(1).saturating_sub(first_dead).min(n),
+        None => n,
+    };
+    let mut hb = [0u8; BLOCK_HEADER_LEN];
+    for s in first_dead..first_dead.saturating_add(zero_len) {
+        let off = ring.pos(s) as u64 * b as u64;
+        media.data.read_at(off, &mut hb)?;
+        let dead = BlockHeader::decode(&hb).is_some_and(|h| {
+            h.seq >= first_dead && h.seq >= rule.start && h.session == rule.session
+        });
+        if dead {
+            settle()?;
+            media.data.write_at(off, &[0u8; BLOCK_HEADER_LEN])?;
         }
     }
     // Synced even if nothing was written: after a kill, blocks recovery

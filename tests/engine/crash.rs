@@ -114,6 +114,10 @@
 //!   by exact range, the block lookup, a range query, the handle-only and
 //!   newest-first scans agree with the oldest-first scan; no lookup finds a
 //!   known timestamp that the scan does not hold;
+//! - on the media, right after the open: no block header and no index
+//!   entry names a number at or past the new session's first block (the
+//!   crashed session's dead blocks and entries are zeroed, FORMAT.md
+//!   "Opening a store" step 5);
 //! - with a stepped clock: an insert without a timestamp is accepted and
 //!   gets a timestamp after the newest object shown at the reopen or
 //!   acknowledged since, and no later than the clock or the newest
@@ -240,6 +244,45 @@ pub(crate) fn trace_images(cfg: &Config, images: &Images) {
         );
     }
     trace!("  images: D = {d}");
+}
+
+/// What recovery leaves on the media (FORMAT.md, "Opening a store", step
+/// 5): no block header and no index entry names a sequence number at or
+/// past the new session's first block. The crashed session's dead blocks
+/// and entries past the recovered head are zeroed, not only made invalid by
+/// the session rule and session-bound record checksums, so a record whose
+/// 32-bit checksum happens to match in a later session, or a tool reading
+/// the raw files, never meets them. Checked on the live images right after
+/// an open, before the new session writes.
+pub(crate) fn no_dead_blocks(cfg: &Config, disk: &Disk) -> Result<(), String> {
+    let [data, index, meta] = [0, 1, 2].map(|i| disk.0[i].live_image());
+    let m = (0..2)
+        .filter_map(|i| Meta::decode(&meta[i * META_SLOT_STRIDE..]).ok())
+        .max_by_key(|m| m.generation)
+        .ok_or("no valid meta slot after the open")?;
+    let start = m.session_start;
+    let per = (cfg.index_block_size as usize / INDEX_ENTRY_LEN).max(1);
+    for pos in 0..cfg.num_blocks as usize {
+        let o = (pos / per) * cfg.index_block_size as usize + (pos % per) * INDEX_ENTRY_LEN;
+        if let Some(e) = IndexEntry::decode(&index[o..o + INDEX_ENTRY_LEN]) {
+            if e.seq >= start {
+                return Err(format!(
+                    "the index entry at position {pos} names block {} at or past the new session's first block {start}",
+                    e.seq
+                ));
+            }
+        }
+        let b = pos * cfg.data_block_size as usize;
+        if let Some(h) = BlockHeader::decode(&data[b..b + BLOCK_HEADER_LEN]) {
+            if h.seq >= start {
+                return Err(format!(
+                    "the block at position {pos} keeps the header of block {} (session {}) at or past the new session's first block {start}",
+                    h.seq, h.session
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------- the disk
@@ -1307,6 +1350,8 @@ fn run_case(seed: u64, plan: Plan, tally: &mut Tally) -> Result<(), String> {
             let clean = gate.disk().clean();
             lg.after_reopen(&store, last, clean, gate.stamp())
                 .map_err(|e| ctx(cycle, last, model, format!("after reopen: {e}")))?;
+            no_dead_blocks(&cfg, gate.disk())
+                .map_err(|e| ctx(cycle, last, model, format!("after reopen: {e}")))?;
         }
         let clock = plan.clock.then(|| {
             let start = match rng.below(3) {
@@ -1406,6 +1451,7 @@ pub(crate) fn final_reopen(
     let clean = gate.disk().clean();
     lg.after_reopen(&store, last, clean, gate.stamp())
         .map_err(|e| format!("final reopen: {e}"))?;
+    no_dead_blocks(cfg, gate.disk()).map_err(|e| format!("final reopen: {e}"))?;
     let max = store.max_object_size();
     for _ in 0..3 {
         let data = random_payload(rng, cfg, max);

@@ -27,8 +27,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::crash::{
-    final_reopen, random_config, random_payload, read_back, run_seeds, stepped_clock, trace, Disk,
-    End, Gate, Ledger, Tally, T0,
+    final_reopen, no_dead_blocks, random_config, random_payload, read_back, run_seeds,
+    stepped_clock, trace, Disk, End, Gate, Ledger, Tally, T0,
 };
 use tsstore::store::sim::{CrashModel, Rng};
 use tsstore::store::{Config, DataType, Durability, Store};
@@ -167,6 +167,7 @@ impl<'a> Session<'a> {
             let clean = gate.disk().clean();
             lg().after_reopen(&store, last, clean, gate.stamp())
                 .map_err(|e| ctx(format!("after reopen: {e}")))?;
+            no_dead_blocks(self.cfg, gate.disk()).map_err(|e| ctx(format!("after reopen: {e}")))?;
         }
         work(&store, &gate, rng).map_err(ctx)?;
         if !gate.is_cut() {
