@@ -821,6 +821,20 @@ struct Region {
 /// `reclaimed` is the first block the crashed session cannot have
 /// overwritten: with no lease, it may have written a later lap over the
 /// blocks before it (a valid block of a later lap was found).
+/// The newest block of `c`'s session the data holds past `prev_lease` and
+/// within `c`'s lease: a writer starts a block only inside the lease of a
+/// commit whose sync completed, so such a block proves `c`'s did.
+fn lapped_past(v: &View, c: &CommittedHeader, prev_lease: u64) -> io::Result<Option<u64>> {
+    let from = prev_lease.saturating_add(1).max(c.next_seq);
+    let mut newest = None;
+    for seq in from..=c.lease_end.min(from.saturating_add(v.ring.n - 1)) {
+        if v.header(seq)?.is_some_and(|h| h.session == c.session) {
+            newest = Some(seq);
+        }
+    }
+    Ok(newest)
+}
+
 fn region_of(
     v: &View,
     rule: &SessionRule,
@@ -1183,7 +1197,24 @@ pub(crate) fn recover(media: &Media, durability: Option<Durability>) -> Result<R
             0
         };
         let unbounded = c.lease_end == LEASE_UNBOUNDED;
-        if let Some(region) = region_of(&view, &rule, c, prev, floor, reclaimed, unbounded)? {
+        let mut region = region_of(&view, &rule, c, prev, floor, reclaimed, unbounded)?;
+        if region.is_none() && !unbounded {
+            // Blocks the commit vouches for may be gone because the writer
+            // lapped them under this commit's own lease (a span let through
+            // past the lease cap, FORMAT.md "Leases"): a block of its
+            // session past the lease of the commit before proves this
+            // commit's sync completed, and what lies a lap behind that
+            // block was reclaimed.
+            let before = committed
+                .iter()
+                .map(|p| &p.1)
+                .find(|p| p.counter + 1 == c.counter && p.lease_end != LEASE_UNBOUNDED);
+            if let Some(x) = before.map_or(Ok(None), |p| lapped_past(&view, c, p.lease_end))? {
+                let reclaimed = (x + 1).saturating_sub(n);
+                region = region_of(&view, &rule, c, prev, floor, reclaimed, unbounded)?;
+            }
+        }
+        if let Some(region) = region {
             chosen = Some((c.counter, *c, view, rule, region));
             break;
         }

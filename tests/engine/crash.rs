@@ -1791,6 +1791,7 @@ fn known_seeds() {
         (15665933660092413578, clock(never)),
         (5110247482671628692, sectors(never)),
         (8153457761843024184, clock(never)),
+        (11587231940397398648, Plan::new(never, KILLS)),
     ];
     let mut tally = Tally::default();
     let failed: Vec<String> = cases
