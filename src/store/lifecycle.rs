@@ -285,7 +285,7 @@ fn upgrade_v1(dir: &Path, lock: DirLock) -> Result<DirLock> {
         let len = f.metadata()?.len();
         if len != new_len {
             f.set_len(new_len)?;
-            super::medium::allocate_range(&f, len.min(ring_len), new_len)?;
+            super::fs::allocate_range(&f, len.min(ring_len), new_len)?;
             f.sync_all()?;
         }
     }
