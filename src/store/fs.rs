@@ -3,7 +3,7 @@
 //! I/O, which goes through [`Medium`](super::Medium)) is a call on an [`Fs`],
 //! so that the cut tests can swap in [`SimFs`](super::simfs::SimFs) and stop
 //! the machine between any two calls. The real one reserves a new file's
-//! blocks when it creates it ([`allocate_range`], also used to extend a data
+//! blocks when it creates it (`allocate_range`, also used to extend a data
 //! file), so that a store's footprint is fixed from its creation on.
 //!
 //! It also owns the sequences built from those calls whose atomicity across a
