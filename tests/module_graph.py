@@ -7,13 +7,23 @@ code) and `super::` chains that climb to the crate root, and draws an edge
 from the file's top-level module (`src/a.rs`, `src/a/...`) to each other
 top-level module it names. Comment lines are skipped.
 
+Inside the folders named in INNER (the engine, `store/`), it draws the same
+graph between the files of the folder: an edge from `store/a.rs` to
+`store/b.rs` for every `super::b`, `super::{b, ..}` or `crate::store::b`
+it names, and for every name it takes from the folder's `mod.rs` that
+`mod.rs` re-exports from `b` (`pub use b::{X, ..}`), so that going
+through a re-export does not hide an edge. `super::` paths inside a
+file's own inline modules (`mod tests { use super::*; }`) name the file
+itself and draw no edge.
+
 Fails (exit 1) when:
 - the top-level modules form a cycle (each cycle is printed with the files
   and paths that make it);
 - two of the areas (`api`, `stream`, `ingest`, `console`) import each other;
-- the storage engine (`store`) imports any other module.
+- the storage engine (`store`) imports any other module;
+- the files of a folder of INNER form a cycle.
 
-`--self-test` runs the check on small trees made up here, one of them with
+`--self-test` runs the check on small trees made up here, some of them with
 a cycle, and fails unless the check tells them apart.
 """
 
@@ -24,6 +34,7 @@ import tempfile
 
 AREAS = {"api", "stream", "ingest", "console"}
 BOTTOM = "store"
+INNER = ("store",)
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -151,19 +162,113 @@ def cycles(nodes, es):
     return comps
 
 
-def check(src, out=sys.stdout):
-    """Prints what is wrong with the graph of `src`; True if nothing."""
-    es = edges(src)
-    nodes = top_modules(src)
+def inner_modules(folder):
+    """The names of the modules a folder holds: its files but mod.rs."""
+    return {e[:-3] for e in os.listdir(folder)
+            if e.endswith(".rs") and e != "mod.rs"}
+
+
+def reexports(folder):
+    """{name: the file's module it comes from} for the `pub use` items of
+    the folder's mod.rs."""
+    out = {}
+    code = code_of(os.path.join(folder, "mod.rs"))
+    for m in re.finditer(r"\bpub use ([A-Za-z_][A-Za-z0-9_]*)::", code):
+        if code.startswith("{", m.end()):
+            names = brace_items(code, m.end())
+        else:
+            i = IDENT.match(code, m.end())
+            names = [i.group(0)] if i else []
+        for name in names:
+            out[name] = m.group(1)
+    return out
+
+
+def file_scope(code):
+    """The code outside the file's own inline modules (`mod x { .. }`),
+    where `super::` is the folder. Braces in strings are rare enough in
+    this crate to be ignored."""
+    spans, depth, opened = [], 0, None
+    for m in re.finditer(r"\bmod\s+[A-Za-z_][A-Za-z0-9_]*\s*\{|[{}]", code):
+        if m.group(0) == "}":
+            depth -= 1
+            if opened is not None and depth == opened[1]:
+                spans.append((opened[0], m.end()))
+                opened = None
+            continue
+        if opened is None and m.group(0) != "{":
+            opened = (m.start(), depth)
+        depth += 1
+    kept, at = [], 0
+    for start, end in spans:
+        kept.append(code[at:start])
+        at = end
+    kept.append(code[at:])
+    return "".join(kept)
+
+
+def sibling_names(code, folder_name):
+    """(name, the path that names it) for every path into the folder:
+    `super::` outside inline modules, `crate::<folder>::` anywhere."""
+    for text, pat in ((file_scope(code), r"(?<![\w:])super::"),
+                      (code, r"\bcrate::" + folder_name + "::")):
+        for m in re.finditer(pat, text):
+            rest = m.end()
+            if text.startswith("{", rest):
+                for name in brace_items(text, rest):
+                    yield name, m.group(0) + "{" + name + "}"
+            else:
+                i = IDENT.match(text, rest)
+                if i:
+                    yield i.group(0), text[m.start():i.end()]
+
+
+def inner_edges(folder):
+    """{(from, to): [(file, path), ...]} between the files of `folder`."""
+    mods = inner_modules(folder)
+    again = reexports(folder)
+    name = os.path.basename(folder)
+    out = {}
+    for me in sorted(mods):
+        path = os.path.join(folder, me + ".rs")
+        for n, how in sibling_names(code_of(path), name):
+            to = n if n in mods else again.get(n)
+            if to != n:
+                how += f" (re-exported from {to} by mod.rs)"
+            if to and to != me:
+                out.setdefault((me, to), []).append(
+                    (os.path.relpath(path, os.path.dirname(folder)), how))
+    return out
+
+
+def cycle_report(nodes, es, what):
+    """One problem per cycle of the graph, with an edge of each pair."""
     problems = []
     for comp in cycles(nodes, es):
-        lines = ["cycle between " + ", ".join(comp) + ":"]
+        lines = [f"cycle between {what}" + ", ".join(comp) + ":"]
         for (a, b), where in sorted(es.items()):
             if a in comp and b in comp:
                 f, how = where[0]
                 more = f" (and {len(where) - 1} more)" if len(where) > 1 else ""
                 lines.append(f"  {a} -> {b}: {f}: {how}{more}")
         problems.append("\n".join(lines))
+    return problems
+
+
+def check(src, out=sys.stdout):
+    """Prints what is wrong with the graph of `src`; True if nothing."""
+    es = edges(src)
+    nodes = top_modules(src)
+    problems = cycle_report(nodes, es, "")
+    inner = []
+    for name in INNER:
+        folder = os.path.join(src, name)
+        if os.path.isfile(os.path.join(folder, "mod.rs")):
+            ies = inner_edges(folder)
+            problems += cycle_report(inner_modules(folder), ies,
+                                     f"files of {name}/: ")
+            inner.append(f"{name}/: {len(inner_modules(folder))} files, "
+                         f"{len(ies)} edges")
     for (a, b), where in sorted(es.items()):
         f, how = where[0]
         if a in AREAS and b in AREAS:
@@ -174,7 +279,8 @@ def check(src, out=sys.stdout):
         print(p, file=out)
     if not problems:
         print(f"module graph of {src}: {len(nodes)} top-level modules, "
-              f"{len(es)} edges, no cycle", file=out)
+              f"{len(es)} edges; " + "; ".join(inner + [""]) + "no cycle",
+              file=out)
     return not problems
 
 
@@ -186,6 +292,15 @@ def self_test():
             "b/mod.rs": "pub mod x;\nuse crate::c;\n",
             "b/x.rs": "// use crate::a; (a comment)\nfn f() { crate::c::g(); }\n",
             "c.rs": "pub fn g() {}\n",
+            # `super::x` in y's tests is y's own `x`, not the file x.rs.
+            "store/mod.rs": "mod x; mod y;\npub use y::Thing;\n",
+            "store/x.rs": "use super::{y, Thing};\n"
+                          "fn h() { crate::store::y::g(); }\n",
+            "store/y.rs": "// use super::x;\npub struct Thing;\n"
+                          "pub fn g() { let s = format!(\"{}\", 1); }\n"
+                          "fn x() {}\n#[cfg(test)]\nmod tests {\n"
+                          "    use super::*;\n"
+                          "    fn t() { if true { super::x(); } }\n}\n",
         },
         "cycle": {
             "lib.rs": "pub mod a; pub mod b; pub mod c;",
@@ -198,6 +313,14 @@ def self_test():
             "lib.rs": "pub mod api; pub mod console;",
             "api.rs": "use crate::console::Console;\n",
             "console.rs": "",
+        },
+        # c -> a only through the re-export in mod.rs.
+        "store-cycle": {
+            "lib.rs": "pub mod store;",
+            "store/mod.rs": "mod a; mod b; mod c;\npub use a::Thing;\n",
+            "store/a.rs": "use super::{b::X, c};\npub struct Thing;\n",
+            "store/b.rs": "pub struct X;\nfn f() { crate::store::c::g(); }\n",
+            "store/c.rs": "pub fn g() {}\nfn h(_: super::Thing) {}\n",
         },
     }
     ok = True

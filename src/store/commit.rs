@@ -37,8 +37,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::config::{Config, Durability};
-use super::engine::Shared;
 use super::error::{Error, Result};
+use super::shared::{Shared, State, SyncState, Syncer};
 
 /// Longest a sync leader waits for more writers to join (see `gather`).
 const GATHER_MAX: Duration = Duration::from_micros(250);
@@ -91,41 +91,6 @@ pub(crate) fn lease_max(cfg: &Config) -> u64 {
     (LEASE_MAX_BYTES / cfg.data_block_size as u64)
         .min(cfg.num_blocks as u64 / 4)
         .max(min)
-}
-
-#[derive(Debug)]
-struct SyncState {
-    /// Every write with an lsn up to this one is durable.
-    durable_lsn: u64,
-    /// A leader is committing now.
-    leader: bool,
-    /// When the oldest write not yet synced was acknowledged.
-    dirty_since: Option<Instant>,
-    last_index_sync: Instant,
-    /// Every write up to this lsn is covered by an index sync.
-    index_lsn: u64,
-    shutdown: bool,
-    /// A sync failed: nothing after it can be promised.
-    failed: Option<String>,
-    /// Writes the last sync of the data file covered (see `gather`).
-    last_batch: u64,
-    /// While the leader waits for more writers, the lsn that completes
-    /// its batch; 0 otherwise (see `gather`).
-    gather_target: u64,
-    /// The highest block a waiting writer needs the lease to cover.
-    lease_want: u64,
-    /// The flusher should extend the lease now.
-    lease_low: bool,
-}
-
-/// Coordination of commits for one store.
-#[derive(Debug)]
-pub(crate) struct Syncer {
-    m: Mutex<SyncState>,
-    cv: Condvar,
-    /// Wakes a gathering leader when a writer arrives.
-    arrived: Condvar,
-    dirty: AtomicBool,
 }
 
 /// What a caller of [`Shared::commit_req`] waits for.
@@ -433,7 +398,7 @@ impl Shared {
     /// That happens to a span that would take, one lap later, the place of
     /// the start of a span crossing the ring's end; waiting would never
     /// end, so it is let through (FORMAT.md, "Leases").
-    fn stuck_cap(&self, st: &super::engine::State, want: u64) -> u64 {
+    fn stuck_cap(&self, st: &State, want: u64) -> u64 {
         let cap = self.lease_cap(st);
         if want > cap && want > self.cap_from(st, true) {
             want
@@ -449,13 +414,13 @@ impl Shared {
     /// tells a commit whose sync was cut by a block missing among those. A
     /// block is written in place again only when the write position leaves
     /// its page one lap later.
-    pub(crate) fn lease_cap(&self, st: &super::engine::State) -> u64 {
+    pub(crate) fn lease_cap(&self, st: &State) -> u64 {
         self.cap_from(st, false)
     }
 
     /// [`Shared::lease_cap`]; with `settled`, as if the last commit's
     /// frontier page were the current one.
-    fn cap_from(&self, st: &super::engine::State, settled: bool) -> u64 {
+    fn cap_from(&self, st: &State, settled: bool) -> u64 {
         let n = st.ring.n;
         let tail = st
             .ring
@@ -488,7 +453,7 @@ impl Shared {
     /// Where recovery starts checking the blocks a commit vouches for
     /// (`recovery::region_of`): `from`, not before `tail`, and at the
     /// start of a span `from` is in the middle of.
-    fn check_start(&self, st: &super::engine::State, from: u64, tail: u64) -> u64 {
+    fn check_start(&self, st: &State, from: u64, tail: u64) -> u64 {
         let mut start = from.min(st.ring.next).max(tail);
         let mut s = start;
         while s > tail
@@ -507,7 +472,7 @@ impl Shared {
 
     /// The block at the last position of block `seq`'s page, in `seq`'s
     /// lap (`seq` itself for blocks of a page or more).
-    fn page_last_seq(&self, st: &super::engine::State, seq: u64) -> u64 {
+    fn page_last_seq(&self, st: &State, seq: u64) -> u64 {
         let b = self.block_size() as u64;
         let pos = st.ring.pos(seq.max(st.ring.base)) as u64;
         let page = super::format::PAGE as u64;

@@ -13,12 +13,12 @@
 //! the slot of commit `commit_next`, it mirrors the frontier page, and its
 //! image equals the frontier image below `dirty_from`.
 
-use super::engine::{Frontier, Shared, State, Working};
 use super::error::Result;
 use super::format::{
     slot_of, slot_offset, CommittedHeader, PageRef, WorkingHeader, PAGE, SLOT_AUX_OFF,
     SLOT_COMMITTED_OFF, SLOT_FRONTIER_OFF, SLOT_WORKING_OFF,
 };
+use super::shared::{Frontier, Shared, State, Working};
 
 impl Frontier {
     /// The image's bytes that belong to the current lap.

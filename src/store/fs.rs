@@ -2,7 +2,9 @@
 //! creates, deletes or rewrites a store's files (outside the engine's block
 //! I/O, which goes through [`Medium`](super::Medium)) is a call on an [`Fs`],
 //! so that the cut tests can swap in [`SimFs`](super::simfs::SimFs) and stop
-//! the machine between any two calls.
+//! the machine between any two calls. The real one reserves a new file's
+//! blocks when it creates it (`allocate_range`, also used to extend a data
+//! file), so that a store's footprint is fixed from its creation on.
 //!
 //! It also owns the sequences built from those calls whose atomicity across a
 //! power cut the rest of the crate relies on (FORMAT.md, "File-system
@@ -73,7 +75,7 @@ impl Fs for RealFs {
             .create_new(true)
             .open(path)?;
         file.set_len(len)?;
-        super::medium::allocate(&file, len)
+        allocate(&file, len)
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -126,6 +128,30 @@ impl Fs for RealFs {
         }
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
+    }
+}
+
+/// Reserves the file's blocks. Where the filesystem cannot (some network or
+/// FUSE filesystems), the file stays sparse; that is reported nowhere since
+/// the store is still correct, only not guaranteed its space.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    allocate_range(file, 0, len)
+}
+
+/// Reserves the file's blocks from `from` to `to` (see `allocate`).
+pub(crate) fn allocate_range(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::fd::AsFd;
+    if to <= from {
+        return Ok(());
+    }
+    match nix::fcntl::posix_fallocate(file.as_fd(), from as i64, (to - from) as i64) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(nix::errno::Errno::ENOSPC) => Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("not enough free space to allocate {} bytes", to - from),
+        )),
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 

@@ -1,25 +1,26 @@
-//! A store's life: create, open (recovery, and the upgrade of a version 1
-//! store), close and delete, and the names and lock of its directory.
+//! A store's life once it exists: open (recovery, and the upgrade of a
+//! version 1 store), close, and the names, media and lock of its directory.
+//! Creating and deleting a directory is `staged`'s (which uses the names and
+//! the lock from here).
 //!
 //! Invariants: a store directory is locked (`flock` on `meta.tsdb`) by the
-//! one process that has it open; create and delete are atomic across a
-//! power cut (they go through `staged`: the store is built under a staging
-//! name and renamed into place, and renamed out of sight before removal);
-//! a close makes everything durable and leaves a commit that leases
-//! nothing, so the next open reads only the index and the commit slots.
+//! one process that has it open; a close makes everything durable and
+//! leaves a commit that leases nothing, so the next open reads only the
+//! index and the commit slots.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::commit::{spawn_flusher, Syncer};
+use super::commit::spawn_flusher;
 use super::config::{Config, Durability};
-use super::engine::{rd, wr, Media, Shared, Store, DATA_FILE, INDEX_FILE, META_FILE};
+use super::engine::Store;
 use super::error::{Error, Result};
 use super::format::{commit_area_offset, Meta, COMMIT_AREA_LEN, META_FILE_LEN, META_V1_FILE_LEN};
 use super::medium::FileMedium;
 use super::schema::{self, Schema};
+use super::shared::{rd, wr, Media, Shared, Syncer, DATA_FILE, INDEX_FILE, META_FILE};
 
 /// Checks a store name: 1 to 64 of `[A-Za-z0-9_-]`. Anything else (path
 /// traversal included) is rejected before the disk is touched.
@@ -65,12 +66,6 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Deletes a store by path without opening it. Fails if it is open. A
-/// power cut leaves the store whole or gone (see [`super::staged`]).
-pub fn delete_store(base: &Path, name: &str) -> Result<()> {
-    super::staged::delete_store_with(&super::fs::RealFs, base, name)
-}
-
 /// True if a store exists at `base/name`.
 pub fn exists(base: &Path, name: &str) -> bool {
     validate_name(name).is_ok() && base.join(name).join(META_FILE).is_file()
@@ -85,16 +80,6 @@ pub(crate) fn open_media(dir: &Path) -> Result<Media> {
 }
 
 impl Store {
-    /// Creates a store in `base/name`, allocating its files in full. A power
-    /// cut leaves no store (the name can be created again) or a whole one
-    /// (see [`Store::create_with`]).
-    pub fn create(base: &Path, name: &str, config: Config) -> Result<Store> {
-        let (s, ()) = Store::create_with(&super::fs::RealFs, base, name, config, |_, _| {
-            Ok::<(), Error>(())
-        })?;
-        Ok(s)
-    }
-
     /// Opens the store in `base/name` with the durability it was created with.
     pub fn open(base: &Path, name: &str) -> Result<Store> {
         Store::open_with(base, name, None)
@@ -285,7 +270,7 @@ fn upgrade_v1(dir: &Path, lock: DirLock) -> Result<DirLock> {
         let len = f.metadata()?.len();
         if len != new_len {
             f.set_len(new_len)?;
-            super::medium::allocate_range(&f, len.min(ring_len), new_len)?;
+            super::fs::allocate_range(&f, len.min(ring_len), new_len)?;
             f.sync_all()?;
         }
     }

@@ -214,30 +214,6 @@ impl FileMedium {
     }
 }
 
-/// Reserves the file's blocks. Where the filesystem cannot (some network or
-/// FUSE filesystems), the file stays sparse; that is reported nowhere since
-/// the store is still correct, only not guaranteed its space.
-pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
-    allocate_range(file, 0, len)
-}
-
-/// Reserves the file's blocks from `from` to `to` (see `allocate`).
-pub(crate) fn allocate_range(file: &File, from: u64, to: u64) -> io::Result<()> {
-    use std::os::fd::AsFd;
-    if to <= from {
-        return Ok(());
-    }
-    match nix::fcntl::posix_fallocate(file.as_fd(), from as i64, (to - from) as i64) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EOPNOTSUPP) | Err(nix::errno::Errno::EINVAL) => Ok(()),
-        Err(nix::errno::Errno::ENOSPC) => Err(io::Error::new(
-            io::ErrorKind::StorageFull,
-            format!("not enough free space to allocate {} bytes", to - from),
-        )),
-        Err(e) => Err(io::Error::from(e)),
-    }
-}
-
 impl Medium for FileMedium {
     fn len(&self) -> u64 {
         self.len

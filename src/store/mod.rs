@@ -41,21 +41,21 @@ mod recovery;
 mod recovery_v1;
 mod ring;
 pub mod schema;
+mod shared;
 pub mod sim;
 pub mod simfs;
 mod staged;
 mod write;
 
 pub use config::{Config, DataType, Durability, DEFAULT_SYNC_INTERVAL_MS};
-pub use engine::{
-    delete_store, exists, validate_name, Clock, Media, Progress, Stats, Store, DATA_FILE,
-    INDEX_FILE, META_FILE,
-};
+pub use engine::{Progress, Stats, Store};
 pub use error::{Error, Result};
+pub use lifecycle::{exists, validate_name};
 pub use medium::{FileMedium, IoSnapshot, Medium};
 pub use object::{now_ns, since_start, Filter, Object, ObjectHandle, Order, Query};
 pub use schema::{Field, FieldType, Schema, SchemaError};
-pub use staged::{delete_store_with, sweep};
+pub use shared::{Clock, Media, DATA_FILE, INDEX_FILE, META_FILE};
+pub use staged::{delete_store, delete_store_with, sweep};
 
 #[doc = include_str!("FORMAT.md")]
 pub mod format_spec {}

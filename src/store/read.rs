@@ -10,13 +10,13 @@
 
 use std::ops::ControlFlow;
 
-use super::engine::{Found, Shared, State};
 use super::error::Result;
 use super::format::{
     record_crc, BlockHeader, BlockKind, RecordHeader, BLOCK_HEADER_LEN, MAX_OBJECT_LEN,
     RECORD_HEADER_LEN,
 };
 use super::object::{find_verified, Filter, Object, ObjectHandle, Order, Query, Records};
+use super::shared::{Found, Shared, State};
 
 /// Steps back from live block `seq` over holes (blocks lost to a power cut,
 /// see recovery.rs): a hole carries the key of the block before it but holds

@@ -36,7 +36,6 @@ use std::io;
 
 use super::commit::lease_blocks;
 use super::config::{Config, DataType, Durability};
-use super::engine::{Frontier, Media, State};
 use super::error::{Error, Result};
 use super::format::{
     record_crc, slot_of, slot_offset, BlockHeader, BlockKind, CommittedHeader, IndexEntry, Meta,
@@ -49,6 +48,7 @@ use super::index::BlockTable;
 use super::medium::Medium;
 use super::object::Records;
 use super::ring::Ring;
+use super::shared::{Frontier, Media, State};
 
 /// Sequence numbers recovery accepts: far below the point where the
 /// arithmetic on them could overflow (the engine starts at 1 and adds one

@@ -29,7 +29,6 @@
 //! after extending it runs again.
 
 use super::config::Config;
-use super::engine::Media;
 use super::error::Result;
 use super::format::{
     commit_area_offset, record_crc, BlockHeader, BlockKind, IndexEntry, Meta, RecordHeader,
@@ -42,6 +41,7 @@ use super::recovery::{
     View, SEQ_LIMIT,
 };
 use super::ring::Ring;
+use super::shared::Media;
 
 /// What the version 1 recovery found.
 pub(crate) struct RecoveredV1 {

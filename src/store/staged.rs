@@ -1,5 +1,6 @@
 //! Atomic create and delete of a store's directory (FORMAT.md, "File-system
-//! operations and power cuts").
+//! operations and power cuts"): [`Store::create`], [`Store::create_with`],
+//! [`Store::delete_store`] and [`delete_store`] all go through here.
 //!
 //! A store is built whole under `base/.staging-<name>-<hex>` (its three
 //! files allocated, its first commit and first meta record written, and
@@ -18,12 +19,13 @@ use std::io;
 use std::path::Path;
 
 use super::config::Config;
-use super::engine::{Store, DATA_FILE, INDEX_FILE, META_FILE};
+use super::engine::Store;
 use super::error::{Error, Result};
 use super::format::{Meta, META_FILE_LEN};
 use super::fs::{self, Fs, DELETING_PREFIX, STAGING_PREFIX};
 use super::lifecycle::{lock_dir, open_media, validate_name};
 use super::recovery::first_commit_writes;
+use super::shared::{DATA_FILE, INDEX_FILE, META_FILE};
 
 /// Removes every leftover of an interrupted create or delete in `base`
 /// (server start). Returns how many it removed.
@@ -32,6 +34,15 @@ pub fn sweep(base: &Path) -> io::Result<usize> {
 }
 
 impl Store {
+    /// Creates a store in `base/name`, allocating its files in full. A power
+    /// cut leaves no store (the name can be created again) or a whole one
+    /// (see [`Store::create_with`]).
+    pub fn create(base: &Path, name: &str, config: Config) -> Result<Store> {
+        let (s, ()) =
+            Store::create_with(&fs::RealFs, base, name, config, |_, _| Ok::<(), Error>(()))?;
+        Ok(s)
+    }
+
     /// Creates a store in `base/name` through `fs`, and lets `fill` add
     /// files to it (the first API key, a schema) before it appears under its
     /// name: a power cut leaves no store or one with everything `fill`
@@ -77,6 +88,15 @@ impl Store {
             }
         }
     }
+
+    /// Closes the store and removes its directory.
+    pub fn delete_store(&self) -> Result<()> {
+        let _ = self.close();
+        match &self.shared.dir {
+            Some(dir) => discard(&fs::RealFs, dir),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The files of a new store in `dir`, synced: the bytes
@@ -119,6 +139,12 @@ fn publish(fs: &dyn Fs, stage: &Path, dir: &Path) -> Result<()> {
     let base = dir.parent().unwrap_or(Path::new("."));
     fs.sync_dir(base)?;
     Ok(())
+}
+
+/// Deletes a store by path without opening it. Fails if it is open. A
+/// power cut leaves the store whole or gone.
+pub fn delete_store(base: &Path, name: &str) -> Result<()> {
+    delete_store_with(&fs::RealFs, base, name)
 }
 
 /// Deletes the store `base/name`, which must not be open, through `fs`.

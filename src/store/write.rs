@@ -10,7 +10,6 @@
 
 use std::sync::atomic::Ordering;
 
-use super::engine::{Aux, Frontier, HeadBuf, Shared, State};
 use super::error::{Error, Result};
 use super::format::{
     encode_record_header, BlockHeader, BlockKind, IndexEntry, Meta, PageRef, RecordKey,
@@ -19,6 +18,7 @@ use super::format::{
 };
 use super::object::ObjectHandle;
 use super::ring::Ring;
+use super::shared::{wr, Aux, Frontier, HeadBuf, Shared, State};
 
 /// What an append did.
 pub(crate) enum Appended {
@@ -275,7 +275,7 @@ impl Shared {
         let flag = |st: &State| {
             self.block_offset(st.ring.pos(seq)) + off as u64 + REC_DELETED_BYTE_OFF as u64
         };
-        let mut st = super::engine::wr(&self.state);
+        let mut st = wr(&self.state);
         self.check_writable(&st)?;
         if !st.ring.is_live(seq) {
             return Err(Error::ObjectNotFound);
@@ -321,7 +321,7 @@ impl Shared {
         drop(st);
         let r = self.commit(lsn, false).and_then(|()| {
             // Step 2: the flag in place, the new count in the index entry.
-            let mut st = super::engine::wr(&self.state);
+            let mut st = wr(&self.state);
             if !st.ring.is_live(seq) {
                 // Reclaimed in between: the object is gone anyway.
                 return Ok(false);
@@ -342,7 +342,7 @@ impl Shared {
             let lsn = self.lsn.fetch_add(1, Ordering::AcqRel) + 1;
             self.commit(lsn, false)
         });
-        super::engine::wr(&self.state).aux = None;
+        wr(&self.state).aux = None;
         self.notify();
         r
     }
@@ -383,7 +383,7 @@ impl Shared {
     /// store if that fails.
     fn sync_index(&self) -> Result<()> {
         if let Err(e) = self.media.index.sync() {
-            let mut st = super::engine::wr(&self.state);
+            let mut st = wr(&self.state);
             return Err(self.poison(&mut st, "index sync", e));
         }
         Ok(())
@@ -392,7 +392,7 @@ impl Shared {
     /// Soft reset: a new `base_seq` in meta, synced; the ring starts empty
     /// at position 0.
     pub(crate) fn reset(&self) -> Result<()> {
-        let mut st = super::engine::wr(&self.state);
+        let mut st = wr(&self.state);
         self.check_writable(&st)?;
         let mut meta = st.meta;
         meta.generation += 1;
