@@ -45,6 +45,7 @@ use super::tls::{ca_certificates, client_tls};
 use super::{Conn, Mode, Spec, Status};
 use crate::codec::frames::{ack_frame, data_frame, error_frame, ingest};
 use crate::follow::{self, Follower, Start};
+use crate::liveness::{Due, Rule, Tracker};
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::registry::Registry;
@@ -327,7 +328,7 @@ impl Session {
                 continue;
             }
             loop {
-                let next_ping = peer.deadline(&self.timing);
+                let wake = peer.live.next_wake();
                 tokio::select! {
                     r = written.changed() => {
                         if r.is_err() {
@@ -340,8 +341,8 @@ impl Session {
                             return exit;
                         }
                     }
-                    _ = tokio::time::sleep_until(next_ping) => {
-                        if let Err(e) = peer.ping(ws, &self.timing).await {
+                    _ = tokio::time::sleep_until(wake) => {
+                        if let Err(e) = peer.at_wake(ws, &self.timing).await {
                             return Exit::Failed(e);
                         }
                     }
@@ -385,11 +386,11 @@ impl Session {
         let compact = self.conn.spec.format == "compact";
         let mut peer = Peer::new(&self.timing);
         loop {
-            let next_ping = peer.deadline(&self.timing);
+            let wake = peer.live.next_wake();
             let first = tokio::select! {
                 m = ws.next() => m,
-                _ = tokio::time::sleep_until(next_ping) => {
-                    if let Err(e) = peer.ping(ws, &self.timing).await {
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Err(e) = peer.at_wake(ws, &self.timing).await {
                         return Exit::Failed(e);
                     }
                     continue;
@@ -467,39 +468,36 @@ fn take(
     true
 }
 
-/// Liveness of the peer: pings and the pong deadline.
+/// Liveness of the peer: pings, and the pong deadline of each.
 struct Peer {
-    last_ping: Instant,
-    /// When the unanswered ping was sent.
-    waiting_since: Option<Instant>,
+    live: Tracker,
 }
 
 impl Peer {
-    fn new(_t: &Timing) -> Peer {
+    fn new(t: &Timing) -> Peer {
         Peer {
-            last_ping: Instant::now(),
-            waiting_since: None,
+            live: Tracker::new(
+                Instant::now(),
+                t.ping_every,
+                Rule::Unanswered(t.pong_timeout),
+            ),
         }
     }
 
-    fn deadline(&self, t: &Timing) -> Instant {
-        match self.waiting_since {
-            Some(at) => at + t.pong_timeout,
-            None => self.last_ping + t.ping_every,
+    /// At [`Tracker::next_wake`]: fails if a ping went unanswered, pings
+    /// if one is due.
+    async fn at_wake(&mut self, ws: &mut Ws, t: &Timing) -> Result<(), String> {
+        match self.live.due(Instant::now()) {
+            Due::Dead => Err(format!("no pong within {:?}", t.pong_timeout)),
+            Due::Ping => {
+                ws.send(Message::Ping(Default::default()))
+                    .await
+                    .map_err(|e| format!("ping failed: {e}"))?;
+                self.live.pinged(Instant::now());
+                Ok(())
+            }
+            Due::Nothing => Ok(()),
         }
-    }
-
-    /// At the deadline: fails if a ping went unanswered, else pings.
-    async fn ping(&mut self, ws: &mut Ws, t: &Timing) -> Result<(), String> {
-        if self.waiting_since.is_some() {
-            return Err(format!("no pong within {:?}", t.pong_timeout));
-        }
-        ws.send(Message::Ping(Default::default()))
-            .await
-            .map_err(|e| format!("ping failed: {e}"))?;
-        self.last_ping = Instant::now();
-        self.waiting_since = Some(self.last_ping);
-        Ok(())
     }
 
     /// Any frame proves the peer alive; a close or error ends the session.
@@ -512,7 +510,7 @@ impl Peer {
             Some(Err(e)) => Err(Exit::Failed(format!("receive failed: {e}"))),
             Some(Ok(Message::Close(_))) => Err(Exit::Closed),
             Some(Ok(m)) => {
-                self.waiting_since = None;
+                self.live.heard(Instant::now());
                 Ok(Some(m))
             }
         }
