@@ -105,14 +105,71 @@ fn main() -> Res<()> {
     );
     println!("sqlite: {}", rusqlite::version());
 
-    // ---------------------------------------------------------- inserts
+    let (eng, sql, insert) = insert_under_interval(dir, &mut w)?;
+    let durable = durable_always(dir, &w)?;
+    let reads = reads(&eng, &sql, &w)?;
+    let wa = write_amplification(&eng, &sql);
+    drop(eng);
+    drop(sql);
+    let big = memory_and_open(dir, &w)?;
+    let crash = crash_open(&big);
+    every_block_in_use(dir)?;
+    slow_sensor_record(dir, &w)?;
+
+    let figures = Figures {
+        insert,
+        durable,
+        reads,
+        wa,
+        crash,
+        open_median_ms: big.open_median_ms(),
+    };
+    print_targets(&figures);
+    println!("{} (whole run)", run_load.since());
+    println!();
+    print_bench_line(&figures);
+    Ok(())
+}
+
+// ================================================================ workloads
+// One function per section of the output, in the order `main` runs them;
+// each prints its section and returns the figures the targets and the
+// `bench:` line use.
+
+/// The figures of the run that the targets and the `bench:` line use.
+#[derive(Clone, Copy)]
+struct Figures {
+    insert: InsertFigures,
+    durable: DurableFigures,
+    reads: ReadFigures,
+    wa: WaFigures,
+    crash: CrashFigures,
+    /// Warm open of the {BIG_BLOCKS}-block store, median.
+    open_median_ms: f64,
+}
+
+#[derive(Clone, Copy)]
+struct InsertFigures {
+    /// Engine objects/s under `interval`.
+    rate: f64,
+    /// Engine/SQLite.
+    ratio: f64,
+}
+
+/// Inserts one object per call, engine under `interval:1000`, then SQLite
+/// (WAL, NORMAL) the last objects of the engine's sequence (`w.n` is set to
+/// what the engine inserted). Both stores stay open for the reads.
+fn insert_under_interval(
+    dir: &Path,
+    w: &mut Workload,
+) -> Res<(EngineInsert, SqliteInsert, InsertFigures)> {
     println!();
     println!("== insert, one object per call (engine interval:1000 vs SQLite WAL NORMAL)");
     let load = Load::now();
-    let eng = engine_insert_interval(dir, &w)?;
+    let eng = engine_insert_interval(dir, w)?;
     // SQLite inserts the last objects of the engine's sequence.
     w.n = eng.inserted;
-    let sql = sqlite_insert_normal(dir, &w)?;
+    let sql = sqlite_insert_normal(dir, w)?;
     println!(
         "inserted: engine {} objects ({:.1} laps of the ring), SQLite the last {} of them \
          ({:.1} times its window of {} rows, pre-filled with the {} before them)",
@@ -144,8 +201,26 @@ fn main() -> Res<()> {
     );
     println!("ratio  : {insert_ratio:.1}x");
     println!("{}", load.since());
+    Ok((
+        eng,
+        sql,
+        InsertFigures {
+            rate: insert_rate,
+            ratio: insert_ratio,
+        },
+    ))
+}
 
-    // ----------------------------------------------------------- always
+#[derive(Clone, Copy)]
+struct DurableFigures {
+    /// Engine `always`, 8 writers over 1 writer.
+    always_8w: f64,
+    fsync_per_obj_8w: f64,
+}
+
+/// Durable inserts: engine `always` against SQLite WAL FULL, 1 and 8
+/// writers, rounds taking turns.
+fn durable_always(dir: &Path, w: &Workload) -> Res<DurableFigures> {
     println!();
     println!(
         "== durable insert (engine always vs SQLite WAL FULL), {ALWAYS_ROUNDS} rounds of {} s \
@@ -156,16 +231,16 @@ fn main() -> Res<()> {
     let (mut ea1, mut ea8) = (Always::default(), Always::default());
     let (mut sa1, mut sa8) = (Always::default(), Always::default());
     {
-        let e1 = engine_always_store(dir, &w, 1)?;
-        let e8 = engine_always_store(dir, &w, WRITERS)?;
-        let s1 = sqlite_always_db(dir, &w, 1)?;
-        let s8 = sqlite_always_db(dir, &w, WRITERS)?;
+        let e1 = engine_always_store(dir, w, 1)?;
+        let e8 = engine_always_store(dir, w, WRITERS)?;
+        let s1 = sqlite_always_db(dir, w, 1)?;
+        let s8 = sqlite_always_db(dir, w, WRITERS)?;
         let (n1, n8) = (AtomicUsize::new(w.cap), AtomicUsize::new(w.cap));
         for _ in 0..ALWAYS_ROUNDS {
-            engine_always_round(&e1, &w, 1, &mut ea1)?;
-            engine_always_round(&e8, &w, WRITERS, &mut ea8)?;
-            sqlite_always_round(&s1, &w, 1, &n1, &mut sa1)?;
-            sqlite_always_round(&s8, &w, WRITERS, &n8, &mut sa8)?;
+            engine_always_round(&e1, w, 1, &mut ea1)?;
+            engine_always_round(&e8, w, WRITERS, &mut ea8)?;
+            sqlite_always_round(&s1, w, 1, &n1, &mut sa1)?;
+            sqlite_always_round(&s8, w, WRITERS, &n8, &mut sa8)?;
         }
         e1.close()?;
         e8.close()?;
@@ -201,8 +276,24 @@ fn main() -> Res<()> {
         ea8.rate() / sa8.rate()
     );
     println!("{}", load.since());
+    Ok(DurableFigures {
+        always_8w,
+        fsync_per_obj_8w,
+    })
+}
 
-    // ------------------------------------------------------------ reads
+#[derive(Clone, Copy)]
+struct ReadFigures {
+    /// Engine/SQLite in ops/s.
+    lookup_ratio: f64,
+    /// SQLite/engine in median latency.
+    newest_ratio: f64,
+    range_ratio: f64,
+}
+
+/// Lookups, newest and ranges on the two stores of the insert workload,
+/// after checking they hold the same objects.
+fn reads(eng: &EngineInsert, sql: &SqliteInsert, w: &Workload) -> Res<ReadFigures> {
     println!();
     println!(
         "== reads ({} objects held by each, identical contents)",
@@ -211,7 +302,7 @@ fn main() -> Res<()> {
     let load = Load::now();
     let store = &eng.store;
     let conn = &sql.conn;
-    check_same_contents(store, conn, &w)?;
+    check_same_contents(store, conn, w)?;
     let mut rng = SplitMix(0x5eed);
     let keys: Vec<i64> = (0..LOOKUPS)
         .map(|_| w.ts(w.n - w.cap + rng.below(w.cap)))
@@ -235,16 +326,31 @@ fn main() -> Res<()> {
     let starts: Vec<usize> = (0..RANGE_RUNS)
         .map(|_| w.n - w.cap + rng.below(w.cap - RANGE_LEN))
         .collect();
-    let er = engine_range(store, &w, &starts)?;
-    let sr = sqlite_range(conn, &w, &starts)?;
+    let er = engine_range(store, w, &starts)?;
+    let sr = sqlite_range(conn, w, &starts)?;
     let range_ratio = sr.p50_ns / er.p50_ns;
     println!("range of {RANGE_LEN} with data, median of {RANGE_RUNS} runs at random starts:");
     print_lat("engine range_with_data", &er);
     print_lat("sqlite BETWEEN .. LIMIT", &sr);
     println!("  ratio (median latency): {range_ratio:.1}x");
     println!("{}", load.since());
+    Ok(ReadFigures {
+        lookup_ratio,
+        newest_ratio,
+        range_ratio,
+    })
+}
 
-    // ------------------------------------------------------------- write amplification
+#[derive(Clone, Copy)]
+struct WaFigures {
+    /// The engine's own counter over payload bytes.
+    wa: f64,
+    /// `/proc/self/io` write_bytes over payload bytes (NaN when unreadable).
+    wa_dev: f64,
+}
+
+/// Write amplification over the insert workload, both systems.
+fn write_amplification(eng: &EngineInsert, sql: &SqliteInsert) -> WaFigures {
     println!();
     println!("== write amplification over the insert phase (bytes written per payload byte)");
     let wa = eng.io.bytes_written as f64 / eng.payload as f64;
@@ -287,11 +393,13 @@ fn main() -> Res<()> {
         println!("sqlite : n/a (/proc/self/io is not readable here)");
     }
     println!("sqlite files after the run: {}", fmt_bytes(sql.file_bytes));
+    WaFigures { wa, wa_dev }
+}
 
-    drop(eng);
-    drop(sql);
-
-    // ----------------------------------------------------------- memory and open
+/// Creates, fills and opens the {BIG_BLOCKS}-block store: index memory,
+/// open times (warm and cold) and the RSS of a fresh process across the
+/// open.
+fn memory_and_open(dir: &Path, w: &Workload) -> Res<Big> {
     println!();
     println!("== memory and open of a {BIG_BLOCKS}-block store");
     // 1,000,000 blocks of 4 KiB is a 4 GiB (fallocated) file; fall back to
@@ -359,6 +467,21 @@ fn main() -> Res<()> {
         fmt_bytes(big.mem.peak),
         fmt_bytes(index_bytes)
     );
+    Ok(big)
+}
+
+#[derive(Clone, Copy)]
+struct CrashFigures {
+    /// NaN when the crashing child failed.
+    open_ms: f64,
+    read_mb: f64,
+    /// The index file and 2 MiB.
+    read_budget_mb: f64,
+}
+
+/// The open of the big store after a child process ended without closing
+/// it (measured by `memory_and_open`).
+fn crash_open(big: &Big) -> CrashFigures {
     let (crash_open_ms, crash_open_read_mb) = match big.after_crash {
         Some((t, read)) => {
             println!(
@@ -376,6 +499,16 @@ fn main() -> Res<()> {
         }
     };
     let crash_read_budget_mb = (big.index_file_len + (2 << 20)) as f64 / (1u64 << 20) as f64;
+    CrashFigures {
+        open_ms: crash_open_ms,
+        read_mb: crash_open_read_mb,
+        read_budget_mb: crash_read_budget_mb,
+    }
+}
+
+/// For the record: open and memory of a {BIG_BLOCKS}-block store with
+/// every block in use.
+fn every_block_in_use(dir: &Path) -> Res<()> {
     // Every block in use: 64-byte blocks, one 16-byte object each.
     let full = big_store(
         dir,
@@ -395,8 +528,11 @@ fn main() -> Res<()> {
         fmt_bytes(full.mem.anon),
         fmt_bytes(full.mem.peak)
     );
+    Ok(())
+}
 
-    // ------------------------------------------------------------ slow sensor
+/// For the record: a sensor inserting once a second, engine and SQLite.
+fn slow_sensor_record(dir: &Path, w: &Workload) -> Res<()> {
     println!();
     println!(
         "== slow sensor, for the record: one insert per simulated second for {} min, \
@@ -404,7 +540,7 @@ fn main() -> Res<()> {
         SENSOR_SECS / 60
     );
     for per_sync in [1usize, 10] {
-        let s = slow_sensor(dir, &w, per_sync)?;
+        let s = slow_sensor(dir, w, per_sync)?;
         println!(
             "engine interval:{:>5}: {:.2} bytes written per payload byte (pwrite), {:.2} pages \
              of 4 KiB touched per sync ({} syncs, {} fsyncs) = {:.1} bytes of flash pages per \
@@ -424,7 +560,7 @@ fn main() -> Res<()> {
             }
         );
     }
-    let ss = sqlite_slow(dir, &w)?;
+    let ss = sqlite_slow(dir, w)?;
     println!(
         "sqlite WAL NORMAL    : {:.1} bytes written per payload byte (wchar; {SENSOR_SECS} \
          autocommit inserts into a full window; independent of any interval){}",
@@ -434,8 +570,35 @@ fn main() -> Res<()> {
             None => String::new(),
         }
     );
+    Ok(())
+}
 
-    // ------------------------------------------------------------ summary
+fn print_targets(f: &Figures) {
+    let Figures {
+        insert:
+            InsertFigures {
+                rate: insert_rate,
+                ratio: insert_ratio,
+            },
+        durable: DurableFigures {
+            always_8w,
+            fsync_per_obj_8w,
+        },
+        reads:
+            ReadFigures {
+                lookup_ratio,
+                newest_ratio,
+                range_ratio,
+            },
+        wa: WaFigures { wa, wa_dev },
+        crash:
+            CrashFigures {
+                open_ms: crash_open_ms,
+                read_mb: crash_open_read_mb,
+                read_budget_mb: crash_read_budget_mb,
+            },
+        open_median_ms,
+    } = *f;
     println!();
     println!("== targets");
     let targets: [(&str, bool, String); 10] = [
@@ -486,22 +649,33 @@ fn main() -> Res<()> {
         ),
         (
             "open of a 1,000,000-block store < 200 ms",
-            big.open_median_ms() < 200.0,
-            format!("{:.1} ms (warm median)", big.open_median_ms()),
+            open_median_ms < 200.0,
+            format!("{:.1} ms (warm median)", open_median_ms),
         ),
     ];
     for (what, ok, got) in &targets {
         println!("[{}] {what}: {got}", if *ok { "met   " } else { "MISSED" });
     }
-    println!("{} (whole run)", run_load.since());
-    println!();
+}
+
+/// The one machine-readable line.
+fn print_bench_line(f: &Figures) {
     println!(
         "bench: insert={insert_ratio:.1}x lookup={lookup_ratio:.1}x newest={newest_ratio:.1}x \
          range={range_ratio:.1}x always_8w={always_8w:.1}x wa={wa:.2} wa_dev={wa_dev:.2} \
          crash_open_ms={crash_open_ms:.0} crash_open_read_mb={crash_open_read_mb:.2} \
-         fsync_per_obj_8w={fsync_per_obj_8w:.2}"
+         fsync_per_obj_8w={fsync_per_obj_8w:.2}",
+        insert_ratio = f.insert.ratio,
+        lookup_ratio = f.reads.lookup_ratio,
+        newest_ratio = f.reads.newest_ratio,
+        range_ratio = f.reads.range_ratio,
+        always_8w = f.durable.always_8w,
+        wa = f.wa.wa,
+        wa_dev = f.wa.wa_dev,
+        crash_open_ms = f.crash.open_ms,
+        crash_open_read_mb = f.crash.read_mb,
+        fsync_per_obj_8w = f.durable.fsync_per_obj_8w,
     );
-    Ok(())
 }
 
 // ================================================================ workload

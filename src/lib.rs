@@ -20,7 +20,8 @@
 //!   cookies), [`outbound`] (outbound connections), [`codec`] (the wire
 //!   codec and stream frames), [`follow`] (reading a store in order),
 //!   [`error`] (the HTTP error), [`reject`] (why an insert was refused,
-//!   typed), [`metrics`], [`throttle`] (failed authentications), [`session`]
+//!   typed), [`liveness`] (pings and the dead-peer deadline of every
+//!   WebSocket), [`metrics`], [`throttle`] (failed authentications), [`session`]
 //!   (console sessions and scopes), [`duration`], [`units`], [`shutdown`],
 //!   [`config`] (layered configuration), [`notify`] (systemd readiness and
 //!   watchdog), [`redact`] (secrets out of logged URLs);
@@ -59,6 +60,8 @@ pub mod error;
 pub mod follow;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod liveness;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]

@@ -45,6 +45,7 @@ use super::tls::{ca_certificates, client_tls};
 use super::{Conn, Mode, Spec, Status};
 use crate::codec::frames::{ack_frame, data_frame, error_frame, ingest};
 use crate::follow::{self, Follower, Start};
+use crate::liveness::{Due, Rule, Tracker};
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::registry::Registry;
@@ -327,7 +328,7 @@ impl Session {
                 continue;
             }
             loop {
-                let next_ping = peer.deadline(&self.timing);
+                let wake = peer.live.next_wake();
                 tokio::select! {
                     r = written.changed() => {
                         if r.is_err() {
@@ -340,8 +341,8 @@ impl Session {
                             return exit;
                         }
                     }
-                    _ = tokio::time::sleep_until(next_ping) => {
-                        if let Err(e) = peer.ping(ws, &self.timing).await {
+                    _ = tokio::time::sleep_until(wake) => {
+                        if let Err(e) = peer.at_wake(ws, &self.timing).await {
                             return Exit::Failed(e);
                         }
                     }
@@ -385,11 +386,11 @@ impl Session {
         let compact = self.conn.spec.format == "compact";
         let mut peer = Peer::new(&self.timing);
         loop {
-            let next_ping = peer.deadline(&self.timing);
+            let wake = peer.live.next_wake();
             let first = tokio::select! {
                 m = ws.next() => m,
-                _ = tokio::time::sleep_until(next_ping) => {
-                    if let Err(e) = peer.ping(ws, &self.timing).await {
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Err(e) = peer.at_wake(ws, &self.timing).await {
                         return Exit::Failed(e);
                     }
                     continue;
@@ -467,39 +468,36 @@ fn take(
     true
 }
 
-/// Liveness of the peer: pings and the pong deadline.
+/// Liveness of the peer: pings, and the pong deadline of each.
 struct Peer {
-    last_ping: Instant,
-    /// When the unanswered ping was sent.
-    waiting_since: Option<Instant>,
+    live: Tracker,
 }
 
 impl Peer {
-    fn new(_t: &Timing) -> Peer {
+    fn new(t: &Timing) -> Peer {
         Peer {
-            last_ping: Instant::now(),
-            waiting_since: None,
+            live: Tracker::new(
+                Instant::now(),
+                t.ping_every,
+                Rule::Unanswered(t.pong_timeout),
+            ),
         }
     }
 
-    fn deadline(&self, t: &Timing) -> Instant {
-        match self.waiting_since {
-            Some(at) => at + t.pong_timeout,
-            None => self.last_ping + t.ping_every,
+    /// At [`Tracker::next_wake`]: fails if a ping went unanswered, pings
+    /// if one is due.
+    async fn at_wake(&mut self, ws: &mut Ws, t: &Timing) -> Result<(), String> {
+        match self.live.due(Instant::now()) {
+            Due::Dead => Err(format!("no pong within {:?}", t.pong_timeout)),
+            Due::Ping => {
+                ws.send(Message::Ping(Default::default()))
+                    .await
+                    .map_err(|e| format!("ping failed: {e}"))?;
+                self.live.pinged(Instant::now());
+                Ok(())
+            }
+            Due::Nothing => Ok(()),
         }
-    }
-
-    /// At the deadline: fails if a ping went unanswered, else pings.
-    async fn ping(&mut self, ws: &mut Ws, t: &Timing) -> Result<(), String> {
-        if self.waiting_since.is_some() {
-            return Err(format!("no pong within {:?}", t.pong_timeout));
-        }
-        ws.send(Message::Ping(Default::default()))
-            .await
-            .map_err(|e| format!("ping failed: {e}"))?;
-        self.last_ping = Instant::now();
-        self.waiting_since = Some(self.last_ping);
-        Ok(())
     }
 
     /// Any frame proves the peer alive; a close or error ends the session.
@@ -512,9 +510,118 @@ impl Peer {
             Some(Err(e)) => Err(Exit::Failed(format!("receive failed: {e}"))),
             Some(Ok(Message::Close(_))) => Err(Exit::Closed),
             Some(Ok(m)) => {
-                self.waiting_since = None;
+                self.live.heard(Instant::now());
                 Ok(Some(m))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyCache;
+    use crate::outbound::policy::OutboundConfig;
+    use crate::store::{Config, DataType};
+    use tokio::net::TcpListener;
+
+    const PING_EVERY: Duration = Duration::from_millis(100);
+    const PONG_TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// A pull session (created by an admin: loopback allowed) to `addr`,
+    /// storing into a fresh store in `dir`.
+    fn pull_session(dir: &std::path::Path, addr: SocketAddr) -> Session {
+        let cfg = Config {
+            num_blocks: 16,
+            data_block_size: 256,
+            index_block_size: 256,
+            data_type: DataType::Json,
+            ..Config::default()
+        };
+        let store = Arc::new(Store::create(dir, "s", cfg).unwrap());
+        // As a persisted connection reads: every field not named defaults.
+        let spec: Spec = serde_json::from_value(serde_json::json!({
+            "id": "c",
+            "mode": "pull",
+            "url": format!("ws://{addr}/"),
+            "created_at": "",
+            "created_by": "admin",
+        }))
+        .unwrap();
+        Session {
+            name: "s".into(),
+            store,
+            stores: Arc::new(Registry::new(dir.to_path_buf(), Arc::new(KeyCache::new()))),
+            metrics: Arc::new(Metrics::default()),
+            conn: Arc::new(Conn::new(spec)),
+            timing: Timing {
+                ping_every: PING_EVERY,
+                pong_timeout: PONG_TIMEOUT,
+                ..Timing::default()
+            },
+            policy: Arc::new(Policy::new(&OutboundConfig::default())),
+            max_future: Duration::from_secs(3600),
+        }
+    }
+
+    /// A WebSocket peer on 127.0.0.1 that takes one connection; `answers`:
+    /// it reads (and so answers pings), else it holds the connection
+    /// without reading a frame. Returns the pings it read.
+    async fn peer(answers: bool) -> (SocketAddr, tokio::task::JoinHandle<usize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut pings = 0;
+            if answers {
+                while let Some(Ok(m)) = ws.next().await {
+                    pings += usize::from(matches!(m, Message::Ping(_)));
+                }
+            } else {
+                std::future::pending::<()>().await;
+            }
+            pings
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_a_ping_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, task) = peer(false).await;
+        let s = pull_session(dir.path(), addr);
+        let ended = tokio::time::timeout(Duration::from_secs(10), s.run())
+            .await
+            .expect("the session ends");
+        assert!(matches!(ended, Ended::Dropped { .. }));
+        assert_eq!(s.conn.status(), Status::Error);
+        let status = s.conn.status_json();
+        assert_eq!(
+            status["last_error"],
+            format!("no pong within {PONG_TIMEOUT:?}"),
+            "{status}"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_pings_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, task) = peer(true).await;
+        let s = pull_session(dir.path(), addr);
+        let conn = s.conn.clone();
+        let stopper = tokio::spawn(async move {
+            // Many pong timeouts' worth.
+            tokio::time::sleep(PING_EVERY * 15).await;
+            conn.stop.send_replace(true);
+        });
+        let ended = tokio::time::timeout(Duration::from_secs(10), s.run())
+            .await
+            .expect("the session ends when stopped");
+        assert!(matches!(ended, Ended::Stopped), "{}", s.conn.status_json());
+        stopper.await.unwrap();
+        let pings = task.await.unwrap();
+        assert!(pings >= 2, "pinged along: {pings}");
     }
 }

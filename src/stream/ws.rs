@@ -28,8 +28,8 @@
 //! them, so a slow reader is never taken for a silent one.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -47,30 +47,26 @@ use crate::codec::frames::{
 };
 use crate::error::ApiError;
 use crate::follow::{self, Follower, Start};
+use crate::liveness::{Due, Rule, Tracker};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{Filter, Store};
 
-/// When to ping a client and when to give up on a silent one.
-#[derive(Debug, Clone, Copy)]
-pub struct Liveness {
-    pub ping_every: Duration,
-    pub dead_after: Duration,
+/// A client's pings and silence deadline, from now: a ping every
+/// `server.ws_ping_seconds`, dropped after 2.5 times that without a sign
+/// of life.
+pub fn liveness(state: &AppState) -> Tracker {
+    let every = Duration::from_secs(state.config.ws_ping_seconds.max(1) as u64);
+    Tracker::new(Instant::now(), every, Rule::Silence(every * 5 / 2))
 }
 
-impl Liveness {
-    pub fn of(state: &AppState) -> Liveness {
-        let every = Duration::from_secs(state.config.ws_ping_seconds.max(1) as u64);
-        Liveness {
-            ping_every: every,
-            dead_after: every * 5 / 2,
-        }
-    }
-
-    fn timer(&self) -> tokio::time::Interval {
-        tokio::time::interval_at(Instant::now() + self.ping_every, self.ping_every)
-    }
+fn log_silent(live: &Tracker) {
+    tracing::info!(
+        "dropping a WebSocket client silent for {:?}",
+        live.patience()
+    );
 }
+
 /// Most messages of the write stream stored as one batch.
 const WRITE_BATCH: usize = 256;
 
@@ -197,31 +193,27 @@ enum Wake {
     End,
 }
 
-/// When the client of a read stream last showed life: a frame from it
-/// (a pong, anything), or a send of ours that had to wait for it and then
-/// went through (it took bytes off a full connection). Milliseconds since
-/// `base`.
-struct Heard {
-    base: Instant,
-    last: AtomicU64,
-}
+/// A read stream's liveness, shared by its sending half and the task that
+/// reads the client's frames. Signs of life: a frame from the client (a
+/// pong, anything), or a send of ours that had to wait for it and then
+/// went through (it took bytes off a full connection). The lock is never
+/// held across an await.
+struct Shared(Mutex<Tracker>);
 
-impl Heard {
-    fn new() -> Heard {
-        Heard {
-            base: Instant::now(),
-            last: AtomicU64::new(0),
-        }
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut Tracker) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn touch(&self) {
-        let ms = self.base.elapsed().as_millis() as u64;
-        self.last.fetch_max(ms, Ordering::Relaxed);
+        self.with(|t| t.heard(Instant::now()));
     }
 
     /// When the client counts as gone if nothing happens before.
-    fn deadline(&self, dead_after: Duration) -> Instant {
-        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed)) + dead_after
+    fn deadline(&self) -> Instant {
+        // A read stream's rule is silence, which always has a deadline;
+        // the fallback only wakes us for nothing.
+        self.with(|t| t.dead_at().unwrap_or_else(|| t.next_wake()))
     }
 }
 
@@ -230,7 +222,7 @@ impl Heard {
 /// sets `gone` when the client closes or the connection fails.
 async fn listen(
     mut rx: futures_util::stream::SplitStream<WebSocket>,
-    heard: Arc<Heard>,
+    heard: Arc<Shared>,
     gone: tokio::sync::watch::Sender<bool>,
 ) {
     loop {
@@ -251,11 +243,7 @@ pub const PING_EVERY_BYTES: usize = 64 * 1024;
 /// client from a dead one while a send waits.
 struct Out {
     tx: futures_util::stream::SplitSink<WebSocket, Message>,
-    heard: Arc<Heard>,
-    live: Liveness,
-    next_ping: Instant,
-    /// Bytes of data frames sent since the last ping.
-    since_ping: usize,
+    live: Arc<Shared>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     gone: tokio::sync::watch::Receiver<bool>,
 }
@@ -264,19 +252,18 @@ impl Out {
     /// Feeds `m`, after a ping if one is due (by time or by bytes),
     /// waiting as long as the client shows life. False: the stream is over.
     async fn feed(&mut self, m: Message) -> bool {
-        let due = Instant::now() >= self.next_ping || self.since_ping >= PING_EVERY_BYTES;
+        let due = self.live.with(|t| t.ping_before_data(Instant::now()));
         if due && !self.ping().await {
             return false;
         }
         if let Message::Text(t) = &m {
-            self.since_ping += t.len();
+            self.live.with(|l| l.data_sent(t.len()));
         }
         self.guarded(Step::Feed(m)).await
     }
 
     async fn ping(&mut self) -> bool {
-        self.next_ping = Instant::now() + self.live.ping_every;
-        self.since_ping = 0;
+        self.live.with(|t| t.pinged(Instant::now()));
         self.guarded(Step::Feed(Message::Ping(axum::body::Bytes::new())))
             .await
     }
@@ -286,11 +273,10 @@ impl Out {
     }
 
     /// Runs one send step to its end, unless the client leaves, stays
-    /// silent for `dead_after` meanwhile, or the server shuts down.
+    /// silent past its deadline meanwhile, or the server shuts down.
     async fn guarded(&mut self, step: Step) -> bool {
         let Out {
             tx,
-            heard,
             live,
             shutdown,
             gone,
@@ -320,13 +306,13 @@ impl Out {
                         return false;
                     }
                     if waited.load(Ordering::Relaxed) {
-                        heard.touch();
+                        live.touch();
                     }
                     return true;
                 }
-                _ = tokio::time::sleep_until(heard.deadline(live.dead_after)) => {
-                    if Instant::now() >= heard.deadline(live.dead_after) {
-                        tracing::info!("dropping a WebSocket client silent for {:?}", live.dead_after);
+                _ = tokio::time::sleep_until(live.deadline()) => {
+                    if live.with(|t| t.due(Instant::now())) == Due::Dead {
+                        live.with(|t| log_silent(t));
                         return false;
                     }
                 }
@@ -344,23 +330,21 @@ impl Out {
                 going_away(&mut self.tx).await;
                 return Wake::End;
             }
-            let deadline = self.heard.deadline(self.live.dead_after);
-            let ping_due = tokio::select! {
+            let wake = self.live.with(|t| t.next_wake());
+            let due = tokio::select! {
                 // Err: the store was closed for good (deleted).
                 _ = written.changed() => return Wake::Written,
-                _ = tokio::time::sleep_until(self.next_ping) => true,
-                _ = tokio::time::sleep_until(deadline) => {
-                    if Instant::now() >= self.heard.deadline(self.live.dead_after) {
-                        tracing::info!("dropping a WebSocket client silent for {:?}", self.live.dead_after);
-                        return Wake::End;
-                    }
-                    false
-                }
+                _ = tokio::time::sleep_until(wake) => self.live.with(|t| t.due(Instant::now())),
                 _ = self.gone.wait_for(|g| *g) => return Wake::End,
-                _ = self.shutdown.changed() => false,
+                _ = self.shutdown.changed() => Due::Nothing,
             };
-            if ping_due && (!self.ping().await || !self.flush().await) {
-                return Wake::End;
+            match due {
+                Due::Dead => {
+                    self.live.with(|t| log_silent(t));
+                    return Wake::End;
+                }
+                Due::Ping if !self.ping().await || !self.flush().await => return Wake::End,
+                Due::Ping | Due::Nothing => {}
             }
         }
     }
@@ -401,16 +385,14 @@ async fn read_session(
     // Client frames are read all along, backlog or not, so that a client
     // that answers pings is never taken for a silent one.
     let (tx, rx) = socket.split();
-    let heard = Arc::new(Heard::new());
+    let live = Arc::new(Shared(Mutex::new(
+        liveness(&state).ping_every_bytes(PING_EVERY_BYTES),
+    )));
     let (gone_tx, gone) = tokio::sync::watch::channel(false);
-    let _listener = AbortOnDrop(tokio::spawn(listen(rx, heard.clone(), gone_tx)));
-    let live = Liveness::of(&state);
+    let _listener = AbortOnDrop(tokio::spawn(listen(rx, live.clone(), gone_tx)));
     let mut out = Out {
         tx,
-        heard,
         live,
-        next_ping: Instant::now() + live.ping_every,
-        since_ping: 0,
         shutdown: state.shutdown.subscribe(),
         gone,
     };
@@ -464,14 +446,12 @@ async fn read_session(
     }
 }
 
-/// Waits for a client frame, the ping timer (pings, or ends a silent
-/// client) or shutdown.
+/// Waits for a client frame, the next ping or the silence deadline (pings,
+/// or ends a silent client) or shutdown.
 async fn wait(
     socket: &mut WebSocket,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ping: &mut tokio::time::Interval,
-    last_heard: &mut Instant,
-    dead_after: Duration,
+    live: &mut Tracker,
     max_message: usize,
 ) -> Wake {
     if *shutdown.borrow() {
@@ -488,20 +468,24 @@ async fn wait(
                 Wake::End
             }
             Some(Ok(m)) => {
-                *last_heard = Instant::now();
+                live.heard(Instant::now());
                 Wake::Frame(m)
             }
         },
-        _ = ping.tick() => {
-            if last_heard.elapsed() > dead_after {
-                tracing::info!("dropping a WebSocket client silent for {:?}", dead_after);
-                return Wake::End;
+        _ = tokio::time::sleep_until(live.next_wake()) => match live.due(Instant::now()) {
+            Due::Dead => {
+                log_silent(live);
+                Wake::End
             }
-            if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
-                return Wake::End;
+            Due::Ping => {
+                if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                    return Wake::End;
+                }
+                live.pinged(Instant::now());
+                Wake::Written
             }
-            Wake::Written
-        }
+            Due::Nothing => Wake::Written,
+        },
         _ = shutdown.changed() => {
             going_away(socket).await;
             Wake::End
@@ -547,21 +531,10 @@ fn payload(m: Message) -> Option<Vec<u8>> {
 
 async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>, compact: bool) {
     let mut shutdown = state.shutdown.subscribe();
-    let live = Liveness::of(&state);
+    let mut live = liveness(&state);
     let max_message = state.config.max_body_bytes;
-    let mut last_heard = Instant::now();
-    let mut ping = live.timer();
     loop {
-        let first = match wait(
-            &mut socket,
-            &mut shutdown,
-            &mut ping,
-            &mut last_heard,
-            live.dead_after,
-            max_message,
-        )
-        .await
-        {
+        let first = match wait(&mut socket, &mut shutdown, &mut live, max_message).await {
             Wake::Frame(m) => m,
             Wake::Written => continue,
             Wake::End => return,

@@ -569,11 +569,39 @@ async fn streams_encode_every_data_type_as_the_rest_api_does() {
     assert_eq!(next_json(&mut w).await["type"], "ack");
 }
 
+/// A server that pings WebSocket clients every second (so drops silent
+/// ones after 2.5 s).
+fn pinging_every_second() -> Server {
+    Server::builder()
+        .config(r#"{"server": {"ws_ping_seconds": 1}}"#)
+        .start()
+}
+
+/// `/metrics` counts one connected WebSocket client.
+fn assert_one_client_left(srv: &Server) {
+    let m = srv.get("/metrics").send().text();
+    assert!(
+        m.contains("\ntsstore_ws_clients 1\n"),
+        "only one client is left: {m}"
+    );
+}
+
+/// True if the server has ended the stream, or does within `within`:
+/// reading drains the pings the client got before, then meets the end.
+async fn ends_within(ws: &mut Ws, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(m) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => continue,
+            _ => return true,
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_keep_live_clients_and_drop_silent_ones() {
-    let srv = Server::builder()
-        .config(r#"{"server": {"ws_ping_seconds": 1}}"#)
-        .start();
+    let srv = pinging_every_second();
     let s = srv.json_store("ping");
     let mut live = connect(&url(&srv, &s, "write", "")).await;
     let mut silent = connect(&url(&srv, &s, "read", "")).await;
@@ -594,23 +622,11 @@ async fn pings_keep_live_clients_and_drop_silent_ones() {
     assert_eq!(next_json(&mut live).await["type"], "ack");
     // The silent one never answered: the server has dropped it. Reading now
     // drains the pings it got before, then the end (within 3 s at most).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut ended = false;
-    while let Ok(m) = tokio::time::timeout_at(deadline, silent.next()).await {
-        match m {
-            Some(Ok(Message::Ping(_))) => continue,
-            _ => {
-                ended = true;
-                break;
-            }
-        }
-    }
-    assert!(ended, "silent client dropped");
-    let m = srv.get("/metrics").send().text();
     assert!(
-        m.contains("\ntsstore_ws_clients 1\n"),
-        "only the live one is left: {m}"
+        ends_within(&mut silent, Duration::from_secs(3)).await,
+        "silent client dropped"
     );
+    assert_one_client_left(&srv);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,4 +675,34 @@ async fn wss_when_the_server_runs_https() {
         (f["timestamp"].as_i64(), f["data"].as_str()),
         (Some(9), Some("tls"))
     );
+}
+
+/// The write stream's liveness: a writer that sends nothing and never reads
+/// (so never answers a ping) is dropped after 2.5 pings of silence, while
+/// one that writes and reads its acks stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_writer_is_dropped_and_a_talking_one_kept() {
+    let srv = pinging_every_second();
+    let s = srv.json_store("quiet");
+    let mut silent = connect(&url(&srv, &s, "write", "")).await;
+    let mut talking = connect(&url(&srv, &s, "write", "")).await;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        talking
+            .send(Message::Text(json!({ "data": 1 }).to_string().into()))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut talking).await["type"], "ack");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        ends_within(&mut silent, Duration::from_secs(3)).await,
+        "silent writer dropped"
+    );
+    assert_one_client_left(&srv);
+    talking
+        .send(Message::Text(json!({ "data": 2 }).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut talking).await["type"], "ack");
 }
