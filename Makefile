@@ -5,7 +5,7 @@ DATA  ?= ./data
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: help run build test test-engine test-console check-modules lint fmt bench fuzz clean
+.PHONY: help run build test test-engine test-console setup-mqtt check-modules lint fmt bench fuzz clean
 .PHONY: setup setup-check setup-cross cross cross-test
 .PHONY: setup-deb deb lint-deb deb-test
 .PHONY: setup-yocto yocto-check yocto-image
@@ -17,6 +17,7 @@ help:
 	@echo "make build  - release build of the binary"
 	@echo "make test   - formatting, lints (with and without default features) and all tests"
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
+	@echo "make setup-mqtt - install mosquitto and its clients for the MQTT tests (Debian, as root)"
 	@echo "make check-modules - the top-level modules of src/, and the files of src/store/, form no cycle; the areas never import each other"
 	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, then the streams"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
@@ -65,7 +66,7 @@ check-modules:
 	python3 tests/module_graph.py src
 
 # The engine must build without the server feature (no tokio, no axum).
-test: lint check-modules test-console
+test: lint check-modules setup-mqtt test-console
 	$(CARGO) build --no-default-features
 	$(CARGO) test
 
@@ -84,6 +85,11 @@ test-console:
 	$(CARGO) build
 	cd tests/console && CHROMIUM=$(CHROMIUM) TSSTORE_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/tsstore" \
 		node --test console.test.mjs
+
+# The broker and clients of the MQTT tests (tests/server/mosquitto.rs
+# starts its own broker on a free loopback port), installed when missing.
+setup-mqtt:
+	@$(call apt_install_missing,mosquitto mosquitto-clients)
 
 fmt:
 	$(CARGO) fmt --all

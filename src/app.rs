@@ -85,6 +85,7 @@ pub async fn start(state: &AppState, http_port: u16) {
     state.outbound.policy().set_own_ports(&[http_port]);
     state.stores.open_all();
     state.outbound.start().await;
+    state.mqtt.start().await;
 }
 
 /// Serves `state` on `listeners` until `shutdown` resolves. Then, in
@@ -142,6 +143,7 @@ pub async fn serve(
     // Outbound connections stop (and persist their cursors) before the
     // stores they read and write close.
     state.outbound.stop_all().await;
+    state.mqtt.stop_all().await;
     let errors = state.stores.close_all(GRACE).await;
     for (name, e) in &errors {
         tracing::error!(store = %name, error = %e, "closing store failed");

@@ -1,8 +1,8 @@
 //! The state every part of the server shares ([`AppState`]), and the
 //! wiring of the store lifecycle's side effects: the registry owns create,
 //! delete, reset and open (and the key cache); the hooks made here add
-//! what belongs to other parts (outbound connections stopped and their
-//! file, console sessions ended, `/metrics`), once, for every caller.
+//! what belongs to other parts (outbound and MQTT links stopped and their
+//! files, console sessions ended, `/metrics`), once, for every caller.
 //!
 //! Invariant: the areas (`api`, `stream`, `ingest`, `console`) reach each
 //! other's services only through this state, never by importing each other.
@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::keys::KeyCache;
 use crate::metrics::Metrics;
+use crate::outbound::mqtt::Mqtt;
 use crate::outbound::{self, Outbound};
 use crate::registry::{Hooks, Registry};
 use crate::session::Console;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// The outbound WebSocket connections of every store.
     pub outbound: Arc<Outbound>,
+    /// The MQTT sinks and subscriptions of every store.
+    pub mqtt: Arc<Mqtt>,
     /// The web console's sessions and start time.
     pub console: Arc<Console>,
     /// Failed authentications per client.
@@ -52,8 +55,15 @@ impl AppState {
             outbound::policy::Policy::new(&config.outbound),
             config.max_future,
         ));
+        let mqtt = Arc::new(Mqtt::new(
+            &stores,
+            &metrics,
+            outbound::Timing::default(),
+            outbound.policy().clone(),
+            config.max_future,
+        ));
         let console = Arc::new(Console::new());
-        stores.set_hooks(lifecycle_hooks(&outbound, &console, &metrics));
+        stores.set_hooks(lifecycle_hooks(&outbound, &mqtt, &console, &metrics));
         AppState {
             throttle: Arc::new(Throttle::new(config.auth_limit)),
             stores,
@@ -61,6 +71,7 @@ impl AppState {
             metrics,
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
             outbound,
+            mqtt,
             console,
             config,
         }
@@ -111,18 +122,23 @@ impl AppState {
 /// every caller alike (REST, console).
 fn lifecycle_hooks(
     outbound: &Arc<Outbound>,
+    mqtt: &Arc<Mqtt>,
     console: &Arc<Console>,
     metrics: &Arc<Metrics>,
 ) -> Hooks {
     // Weak: the outbound connections hold the registry.
     let outbound = Arc::downgrade(outbound);
+    let mqtt = Arc::downgrade(mqtt);
     let (console, metrics) = (console.clone(), metrics.clone());
     Hooks {
         before_delete: Box::new(move |name| {
-            let outbound = outbound.clone();
+            let (outbound, mqtt) = (outbound.clone(), mqtt.clone());
             Box::pin(async move {
                 if let Some(o) = outbound.upgrade() {
                     o.remove_store(&name).await;
+                }
+                if let Some(m) = mqtt.upgrade() {
+                    m.remove_store(&name).await;
                 }
             })
         }),

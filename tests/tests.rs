@@ -48,6 +48,7 @@ mod server {
     mod http;
     mod kill;
     mod manpage;
+    mod mosquitto;
     mod notify;
     mod openapi;
     mod outbound;

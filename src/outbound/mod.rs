@@ -10,6 +10,8 @@
 //! - [`persist`], the file `<store>/ws_connections.json`;
 //! - [`policy`], what a connection may dial (checked at create and at
 //!   every dial) and where its `ca_file` may be;
+//! - [`links`], the same bookkeeping for links of other kinds, used by
+//!   [`mqtt`] (sinks and subscriptions);
 //! - [`tls`], the client TLS configuration of `wss://` dials and the rules
 //!   for reading a `ca_file`.
 //!
@@ -37,6 +39,8 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 
+pub mod links;
+pub mod mqtt;
 pub mod persist;
 pub mod policy;
 pub mod session;
@@ -319,7 +323,7 @@ impl Outbound {
     }
 
     /// The outbound policy (the server records its own ports in it).
-    pub fn policy(&self) -> &Policy {
+    pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
     }
 
