@@ -137,6 +137,7 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
             .count_by_status()
             .map(|(st, n)| (st.as_str(), n)),
     );
+    mqtt_metrics(&mut out, &state);
     let _ = writeln!(
         out,
         "# HELP tsstore_http_connections Open HTTP connections (WebSocket streams included).\n# TYPE tsstore_http_connections gauge\ntsstore_http_connections {}",
@@ -159,4 +160,29 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// The MQTT links: connections by kind and status, and their counters.
+fn mqtt_metrics(out: &mut String, state: &AppState) {
+    let sinks = &state.mqtt.sinks;
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_connections MQTT links, by kind and status.\n# TYPE tsstore_mqtt_connections gauge"
+    );
+    for (st, n) in sinks.count_by_status() {
+        let _ = writeln!(
+            out,
+            "tsstore_mqtt_connections{{kind=\"sink\",status=\"{}\"}} {n}",
+            st.as_str()
+        );
+    }
+    let (sent, _, _, errors) = sinks.totals();
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_messages_published_total Messages the MQTT sinks published and the broker acknowledged (of the links that exist now).\n# TYPE tsstore_mqtt_messages_published_total counter\ntsstore_mqtt_messages_published_total {sent}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_errors_total Errors of the MQTT links, by kind (of the links that exist now).\n# TYPE tsstore_mqtt_errors_total counter\ntsstore_mqtt_errors_total{{kind=\"sink\"}} {errors}"
+    );
 }

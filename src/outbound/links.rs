@@ -50,6 +50,11 @@ pub trait Kind: Send + Sync + Sized + 'static {
 
     fn id(spec: &Self::Spec) -> &str;
     fn set_id(spec: &mut Self::Spec, id: String);
+    /// Fills in what depends on the id and the store (after `set_id`, at
+    /// create): a default client id, say.
+    fn assigned(spec: &mut Self::Spec, store: &str) {
+        let _ = (spec, store);
+    }
     fn created_at(spec: &Self::Spec) -> &str;
     /// The URL the link dials, for the policy check and the log.
     fn url(spec: &Self::Spec) -> &str;
@@ -435,6 +440,7 @@ impl<K: Kind> Links<K> {
                 }
             };
             K::set_id(&mut spec, id);
+            K::assigned(&mut spec, name);
             let link = Arc::new(Link::new(spec));
             list.push(link.clone());
             link

@@ -66,8 +66,13 @@ impl Builder {
         let cert = self
             .tls
             .then(|| test_cert(dir.path()).expect("openssl is needed for the TLS broker"));
+        // Started as root, mosquitto switches to the user `mosquitto`,
+        // which cannot read or write this (root's, 0700) directory: its
+        // log, persistence and TLS key would silently fail. `user` is
+        // ignored when not run as root.
         let mut conf = format!(
-            "per_listener_settings false\n\
+            "user root\n\
+             per_listener_settings false\n\
              persistence true\n\
              persistence_location {}/\n\
              autosave_interval 1\n\
@@ -249,10 +254,23 @@ impl Mosquitto {
     /// is `<topic> <payload>`), returning once the subscription is in
     /// place.
     pub fn subscribe(&self, filter: &str) -> Subscriber {
+        self.subscribe_with(filter, &[])
+    }
+
+    /// As [`Mosquitto::subscribe`], with a persistent session under
+    /// `client_id` (`-c`): the broker keeps the subscription and queues
+    /// QoS 1 messages while the client is away (a broker restart included),
+    /// and `mosquitto_sub` reconnects by itself.
+    pub fn subscribe_persistent(&self, filter: &str, client_id: &str) -> Subscriber {
+        self.subscribe_with(filter, &["-c", "-i", client_id])
+    }
+
+    fn subscribe_with(&self, filter: &str, extra: &[&str]) -> Subscriber {
         // Line-buffered: a pipe would hold its lines until it exits.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "mosquitto_sub"])
             .args(self.client_args(None))
+            .args(extra)
             .args(["-q", "1", "-v", "-t", filter, "-d"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

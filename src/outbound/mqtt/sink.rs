@@ -1,32 +1,118 @@
-//! PLACEHOLDER of the base branch: the mqtt connection kind, to be written.
+//! The MQTT sink: publishes a store's objects to a broker topic, in
+//! timestamp order, at least once (`/api/stores/:store/mqtt/connections`,
+//! `mqtt_connections.json`).
+//!
+//! Delivery. A session reads the store after the cursor with a
+//! [`Follower`] (woken by the registry's write counter, no polling) and
+//! keeps up to `window` publishes in flight. The cursor (`last_timestamp`)
+//! advances only over the *prefix* of publishes the broker acknowledged
+//! (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 when written to the
+//! socket): an ack out of order never moves it past an unacknowledged
+//! message. A new session starts after the cursor, so what was in flight
+//! when a session ended is published again: at least once, in order.
+//!
+//! Payload: the object's data alone (JSON and schema stores as JSON text,
+//! schema expanded unless `format=compact`; text stores as their text;
+//! binary stores as their bytes), or with `include_timestamp`
+//! `{"timestamp":T,"data":D}` with `D` as the REST API encodes it (text as
+//! a JSON string, binary as base64).
+//!
+//! A payload that cannot fit an MQTT packet of [`MAX_PACKET`] bytes is
+//! skipped: counted in `errors`, named in `last_error`, and the cursor
+//! moves past it (retrying it would stall the sink forever).
+//!
+//! `cursor_persist_interval`: `N > 0` writes the cursor to the file at most
+//! every `N` s, and a restart resumes from it (resending at most `window`
+//! messages plus what was acknowledged in the last `N` s); `0` keeps the
+//! cursor in memory only (reconnects resume from it, a server restart
+//! starts again at `from`); `-1` is one shot: a failure leaves the sink in
+//! `error` with no reconnect, and it is not restarted at server start.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::codec::data_json;
+use crate::follow::{self, Follower, Start};
 use crate::outbound::links::{Ctx, Kind, Link};
 use crate::outbound::policy::{Role, Target};
-use crate::outbound::supervise::{Ended, Timing};
+use crate::outbound::supervise::{stopped, Ended, Timing};
+use crate::outbound::Status;
+use crate::store::{DataType, Object, Store};
 
-use super::Broker;
+use super::{client, Broker, Login};
 
-/// What a mqtt connection is, as created and persisted.
+/// The largest MQTT packet a sink sends (and accepts): 16 MiB. A larger
+/// object is skipped with an error.
+pub const MAX_PACKET: usize = 16 << 20;
+
+/// Bytes of a PUBLISH packet besides the topic and payload, at most: fixed
+/// header (5), topic length (2), packet id (2).
+const PUBLISH_OVERHEAD: usize = 9;
+
+/// What an MQTT sink is, as created and persisted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     pub id: String,
     pub broker_url: String,
+    pub topic: String,
+    /// `0` the oldest, `-1` the next object written, else a timestamp:
+    /// the objects after it.
+    #[serde(default)]
+    pub from: i64,
+    #[serde(default)]
+    pub include_timestamp: bool,
+    /// `-1` one shot, `0` cursor in memory, `N` persisted every `N` s.
+    #[serde(default)]
+    pub cursor_persist_interval: i64,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    #[serde(default)]
+    pub retain: bool,
+    #[serde(default = "default_window")]
+    pub window: u16,
+    #[serde(default = "full")]
+    pub format: String,
     pub created_at: String,
     #[serde(default)]
     pub created_by: Role,
-    #[serde(default)]
-    pub ca_file: Option<std::path::PathBuf>,
+    /// The cursor as of the last write of the file (`> 0` intervals only).
     #[serde(default)]
     pub last_timestamp: i64,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// Publishes in flight by default.
+pub const DEFAULT_WINDOW: u16 = 64;
+/// The largest `window`.
+pub const MAX_WINDOW: u16 = 1024;
+
+fn default_window() -> u16 {
+    DEFAULT_WINDOW
+}
+
+fn full() -> String {
+    "full".into()
 }
 
 pub struct Sink;
@@ -42,6 +128,11 @@ impl Kind for Sink {
     }
     fn set_id(spec: &mut Spec, id: String) {
         spec.id = id;
+    }
+    fn assigned(spec: &mut Spec, store: &str) {
+        if spec.client_id.is_empty() {
+            spec.client_id = format!("tsstore-{store}-{}", spec.id);
+        }
     }
     fn created_at(spec: &Spec) -> &str {
         &spec.created_at
@@ -59,24 +150,462 @@ impl Kind for Sink {
         spec.ca_file.as_deref()
     }
     fn cursor(spec: &Spec) -> i64 {
-        spec.last_timestamp
+        if spec.cursor_persist_interval > 0 {
+            spec.last_timestamp
+        } else {
+            0
+        }
     }
     fn with_cursor(spec: &Spec, cursor: i64) -> Spec {
+        // Only a positive interval persists the cursor; the others start
+        // again at `from` after a restart.
+        let last_timestamp = if spec.cursor_persist_interval > 0 {
+            cursor
+        } else {
+            0
+        };
         Spec {
-            last_timestamp: cursor,
+            last_timestamp,
             ..spec.clone()
         }
     }
-    fn persist_every(_: &Spec, timing: &Timing) -> Option<Duration> {
-        Some(timing.persist_every)
+    fn persist_every(spec: &Spec, _: &Timing) -> Option<Duration> {
+        u64::try_from(spec.cursor_persist_interval)
+            .ok()
+            .filter(|&n| n > 0)
+            .map(Duration::from_secs)
+    }
+    fn restarts(spec: &Spec) -> bool {
+        spec.cursor_persist_interval >= 0
     }
     fn status_json(link: &Link<Self>) -> Value {
-        json!({ "id": link.id(), "status": link.status().as_str() })
+        let s = &link.spec;
+        let l = link.live();
+        let mut v = json!({
+            "id": s.id,
+            "broker_url": s.broker_url,
+            "topic": s.topic,
+            "status": l.status.as_str(),
+            "last_timestamp": l.cursor,
+            "messages_sent": l.sent,
+            "errors": l.errors,
+            "last_error": l.last_error,
+            "created_at": s.created_at,
+            "connected_since": l.connected_since.map(crate::clock::rfc3339_nanos),
+            "from": s.from,
+            "include_timestamp": s.include_timestamp,
+            "cursor_persist_interval": s.cursor_persist_interval,
+            "client_id": s.client_id,
+            "username": s.username,
+            "qos": s.qos,
+            "retain": s.retain,
+            "window": s.window,
+            "format": s.format,
+        });
+        if let Some(ca) = &s.ca_file {
+            v["ca_file"] = json!(ca.display().to_string());
+        }
+        v
     }
     fn session(ctx: Arc<Ctx<Self>>) -> Pin<Box<dyn Future<Output = Ended> + Send>> {
-        Box::pin(async move {
-            let _ = ctx;
+        Box::pin(async move { run(&ctx).await })
+    }
+}
+
+fn qos_of(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// Why a connected session ended.
+enum Exit {
+    Stopped,
+    Failed(String),
+}
+
+/// One dial and, once the broker accepted us, publishing until stopped or
+/// failed. A one-shot sink turns every failure into a stop, in `error`.
+async fn run(ctx: &Ctx<Sink>) -> Ended {
+    let one_shot = ctx.link.spec.cursor_persist_interval < 0;
+    let ended = session(ctx).await;
+    match ended {
+        Ended::Stopped => Ended::Stopped,
+        _ if one_shot => {
+            let mut l = ctx.link.live();
+            l.status = Status::Error;
+            l.connected_since = None;
             Ended::Stopped
-        })
+        }
+        e => e,
+    }
+}
+
+async fn session(ctx: &Ctx<Sink>) -> Ended {
+    let link = &ctx.link;
+    let spec = &link.spec;
+    let mut stop = ctx.stop();
+    link.set_status(Status::Connecting);
+    let broker = match Broker::parse(&spec.broker_url) {
+        Ok(b) => b,
+        Err(e) => {
+            link.error(Some(Status::Error), e);
+            return Ended::DialFailed;
+        }
+    };
+    let window = spec.window.clamp(1, MAX_WINDOW);
+    let login = Login {
+        client_id: &spec.client_id,
+        username: spec.username.as_deref(),
+        password: spec.password.as_deref(),
+        // Nothing to resume at the broker: a new session republishes from
+        // the cursor.
+        clean_session: true,
+        inflight: window,
+        max_packet: MAX_PACKET,
+        manual_acks: false,
+    };
+    let dialled = tokio::select! {
+        r = client(ctx, &broker, &login, window as usize + 1) => r,
+        _ = stopped(&mut stop) => return Ended::Stopped,
+    };
+    let (mqtt, mut eventloop) = match dialled {
+        Ok(c) => c,
+        Err(e) => {
+            link.error(Some(Status::Error), format!("dial failed: {e}"));
+            return Ended::DialFailed;
+        }
+    };
+    // The event loop runs in its own task, so that no poll is ever
+    // cancelled halfway; it ends with the session (the sender closes).
+    let (tx, mut events) = mpsc::channel::<Result<Event, ConnectionError>>(256);
+    let pump = tokio::spawn(async move {
+        loop {
+            let e = eventloop.poll().await;
+            let failed = e.is_err();
+            if tx.send(e).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _abort = AbortOnDrop(pump);
+    let handshake = ctx.timing.handshake_timeout + Duration::from_secs(1);
+    let connack = tokio::select! {
+        e = tokio::time::timeout(handshake, events.recv()) => e,
+        _ = stopped(&mut stop) => return Ended::Stopped,
+    };
+    match connack {
+        Ok(Some(Ok(Event::Incoming(Packet::ConnAck(_))))) => {}
+        Ok(Some(Err(e))) => {
+            link.error(Some(Status::Error), format!("dial failed: {e}"));
+            return Ended::DialFailed;
+        }
+        Ok(Some(Ok(other))) => {
+            link.error(
+                Some(Status::Error),
+                format!("dial failed: unexpected {other:?} before CONNACK"),
+            );
+            return Ended::DialFailed;
+        }
+        Ok(None) | Err(_) => {
+            link.error(
+                Some(Status::Error),
+                format!("dial failed: no CONNACK within {handshake:?}"),
+            );
+            return Ended::DialFailed;
+        }
+    }
+    tracing::info!(link = %link.id(), url = %crate::redact::url(&spec.broker_url), "mqtt connection established");
+    link.set_status(Status::Connected);
+    let since = Instant::now();
+    let exit = publish(ctx, &mqtt, &mut events, &mut stop, window).await;
+    match exit {
+        Exit::Stopped => {
+            // A polite DISCONNECT, given a moment to leave.
+            let _ = mqtt.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                while let Some(Ok(e)) = events.recv().await {
+                    if matches!(e, Event::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            Ended::Stopped
+        }
+        Exit::Failed(e) => {
+            link.error(Some(Status::Error), e);
+            Ended::Dropped { since }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a session starts: after the cursor, else at `from`.
+fn start(ctx: &Ctx<Sink>) -> Start {
+    let cursor = ctx.link.live().cursor;
+    if cursor > 0 {
+        return Start::After(cursor);
+    }
+    match ctx.link.spec.from {
+        0 => Start::Oldest,
+        -1 => Start::Now,
+        t => Start::After(t),
+    }
+}
+
+/// The payload of one object.
+fn payload(store: &Store, o: &Object, include_timestamp: bool, compact: bool) -> Vec<u8> {
+    if include_timestamp {
+        return format!(
+            r#"{{"timestamp":{},"data":{}}}"#,
+            o.handle.timestamp,
+            data_json(store, &o.data, compact)
+        )
+        .into_bytes();
+    }
+    match store.config().data_type {
+        DataType::Binary | DataType::Text => o.data.clone(),
+        DataType::Json | DataType::Schema => data_json(store, &o.data, compact).into_bytes(),
+    }
+}
+
+/// Where a publish is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Handed to the client, no packet id yet.
+    Queued,
+    /// Written with this packet id, not acknowledged.
+    InFlight(u16),
+    /// Acknowledged (or skipped).
+    Done,
+}
+
+/// The publishes not yet behind the cursor, oldest first. The cursor moves
+/// over the acknowledged prefix only.
+#[derive(Debug, Default)]
+struct Window {
+    pending: VecDeque<(i64, Sent)>,
+    /// Entries not `Done`.
+    open: usize,
+}
+
+impl Window {
+    fn push(&mut self, ts: i64, s: Sent) {
+        if s != Sent::Done {
+            self.open += 1;
+        }
+        self.pending.push_back((ts, s));
+    }
+
+    /// The client wrote the oldest queued publish with `pkid` (0: QoS 0,
+    /// done once written).
+    fn written(&mut self, pkid: u16) {
+        if let Some(e) = self.pending.iter_mut().find(|e| e.1 == Sent::Queued) {
+            if pkid == 0 {
+                e.1 = Sent::Done;
+                self.open -= 1;
+            } else {
+                e.1 = Sent::InFlight(pkid);
+            }
+        }
+    }
+
+    /// The broker acknowledged `pkid`; true if it was in flight.
+    fn acked(&mut self, pkid: u16) -> bool {
+        match self
+            .pending
+            .iter_mut()
+            .find(|e| e.1 == Sent::InFlight(pkid))
+        {
+            Some(e) => {
+                e.1 = Sent::Done;
+                self.open -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the acknowledged prefix: its newest timestamp.
+    fn take_done(&mut self) -> Option<i64> {
+        let mut out = None;
+        while let Some(&(ts, Sent::Done)) = self.pending.front() {
+            self.pending.pop_front();
+            out = Some(ts);
+        }
+        out
+    }
+}
+
+async fn publish(
+    ctx: &Ctx<Sink>,
+    mqtt: &AsyncClient,
+    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    window: u16,
+) -> Exit {
+    let link = &ctx.link;
+    let spec = &link.spec;
+    let qos = qos_of(spec.qos);
+    let compact = spec.format == "compact";
+    // Subscribe before the first read: a write in between wakes us.
+    let Some(mut written) = ctx.stores.watch(&ctx.name) else {
+        return Exit::Failed("store is not open".into());
+    };
+    written.borrow_and_update();
+    let start = start(ctx);
+    let mut follower = match Follower::new(ctx.store.clone(), start, None) {
+        Ok(f) => f,
+        Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+    };
+    if start == Start::Now {
+        // "now" is when the sink first ran: a reconnect resumes there.
+        link.advance(follower.cursor());
+    }
+    let mut buf: VecDeque<Object> = VecDeque::new();
+    let mut idle = false;
+    let mut win = Window::default();
+    loop {
+        // Fill the window.
+        while win.open < window as usize {
+            if buf.is_empty() {
+                if idle {
+                    break;
+                }
+                written.borrow_and_update();
+                let batch = match follower.next_batch(follow::BATCH) {
+                    Ok(b) => b,
+                    Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+                };
+                if let Some(g) = batch.gap {
+                    link.error(
+                        None,
+                        format!(
+                            "gap: {} objects with timestamps {}..={} were overwritten before they were published",
+                            g.lost, g.from, g.to
+                        ),
+                    );
+                }
+                idle = batch.caught_up;
+                buf.extend(batch.objects);
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            let Some(o) = buf.pop_front() else { break };
+            let body = payload(&ctx.store, &o, spec.include_timestamp, compact);
+            let size = body.len() + spec.topic.len() + PUBLISH_OVERHEAD;
+            if size > MAX_PACKET {
+                link.error(
+                    None,
+                    format!(
+                        "object {} skipped: its payload of {} bytes does not fit an MQTT packet of {MAX_PACKET} bytes",
+                        o.handle.timestamp,
+                        body.len()
+                    ),
+                );
+                win.push(o.handle.timestamp, Sent::Done);
+                continue;
+            }
+            if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, spec.retain, body) {
+                return Exit::Failed(format!("publish failed: {e}"));
+            }
+            win.push(o.handle.timestamp, Sent::Queued);
+        }
+        if let Some(ts) = win.take_done() {
+            link.advance(ts);
+        }
+        tokio::select! {
+            e = events.recv() => {
+                let e = match e {
+                    Some(Ok(e)) => e,
+                    Some(Err(e)) => return Exit::Failed(format!("connection lost: {e}")),
+                    None => return Exit::Failed("connection lost".into()),
+                };
+                let acked = match e {
+                    Event::Outgoing(Outgoing::Publish(pkid)) => {
+                        win.written(pkid);
+                        pkid == 0
+                    }
+                    Event::Incoming(Packet::PubAck(a)) if qos == QoS::AtLeastOnce => win.acked(a.pkid),
+                    Event::Incoming(Packet::PubComp(a)) if qos == QoS::ExactlyOnce => win.acked(a.pkid),
+                    Event::Incoming(Packet::Disconnect) => {
+                        return Exit::Failed("the broker disconnected".into())
+                    }
+                    _ => false,
+                };
+                if acked {
+                    link.live().sent += 1;
+                }
+            }
+            r = written.changed(), if idle && buf.is_empty() => {
+                if r.is_err() {
+                    return Exit::Failed("store closed".into());
+                }
+                idle = false;
+            }
+            _ = stopped(stop) => return Exit::Stopped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_moves_over_the_acknowledged_prefix_only() {
+        let mut w = Window::default();
+        for ts in [10, 20, 30] {
+            w.push(ts, Sent::Queued);
+        }
+        w.written(1);
+        w.written(2);
+        w.written(3);
+        assert!(w.acked(2));
+        assert_eq!(w.take_done(), None, "10 is not acknowledged");
+        assert!(w.acked(1));
+        assert_eq!(w.take_done(), Some(20));
+        assert!(!w.acked(1), "already acknowledged");
+        assert_eq!(w.open, 1);
+        // A skipped object behind an unacknowledged one waits for it.
+        w.push(40, Sent::Done);
+        assert_eq!(w.take_done(), None);
+        assert!(w.acked(3));
+        assert_eq!(w.take_done(), Some(40));
+        assert_eq!(w.open, 0);
+    }
+
+    #[test]
+    fn packet_ids_are_reused_after_their_ack() {
+        let mut w = Window::default();
+        w.push(1, Sent::Queued);
+        w.written(1);
+        assert!(w.acked(1));
+        w.push(2, Sent::Queued);
+        w.written(1);
+        assert_eq!(w.take_done(), Some(1));
+        assert!(w.acked(1));
+        assert_eq!(w.take_done(), Some(2));
+    }
+
+    #[test]
+    fn qos0_is_done_when_written() {
+        let mut w = Window::default();
+        w.push(5, Sent::Queued);
+        w.push(6, Sent::Queued);
+        w.written(0);
+        assert_eq!(w.take_done(), Some(5));
+        assert_eq!(w.open, 1);
     }
 }
