@@ -209,6 +209,10 @@ pub struct Ctx<K: Kind> {
     pub policy: Arc<Policy>,
     /// `store.max_future`: the horizon of stored timestamps.
     pub max_future: Duration,
+    /// What a kind carries from one session to the next of the same run
+    /// (the sink: its follower, so that gaps are counted across
+    /// reconnects, and the publishes still unacknowledged).
+    pub carry: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl<K: Kind> Ctx<K> {
@@ -557,6 +561,7 @@ impl<K: Kind> Links<K> {
             timing: self.timing.clone(),
             policy: self.policy.clone(),
             max_future: self.max_future,
+            carry: Mutex::new(None),
         });
         let stop = link.stop.subscribe();
         let task = tokio::spawn(async move {

@@ -8,8 +8,11 @@
 //! advances only over the *prefix* of publishes the broker acknowledged
 //! (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 when written to the
 //! socket): an ack out of order never moves it past an unacknowledged
-//! message. A new session starts after the cursor, so what was in flight
-//! when a session ended is published again: at least once, in order.
+//! message. A reconnect first publishes again what the last session did
+//! not get acknowledged, then goes on with the same follower (so objects
+//! the ring overwrote while the broker was away are counted as a gap); a
+//! server restart starts after the cursor. Either way: at least once, in
+//! order.
 //!
 //! Payload: the object's data alone (JSON and schema stores as JSON text,
 //! schema expanded unless `format=compact`; text stores as their text;
@@ -390,32 +393,43 @@ enum Sent {
     Done,
 }
 
+/// One publish of the window.
+#[derive(Debug)]
+struct Entry {
+    ts: i64,
+    sent: Sent,
+    /// The object, kept until acknowledged to be published again by the
+    /// next session (`None` once done, and in unit tests).
+    obj: Option<Object>,
+}
+
 /// The publishes not yet behind the cursor, oldest first. The cursor moves
 /// over the acknowledged prefix only.
 #[derive(Debug, Default)]
 struct Window {
-    pending: VecDeque<(i64, Sent)>,
+    pending: VecDeque<Entry>,
     /// Entries not `Done`.
     open: usize,
 }
 
 impl Window {
-    fn push(&mut self, ts: i64, s: Sent) {
-        if s != Sent::Done {
+    fn push(&mut self, ts: i64, sent: Sent, obj: Option<Object>) {
+        if sent != Sent::Done {
             self.open += 1;
         }
-        self.pending.push_back((ts, s));
+        self.pending.push_back(Entry { ts, sent, obj });
     }
 
     /// The client wrote the oldest queued publish with `pkid` (0: QoS 0,
     /// done once written).
     fn written(&mut self, pkid: u16) {
-        if let Some(e) = self.pending.iter_mut().find(|e| e.1 == Sent::Queued) {
+        if let Some(e) = self.pending.iter_mut().find(|e| e.sent == Sent::Queued) {
             if pkid == 0 {
-                e.1 = Sent::Done;
+                e.sent = Sent::Done;
+                e.obj = None;
                 self.open -= 1;
             } else {
-                e.1 = Sent::InFlight(pkid);
+                e.sent = Sent::InFlight(pkid);
             }
         }
     }
@@ -425,10 +439,11 @@ impl Window {
         match self
             .pending
             .iter_mut()
-            .find(|e| e.1 == Sent::InFlight(pkid))
+            .find(|e| e.sent == Sent::InFlight(pkid))
         {
             Some(e) => {
-                e.1 = Sent::Done;
+                e.sent = Sent::Done;
+                e.obj = None;
                 self.open -= 1;
                 true
             }
@@ -439,12 +454,24 @@ impl Window {
     /// Drops the acknowledged prefix: its newest timestamp.
     fn take_done(&mut self) -> Option<i64> {
         let mut out = None;
-        while let Some(&(ts, Sent::Done)) = self.pending.front() {
-            self.pending.pop_front();
-            out = Some(ts);
+        while self.pending.front().is_some_and(|e| e.sent == Sent::Done) {
+            out = self.pending.pop_front().map(|e| e.ts);
         }
         out
     }
+
+    /// The objects not acknowledged, oldest first: to publish again.
+    fn unacknowledged(self) -> impl Iterator<Item = Object> {
+        self.pending.into_iter().filter_map(|e| e.obj)
+    }
+}
+
+/// What a sink carries from a session to the next: the follower (whose
+/// gap accounting spans reconnects) and the objects read but not
+/// acknowledged, oldest first.
+struct Carry {
+    follower: Follower,
+    again: VecDeque<Object>,
 }
 
 async fn publish(
@@ -455,31 +482,78 @@ async fn publish(
     window: u16,
 ) -> Exit {
     let link = &ctx.link;
-    let spec = &link.spec;
-    let qos = qos_of(spec.qos);
-    let compact = spec.format == "compact";
     // Subscribe before the first read: a write in between wakes us.
     let Some(mut written) = ctx.stores.watch(&ctx.name) else {
         return Exit::Failed("store is not open".into());
     };
     written.borrow_and_update();
-    let start = start(ctx);
-    let mut follower = match Follower::new(ctx.store.clone(), start, None) {
-        Ok(f) => f,
-        Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+    let carried = ctx
+        .carry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .and_then(|c| c.downcast::<Carry>().ok());
+    let (mut follower, mut buf) = match carried {
+        Some(c) => (c.follower, c.again),
+        None => {
+            let start = start(ctx);
+            let f = match Follower::new(ctx.store.clone(), start, None) {
+                Ok(f) => f,
+                Err(e) => return Exit::Failed(format!("reading the store: {e}")),
+            };
+            if start == Start::Now {
+                // "now" is when the sink first ran: a reconnect resumes
+                // there.
+                link.advance(f.cursor());
+            }
+            (f, VecDeque::new())
+        }
     };
-    if start == Start::Now {
-        // "now" is when the sink first ran: a reconnect resumes there.
-        link.advance(follower.cursor());
-    }
-    let mut buf: VecDeque<Object> = VecDeque::new();
     let mut idle = false;
     let mut win = Window::default();
+    let exit = publish_from(
+        ctx,
+        mqtt,
+        events,
+        stop,
+        window,
+        &mut follower,
+        &mut buf,
+        &mut win,
+        &mut written,
+        &mut idle,
+    )
+    .await;
+    // The next session starts with what this one did not get acknowledged.
+    let mut again: VecDeque<Object> = win.unacknowledged().collect();
+    again.extend(buf);
+    *ctx.carry.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(Box::new(Carry { follower, again }));
+    exit
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_from(
+    ctx: &Ctx<Sink>,
+    mqtt: &AsyncClient,
+    events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    window: u16,
+    follower: &mut Follower,
+    buf: &mut VecDeque<Object>,
+    win: &mut Window,
+    written: &mut tokio::sync::watch::Receiver<u64>,
+    idle: &mut bool,
+) -> Exit {
+    let link = &ctx.link;
+    let spec = &link.spec;
+    let qos = qos_of(spec.qos);
+    let compact = spec.format == "compact";
     loop {
         // Fill the window.
         while win.open < window as usize {
             if buf.is_empty() {
-                if idle {
+                if *idle {
                     break;
                 }
                 written.borrow_and_update();
@@ -496,7 +570,7 @@ async fn publish(
                         ),
                     );
                 }
-                idle = batch.caught_up;
+                *idle = batch.caught_up;
                 buf.extend(batch.objects);
                 if buf.is_empty() {
                     break;
@@ -514,13 +588,14 @@ async fn publish(
                         body.len()
                     ),
                 );
-                win.push(o.handle.timestamp, Sent::Done);
+                win.push(o.handle.timestamp, Sent::Done, None);
                 continue;
             }
             if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, spec.retain, body) {
+                buf.push_front(o);
                 return Exit::Failed(format!("publish failed: {e}"));
             }
-            win.push(o.handle.timestamp, Sent::Queued);
+            win.push(o.handle.timestamp, Sent::Queued, Some(o));
         }
         if let Some(ts) = win.take_done() {
             link.advance(ts);
@@ -548,11 +623,11 @@ async fn publish(
                     link.live().sent += 1;
                 }
             }
-            r = written.changed(), if idle && buf.is_empty() => {
+            r = written.changed(), if *idle && buf.is_empty() => {
                 if r.is_err() {
                     return Exit::Failed("store closed".into());
                 }
-                idle = false;
+                *idle = false;
             }
             _ = stopped(stop) => return Exit::Stopped,
         }
@@ -567,7 +642,7 @@ mod tests {
     fn the_cursor_moves_over_the_acknowledged_prefix_only() {
         let mut w = Window::default();
         for ts in [10, 20, 30] {
-            w.push(ts, Sent::Queued);
+            w.push(ts, Sent::Queued, None);
         }
         w.written(1);
         w.written(2);
@@ -579,7 +654,7 @@ mod tests {
         assert!(!w.acked(1), "already acknowledged");
         assert_eq!(w.open, 1);
         // A skipped object behind an unacknowledged one waits for it.
-        w.push(40, Sent::Done);
+        w.push(40, Sent::Done, None);
         assert_eq!(w.take_done(), None);
         assert!(w.acked(3));
         assert_eq!(w.take_done(), Some(40));
@@ -589,10 +664,10 @@ mod tests {
     #[test]
     fn packet_ids_are_reused_after_their_ack() {
         let mut w = Window::default();
-        w.push(1, Sent::Queued);
+        w.push(1, Sent::Queued, None);
         w.written(1);
         assert!(w.acked(1));
-        w.push(2, Sent::Queued);
+        w.push(2, Sent::Queued, None);
         w.written(1);
         assert_eq!(w.take_done(), Some(1));
         assert!(w.acked(1));
@@ -602,8 +677,8 @@ mod tests {
     #[test]
     fn qos0_is_done_when_written() {
         let mut w = Window::default();
-        w.push(5, Sent::Queued);
-        w.push(6, Sent::Queued);
+        w.push(5, Sent::Queued, None);
+        w.push(6, Sent::Queued, None);
         w.written(0);
         assert_eq!(w.take_done(), Some(5));
         assert_eq!(w.open, 1);
