@@ -49,6 +49,7 @@ mod server {
     mod kill;
     mod manpage;
     mod mosquitto;
+    mod mqtt_sub;
     mod notify;
     mod openapi;
     mod outbound;

@@ -137,6 +137,7 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
             .count_by_status()
             .map(|(st, n)| (st.as_str(), n)),
     );
+    mqtt_subscriptions(&mut out, &state);
     let _ = writeln!(
         out,
         "# HELP tsstore_http_connections Open HTTP connections (WebSocket streams included).\n# TYPE tsstore_http_connections gauge\ntsstore_http_connections {}",
@@ -159,4 +160,33 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// The MQTT subscriptions' lines (`kind="subscription"`).
+fn mqtt_subscriptions(out: &mut String, state: &AppState) {
+    let subs = &state.mqtt.subscriptions;
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_connections MQTT links, by kind and status.\n# TYPE tsstore_mqtt_connections gauge"
+    );
+    for (st, n) in subs.count_by_status() {
+        let _ = writeln!(
+            out,
+            "tsstore_mqtt_connections{{kind=\"subscription\",status=\"{}\"}} {n}",
+            st.as_str()
+        );
+    }
+    let (_, received, stored, errors) = subs.totals();
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_messages_received_total Messages the MQTT subscriptions received.\n# TYPE tsstore_mqtt_messages_received_total counter\ntsstore_mqtt_messages_received_total {received}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_messages_stored_total Messages the MQTT subscriptions stored.\n# TYPE tsstore_mqtt_messages_stored_total counter\ntsstore_mqtt_messages_stored_total {stored}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_errors_total Errors of the MQTT links (refused messages, failed dials), by kind.\n# TYPE tsstore_mqtt_errors_total counter\ntsstore_mqtt_errors_total{{kind=\"subscription\"}} {errors}"
+    );
 }

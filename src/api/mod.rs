@@ -16,6 +16,7 @@ pub mod connections;
 pub mod data;
 pub mod health;
 pub mod metrics;
+pub mod mqtt_subscriptions;
 pub mod openapi;
 pub mod schema;
 pub mod stores;

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::data::routes())
         .merge(stream::ws::routes())
         .merge(api::connections::routes())
+        .merge(api::mqtt_subscriptions::routes())
         .merge(api::schema::routes())
         .merge(api::metrics::routes())
         .merge(api::openapi::routes())
