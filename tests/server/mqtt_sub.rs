@@ -664,10 +664,113 @@ fn delete_or_store_delete_stops_the_subscription_within_a_second() {
     let r = srv.delete(&s2.path("")).admin().send();
     assert!(r.status < 300, "{}", r.text());
     assert!(
-        eventually(Duration::from_secs(3), || m.log().contains("watch-me")
-            && m.log().contains("disconnected")),
+        eventually(Duration::from_secs(3), || m
+            .log()
+            .contains("Client watch-me disconnected.")),
         "{}",
         m.log()
     );
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+/// A broker of one session, written here to see when the PUBACK comes:
+/// accepts one client, acknowledges its CONNECT and SUBSCRIBE, sends
+/// `payload` on `topic` at QoS 1, and on the PUBACK calls `on_ack` at once.
+fn one_message_broker(
+    topic: &str,
+    payload: Vec<u8>,
+    on_ack: impl FnOnce() + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    fn packet(s: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        let kind = b[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            s.read_exact(&mut b).unwrap();
+            len |= ((b[0] & 0x7f) as usize) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+        (kind, body)
+    }
+    fn remaining(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let mut b = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                b |= 0x80;
+            }
+            out.push(b);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let topic = topic.to_string();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        drop(listener);
+        assert_eq!(packet(&mut s).0, 0x10, "CONNECT");
+        s.write_all(&[0x20, 2, 0, 0]).unwrap();
+        let (kind, body) = packet(&mut s);
+        assert_eq!(kind, 0x82, "SUBSCRIBE");
+        s.write_all(&[0x90, 3, body[0], body[1], 1]).unwrap();
+        let mut p = vec![0x32];
+        remaining(2 + topic.len() + 2 + payload.len(), &mut p);
+        p.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        p.extend_from_slice(topic.as_bytes());
+        p.extend_from_slice(&7u16.to_be_bytes());
+        p.extend_from_slice(&payload);
+        s.write_all(&p).unwrap();
+        loop {
+            let (kind, body) = packet(&mut s);
+            if kind == 0x40 {
+                on_ack();
+                assert_eq!(body, [0, 7], "PUBACK of the message");
+                return;
+            }
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn a_message_is_acknowledged_only_once_it_is_stored() {
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        Server::builder()
+            .data_dir(data.path())
+            .config(&loopback_allowed(""))
+            .start()
+    };
+    let mut srv = start();
+    let s = srv.create_store("ack", json!({ "num_blocks": 1024 }));
+    // A large payload, slow to read for its timestamp: a PUBACK sent
+    // before the insert would leave time for the kill below.
+    let big: Vec<u32> = (0..150_000).collect();
+    let payload = json!({ "ts": 1_700_000_000_000i64, "v": big }).to_string();
+    let pid = srv.pid();
+    let (port, broker) =
+        one_message_broker("big", payload.into_bytes(), move || signal(pid, "KILL"));
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": format!("tcp://127.0.0.1:{port}"), "topics": ["big"],
+                "timestamp_field": "ts", "timestamp_unit": "ms" }),
+    );
+    broker.join().unwrap();
+    srv.wait_exit();
+    // Killed the moment the broker had the PUBACK: the object is stored.
+    let srv = start();
+    let got = objects(&srv, &s, "");
+    assert_eq!(got.len(), 1, "not stored before its PUBACK");
+    assert_eq!(got[0].0, 1_700_000_000_000_000_000);
 }
