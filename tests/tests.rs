@@ -50,6 +50,7 @@ mod server {
     mod manpage;
     mod mosquitto;
     mod mqtt_sink;
+    mod mqtt_sub;
     mod notify;
     mod openapi;
     mod outbound;

@@ -162,27 +162,43 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// The MQTT links: connections by kind and status, and their counters.
+/// The MQTT links: connections by kind and status, and their counters
+/// (summed over the links that exist now).
 fn mqtt_metrics(out: &mut String, state: &AppState) {
-    let sinks = &state.mqtt.sinks;
+    let (sinks, subs) = (&state.mqtt.sinks, &state.mqtt.subscriptions);
     let _ = writeln!(
         out,
         "# HELP tsstore_mqtt_connections MQTT links, by kind and status.\n# TYPE tsstore_mqtt_connections gauge"
     );
-    for (st, n) in sinks.count_by_status() {
-        let _ = writeln!(
-            out,
-            "tsstore_mqtt_connections{{kind=\"sink\",status=\"{}\"}} {n}",
-            st.as_str()
-        );
+    let counts = [
+        ("sink", sinks.count_by_status()),
+        ("subscription", subs.count_by_status()),
+    ];
+    for (kind, by_status) in counts {
+        for (st, n) in by_status {
+            let _ = writeln!(
+                out,
+                "tsstore_mqtt_connections{{kind=\"{kind}\",status=\"{}\"}} {n}",
+                st.as_str()
+            );
+        }
     }
-    let (sent, _, _, errors) = sinks.totals();
+    let (sent, _, _, sink_errors) = sinks.totals();
+    let (_, received, stored, sub_errors) = subs.totals();
     let _ = writeln!(
         out,
-        "# HELP tsstore_mqtt_messages_published_total Messages the MQTT sinks published and the broker acknowledged (of the links that exist now).\n# TYPE tsstore_mqtt_messages_published_total counter\ntsstore_mqtt_messages_published_total {sent}"
+        "# HELP tsstore_mqtt_messages_published_total Messages the MQTT sinks published and the broker acknowledged.\n# TYPE tsstore_mqtt_messages_published_total counter\ntsstore_mqtt_messages_published_total {sent}"
     );
     let _ = writeln!(
         out,
-        "# HELP tsstore_mqtt_errors_total Errors of the MQTT links, by kind (of the links that exist now).\n# TYPE tsstore_mqtt_errors_total counter\ntsstore_mqtt_errors_total{{kind=\"sink\"}} {errors}"
+        "# HELP tsstore_mqtt_messages_received_total Messages the MQTT subscriptions received.\n# TYPE tsstore_mqtt_messages_received_total counter\ntsstore_mqtt_messages_received_total {received}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_messages_stored_total Messages the MQTT subscriptions stored.\n# TYPE tsstore_mqtt_messages_stored_total counter\ntsstore_mqtt_messages_stored_total {stored}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tsstore_mqtt_errors_total Errors of the MQTT links (failed dials, refused or unpublishable messages), by kind.\n# TYPE tsstore_mqtt_errors_total counter\ntsstore_mqtt_errors_total{{kind=\"sink\"}} {sink_errors}\ntsstore_mqtt_errors_total{{kind=\"subscription\"}} {sub_errors}"
     );
 }

@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::ws::routes())
         .merge(api::connections::routes())
         .merge(api::mqtt_connections::routes())
+        .merge(api::mqtt_subscriptions::routes())
         .merge(api::schema::routes())
         .merge(api::metrics::routes())
         .merge(api::openapi::routes())

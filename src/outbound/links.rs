@@ -279,6 +279,9 @@ pub struct Links<K: Kind> {
     /// Serialises file writes.
     saving: tokio::sync::Mutex<()>,
     stopping: watch::Sender<bool>,
+    /// The counters of links deleted since the start, so that the totals
+    /// of `/metrics` never go down.
+    retired: Mutex<(u64, u64, u64, u64)>,
 }
 
 impl<K: Kind> Links<K> {
@@ -298,6 +301,7 @@ impl<K: Kind> Links<K> {
             by_store: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
+            retired: Mutex::new((0, 0, 0, 0)),
         }
     }
 
@@ -489,6 +493,7 @@ impl<K: Kind> Links<K> {
             list.remove(i)
         };
         link.stop_and_wait(Duration::from_millis(900)).await;
+        self.retire(&link);
         self.save(name).await?;
         Ok(true)
     }
@@ -501,7 +506,18 @@ impl<K: Kind> Links<K> {
         }
         for l in links {
             l.stop_and_wait(Duration::from_secs(1)).await;
+            self.retire(&l);
         }
+    }
+
+    /// Keeps the counters of a link being forgotten in the totals.
+    fn retire(&self, link: &Link<K>) {
+        let l = link.live();
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        r.0 += l.sent;
+        r.1 += l.received;
+        r.2 += l.stored;
+        r.3 += l.errors;
     }
 
     /// Stops every link and persists the cursors (shutdown, before the
@@ -538,9 +554,10 @@ impl<K: Kind> Links<K> {
         out
     }
 
-    /// Sums of the counters of every link: (sent, received, stored, errors).
+    /// Sums of the counters of every link, deleted ones included (since
+    /// the start): (sent, received, stored, errors).
     pub fn totals(&self) -> (u64, u64, u64, u64) {
-        let mut t = (0, 0, 0, 0);
+        let mut t = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
         for l in self.map().values().flatten() {
             let l = l.live();
             t.0 += l.sent;

@@ -170,6 +170,10 @@ impl Mosquitto {
     }
 
     fn launch(&mut self) {
+        // This broker logs each connection it accepts, with its port.
+        let accepted = |m: &Mosquitto, p: u16| m.log().matches(&format!(" on port {p}.")).count();
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        let before: Vec<usize> = ports.iter().map(|&p| accepted(self, p)).collect();
         let child = Command::new(mosquitto_bin())
             .arg("-c")
             .arg(&self.conf)
@@ -180,9 +184,14 @@ impl Mosquitto {
             .expect("mosquitto (Debian package mosquitto) is needed: make setup-mqtt");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
-        for p in ports {
-            while TcpStream::connect(("127.0.0.1", p)).is_err() {
+        for (&p, &before) in ports.iter().zip(&before) {
+            // A port another test's broker took meanwhile answers too
+            // (while this one fails to bind and exits): wait until this
+            // broker's log shows the connection.
+            while TcpStream::connect(("127.0.0.1", p)).is_err() || {
+                std::thread::sleep(Duration::from_millis(20));
+                accepted(self, p) == before
+            } {
                 if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!("mosquitto exited ({st}): {}", self.log());
                 }
@@ -330,6 +339,7 @@ impl Subscriber {
     }
 
     /// Up to `n` messages, stopping at `n` or when none arrives for `quiet`.
+    #[allow(dead_code)] // The sink's tests use it; not every branch has them.
     pub fn take(&self, n: usize, quiet: Duration) -> Vec<(String, String)> {
         let mut out = Vec::new();
         while out.len() < n {
