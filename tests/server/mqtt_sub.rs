@@ -227,6 +227,15 @@ fn subscription_routes_validate_and_never_show_the_password() {
         .unwrap()
         .contains("sesame-42"));
 
+    // One client id per broker: two would take the session from each other.
+    let r = srv
+        .post(&path)
+        .key(&s.key)
+        .json(&json!({ "broker_url": m.url(), "topics": ["c"], "client_id": format!("tsstore-m1-{id}") }))
+        .send();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("client_id"), "{}", r.error());
+
     let r = srv.delete(&format!("{path}/nope")).key(&s.key).send();
     assert_eq!(r.status, 404);
     let r = srv.delete(&format!("{path}/{id}")).key(&s.key).send();
