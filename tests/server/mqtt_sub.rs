@@ -570,16 +570,24 @@ fn tls_with_a_ca_file_from_the_ca_directory() {
 
 #[test]
 fn a_broker_restarted_mid_stream_loses_nothing_it_accepted() {
-    const N: i64 = 10_000;
+    const N: i64 = 30_000;
     let mut m = Mosquitto::start();
     let srv = server();
-    // Syncing every write: tsstore takes the messages slower than the
-    // publisher sends them.
-    let s = srv.create_store("br", json!({ "num_blocks": 2048, "durability": "always" }));
-    let id = subscribe(&srv, &s, json!({ "broker_url": m.url(), "topics": ["t"] }));
+    // Syncing every write, so that draining the backlog takes a while.
+    let s = srv.create_store("br", json!({ "num_blocks": 4096, "durability": "always" }));
+    let body = json!({ "broker_url": m.url(), "topics": ["t"], "client_id": "br-1" });
+    // The session is registered at the broker, then its client goes away
+    // (a delete disconnects cleanly) and the broker queues a backlog.
+    let id = subscribe(&srv, &s, body.clone());
+    let path = s.path(&format!("/mqtt/subscriptions/{id}"));
+    assert_eq!(srv.delete(&path).key(&s.key).send().status, 200);
     publish_lines(&m, "t", (1..=N).map(|n| format!("{{\"n\":{n}}}")));
-    // Stopped while the messages still flow to tsstore: the broker keeps
-    // what it accepted and not yet delivered (and saves it at its stop).
+    let id = create(&srv, &s, body)["id"].as_str().unwrap().to_string();
+    wait_status(&srv, &s, &id, "flowing", |v| {
+        v["messages_stored"].as_i64() > Some(200)
+    });
+    // Stopped while the backlog still flows to tsstore: the broker keeps
+    // what it has not had acknowledged (and saves it at its stop).
     m.stop();
     let at_stop = status(&srv, &s, &id)["messages_stored"].as_i64().unwrap();
     assert!(at_stop < N, "the stop came too late to test anything");
@@ -589,7 +597,7 @@ fn a_broker_restarted_mid_stream_loses_nothing_it_accepted() {
     publish_lines(&m, "t", (N + 1..=N + 100).map(|n| format!("{{\"n\":{n}}}")));
     let all = || first_seen(&datas(&srv, &s));
     assert!(
-        eventually(WAIT, || all().len() as i64 == N + 100),
+        eventually(Duration::from_secs(90), || all().len() as i64 == N + 100),
         "{} of {}: {}",
         all().len(),
         N + 100,
