@@ -94,6 +94,22 @@ async fn subscriptions_create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let mut spec =
         parse_create(&body, access.store.config().data_type).map_err(ApiError::bad_request)?;
+    // Two clients with one id take the session from each other at the
+    // broker, over and over.
+    let broker = Broker::parse(&spec.broker_url).map_err(ApiError::bad_request)?;
+    let client_id = spec.client_id(&access.name);
+    for name in state.stores.list() {
+        for l in state.mqtt.subscriptions.list(&name) {
+            if l.spec.client_id(&name) == client_id
+                && Broker::parse(&l.spec.broker_url).is_ok_and(|b| b == broker)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "invalid client_id: subscription {} uses it on the same broker",
+                    l.id()
+                )));
+            }
+        }
+    }
     spec.created_by = if access.admin {
         Role::Admin
     } else {
