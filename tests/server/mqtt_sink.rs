@@ -676,3 +676,48 @@ fn objects_the_ring_overwrote_before_they_were_published_are_counted() {
             .starts_with(&format!("gap: {lost} objects with timestamps 4..="))
     });
 }
+
+#[test]
+fn a_payload_over_the_brokers_packet_limit_is_skipped_not_retried_forever() {
+    let m = Mosquitto::builder().max_packet(1000).start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 5);
+    let big = json!({ "timestamp": 6, "data": { "n": 6, "pad": "x".repeat(3000) } });
+    let r = srv.post(&s.path("/data")).key(&s.key).json(&big).send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    insert_n(&srv, &s, 7, 5);
+    let id = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/s" }),
+    ));
+    // Reconnects back off 1 s, 2 s, ...: a few seconds to give up on it.
+    let got: Vec<i64> = {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while out.last() != Some(&11) && Instant::now() < deadline {
+            if let Some((_, p)) = sub.next(Duration::from_secs(1)) {
+                let v: Value = serde_json::from_str(&p).unwrap();
+                out.push(v["n"].as_i64().unwrap());
+            }
+        }
+        out
+    };
+    let firsts: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(
+        firsts.into_iter().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 7, 8, 9, 10, 11],
+        "all but the big one: {got:?}"
+    );
+    wait_status(&srv, &s, &id, "skipped with an error", |v| {
+        v["last_timestamp"] == 11
+            && v["errors"].as_u64() >= Some(3)
+            && v["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("object 6 skipped")
+    });
+}
