@@ -721,3 +721,82 @@ fn a_payload_over_the_brokers_packet_limit_is_skipped_not_retried_forever() {
                 .contains("object 6 skipped")
     });
 }
+
+#[test]
+fn a_schema_store_publishes_expanded_json_or_compact() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.create_store("s", json!({ "num_blocks": 16, "data_type": "schema" }));
+    let schema = json!({ "fields": [
+        { "index": 1, "name": "temp", "type": "float64" },
+        { "index": 2, "name": "room", "type": "string" }
+    ]});
+    let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .json(&json!({ "timestamp": 5, "data": { "temp": 21.5, "room": "a" } }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/full" }),
+    );
+    let (t, p) = sub.next(WAIT).unwrap();
+    assert_eq!(t, "ts/full");
+    assert_eq!(
+        serde_json::from_str::<Value>(&p).unwrap(),
+        json!({ "temp": 21.5, "room": "a" })
+    );
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/compact", "format": "compact" }),
+    );
+    let (t, p) = sub.next(WAIT).unwrap();
+    assert_eq!(t, "ts/compact");
+    assert_eq!(
+        serde_json::from_str::<Value>(&p).unwrap(),
+        json!({ "1": 21.5, "2": "a" })
+    );
+}
+
+#[test]
+fn a_one_shot_sink_is_not_restarted_with_the_server_and_the_others_are() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sock = sock_in(dir.path());
+    let mut srv = server(None, Some(&data), &sock);
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 1);
+    let once = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/once", "cursor_persist_interval": -1 }),
+    ));
+    let kept = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/kept", "cursor_persist_interval": 1 }),
+    ));
+    assert_eq!(sub.take(2, QUIET).len(), 2);
+    srv.stop();
+    drop(srv);
+    let srv = server(None, Some(&data), &sock);
+    insert_n(&srv, &s, 2, 1);
+    assert_eq!(
+        sub.take(10, QUIET),
+        [("ts/kept".to_string(), r#"{"n":2}"#.to_string())]
+    );
+    // Still listed, as the original does, but not running.
+    let v = status(&srv, &s, &once);
+    assert_eq!(v["status"], "disconnected", "{v}");
+    assert_eq!(v["messages_sent"], 0);
+    assert_eq!(status(&srv, &s, &kept)["status"], "connected");
+}
