@@ -100,6 +100,7 @@ bench:
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench http
 	$(CARGO) bench --bench stream
+	$(CARGO) bench --bench mqtt
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60
