@@ -800,3 +800,44 @@ fn a_one_shot_sink_is_not_restarted_with_the_server_and_the_others_are() {
     assert_eq!(v["messages_sent"], 0);
     assert_eq!(status(&srv, &s, &kept)["status"], "connected");
 }
+
+#[test]
+fn from_a_timestamp_and_from_now() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 5);
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/after3", "from": 3 }),
+    );
+    let now = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/now", "from": -1 }),
+    ));
+    wait_status(&srv, &s, &now, "connected", |v| v["status"] == "connected");
+    let mut got = sub.take(10, QUIET);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ts/after3".to_string(), r#"{"n":4}"#.to_string()),
+            ("ts/after3".to_string(), r#"{"n":5}"#.to_string())
+        ],
+        "the objects after 3; none for `now`"
+    );
+    insert_n(&srv, &s, 6, 1);
+    let mut got = sub.take(10, QUIET);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ts/after3".to_string(), r#"{"n":6}"#.to_string()),
+            ("ts/now".to_string(), r#"{"n":6}"#.to_string())
+        ]
+    );
+}
