@@ -841,3 +841,44 @@ fn from_a_timestamp_and_from_now() {
         ]
     );
 }
+
+#[test]
+fn qos_0_and_2_publish_and_move_the_cursor() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(dir.path());
+    let srv = server(None, None, &sock);
+    let s = srv.create_store("s", json!({ "num_blocks": 256 }));
+    bulk_insert(&sock, &s, 1, 300);
+    for qos in [0, 2] {
+        let topic = format!("ts/q{qos}");
+        let id = id_of(&create(
+            &srv,
+            &s,
+            json!({ "broker_url": m.url(), "topic": topic, "qos": qos, "retain": true }),
+        ));
+        wait_status(&srv, &s, &id, "all done", |v| {
+            v["qos"] == qos && v["messages_sent"] == 300 && v["last_timestamp"] == 300
+        });
+    }
+    let got = sub.take(600, QUIET);
+    for qos in [0, 2] {
+        let ns: Vec<i64> = got
+            .iter()
+            .filter(|(t, _)| *t == format!("ts/q{qos}"))
+            .map(|(_, p)| {
+                serde_json::from_str::<Value>(p).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(ns.iter().copied().eq(1..=300), "QoS {qos}: {ns:?}");
+    }
+    // Retained: a late subscriber gets the last one.
+    let late = m.subscribe("ts/q2");
+    assert_eq!(
+        late.next(WAIT),
+        Some(("ts/q2".to_string(), r#"{"n":300}"#.to_string()))
+    );
+}
