@@ -265,8 +265,8 @@ async fn session(ctx: &Ctx<Sink>) -> Ended {
         client_id: &spec.client_id,
         username: spec.username.as_deref(),
         password: spec.password.as_deref(),
-        // Nothing to resume at the broker: a new session republishes from
-        // the cursor.
+        // Nothing to resume at the broker: a new session publishes again
+        // what was not acknowledged (at least once).
         clean_session: true,
         inflight: window,
         max_packet: MAX_PACKET,
