@@ -31,7 +31,9 @@
 //! messages plus what was acknowledged in the last `N` s); `0` keeps the
 //! cursor in memory only (reconnects resume from it, a server restart
 //! starts again at `from`); `-1` is one shot: a failure leaves the sink in
-//! `error` with no reconnect, and it is not restarted at server start.
+//! `error` with no reconnect for the rest of the run. A server start runs
+//! every sink, one-shot ones included, from its persisted cursor or
+//! `from`, as the original did (its manager starts every saved sink).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -179,9 +181,6 @@ impl Kind for Sink {
             .ok()
             .filter(|&n| n > 0)
             .map(Duration::from_secs)
-    }
-    fn restarts(spec: &Spec) -> bool {
-        spec.cursor_persist_interval >= 0
     }
     fn status_json(link: &Link<Self>) -> Value {
         let s = &link.spec;
