@@ -880,3 +880,29 @@ fn qos_0_and_2_publish_and_move_the_cursor() {
         Some(("ts/q2".to_string(), r#"{"n":300}"#.to_string()))
     );
 }
+
+#[test]
+fn a_store_has_at_most_32_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    // A closed port: the sinks just retry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = json!({ "broker_url": format!("tcp://127.0.0.1:{port}"), "topic": "t" });
+    for _ in 0..32 {
+        create(&srv, &s, body.clone());
+    }
+    let r = srv
+        .post(&s.path("/mqtt/connections"))
+        .key(&s.key)
+        .json(&body)
+        .send();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error(), "too many mqtt connections: at most 32 per store");
+    let list = srv.get(&s.path("/mqtt/connections")).key(&s.key).send();
+    assert_eq!(list.json()["connections"].as_array().unwrap().len(), 32);
+}

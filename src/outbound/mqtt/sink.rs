@@ -109,6 +109,9 @@ fn default_qos() -> u8 {
     1
 }
 
+/// MQTT sinks one store may have.
+pub const MAX_SINKS: usize = 32;
+
 /// Publishes in flight by default.
 pub const DEFAULT_WINDOW: u16 = 64;
 /// The largest `window`.
@@ -128,6 +131,7 @@ impl Kind for Sink {
     const FILE: &'static str = "mqtt_connections.json";
     const LIST: &'static str = "connections";
     const WHAT: &'static str = "mqtt connection";
+    const MAX_PER_STORE: usize = MAX_SINKS;
     type Spec = Spec;
 
     fn id(spec: &Spec) -> &str {
