@@ -100,6 +100,7 @@ bench:
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench http
 	$(CARGO) bench --bench stream
+	$(CARGO) bench --bench mqtt
 	$(CARGO) bench --bench mqtt_sub
 
 fuzz:

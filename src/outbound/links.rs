@@ -44,8 +44,12 @@ pub trait Kind: Send + Sync + Sized + 'static {
     const FILE: &'static str;
     /// The key of the list in the file.
     const LIST: &'static str;
-    /// For the log: "mqtt connection".
+    /// For the log and errors: "mqtt connection".
     const WHAT: &'static str;
+    /// Links of this kind one store may have; a create beyond is refused
+    /// (a 400), so that a store key cannot make the server hold and dial
+    /// without bound.
+    const MAX_PER_STORE: usize = usize::MAX;
     type Spec: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
 
     fn id(spec: &Self::Spec) -> &str;
@@ -441,6 +445,13 @@ impl<K: Kind> Links<K> {
                 return Err(CreateError::Gone);
             }
             let list = map.entry(name.to_string()).or_default();
+            if list.len() >= K::MAX_PER_STORE {
+                return Err(CreateError::Invalid(format!(
+                    "too many {}s: at most {} per store",
+                    K::WHAT,
+                    K::MAX_PER_STORE
+                )));
+            }
             let id = loop {
                 let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
                 if !list.iter().any(|l| l.id() == id) {

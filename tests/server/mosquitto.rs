@@ -43,6 +43,7 @@ fn free_port() -> u16 {
 pub struct Builder {
     users: Vec<(String, String)>,
     tls: bool,
+    max_packet: Option<usize>,
 }
 
 impl Builder {
@@ -56,6 +57,13 @@ impl Builder {
     /// 127.0.0.1 signed by a test CA ([`Mosquitto::ca`]).
     pub fn tls(mut self) -> Builder {
         self.tls = true;
+        self
+    }
+
+    /// Closes the connection of a client that sends a packet larger than
+    /// `bytes` (2000000 by default).
+    pub fn max_packet(mut self, bytes: usize) -> Builder {
+        self.max_packet = Some(bytes);
         self
     }
 
@@ -78,11 +86,12 @@ impl Builder {
              autosave_interval 1\n\
              max_queued_messages 1000000\n\
              max_inflight_messages 0\n\
-             max_packet_size 2000000\n\
+             max_packet_size {}\n\
              log_dest file {}\n\
              log_type error\nlog_type warning\nlog_type notice\n\
              listener {port} 127.0.0.1\n",
             dir.path().display(),
+            self.max_packet.unwrap_or(2_000_000),
             dir.path().join("mosquitto.log").display(),
         );
         if self.users.is_empty() {

@@ -676,3 +676,233 @@ fn objects_the_ring_overwrote_before_they_were_published_are_counted() {
             .starts_with(&format!("gap: {lost} objects with timestamps 4..="))
     });
 }
+
+#[test]
+fn a_payload_over_the_brokers_packet_limit_is_skipped_not_retried_forever() {
+    let m = Mosquitto::builder().max_packet(1000).start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 5);
+    let big = json!({ "timestamp": 6, "data": { "n": 6, "pad": "x".repeat(3000) } });
+    let r = srv.post(&s.path("/data")).key(&s.key).json(&big).send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    insert_n(&srv, &s, 7, 5);
+    let id = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/s" }),
+    ));
+    // Reconnects back off 1 s, 2 s, ...: a few seconds to give up on it.
+    let got: Vec<i64> = {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while out.last() != Some(&11) && Instant::now() < deadline {
+            if let Some((_, p)) = sub.next(Duration::from_secs(1)) {
+                let v: Value = serde_json::from_str(&p).unwrap();
+                out.push(v["n"].as_i64().unwrap());
+            }
+        }
+        out
+    };
+    let firsts: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(
+        firsts.into_iter().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 7, 8, 9, 10, 11],
+        "all but the big one: {got:?}"
+    );
+    wait_status(&srv, &s, &id, "skipped with an error", |v| {
+        v["last_timestamp"] == 11
+            && v["errors"].as_u64() >= Some(3)
+            && v["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("object 6 skipped")
+    });
+}
+
+#[test]
+fn a_schema_store_publishes_expanded_json_or_compact() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.create_store("s", json!({ "num_blocks": 16, "data_type": "schema" }));
+    let schema = json!({ "fields": [
+        { "index": 1, "name": "temp", "type": "float64" },
+        { "index": 2, "name": "room", "type": "string" }
+    ]});
+    let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .json(&json!({ "timestamp": 5, "data": { "temp": 21.5, "room": "a" } }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/full" }),
+    );
+    let (t, p) = sub.next(WAIT).unwrap();
+    assert_eq!(t, "ts/full");
+    assert_eq!(
+        serde_json::from_str::<Value>(&p).unwrap(),
+        json!({ "temp": 21.5, "room": "a" })
+    );
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/compact", "format": "compact" }),
+    );
+    let (t, p) = sub.next(WAIT).unwrap();
+    assert_eq!(t, "ts/compact");
+    assert_eq!(
+        serde_json::from_str::<Value>(&p).unwrap(),
+        json!({ "1": 21.5, "2": "a" })
+    );
+}
+
+/// The original's manager starts every saved sink; a one shot gets one
+/// more try per server start, from `from` (its cursor is never saved).
+#[test]
+fn a_one_shot_sink_runs_again_from_from_when_the_server_starts() {
+    let mut m = Mosquitto::start();
+    let sub = m.subscribe_persistent("ts/#", "watcher");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sock = sock_in(dir.path());
+    let mut srv = server(None, Some(&data), &sock);
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 1);
+    let once = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/once", "cursor_persist_interval": -1 }),
+    ));
+    assert_eq!(ns(&sub, 1), [1]);
+    m.stop();
+    wait_status(&srv, &s, &once, "failed for good", |v| {
+        v["status"] == "error"
+    });
+    m.restart();
+    insert_n(&srv, &s, 2, 1);
+    assert_eq!(ns(&sub, 10), Vec::<i64>::new(), "no reconnect in this run");
+    srv.stop();
+    drop(srv);
+    let srv = server(None, Some(&data), &sock);
+    assert_eq!(ns(&sub, 10), [1, 2], "from `from` again");
+    wait_status(&srv, &s, &once, "running again", |v| {
+        v["status"] == "connected" && v["messages_sent"] == 2
+    });
+}
+
+#[test]
+fn from_a_timestamp_and_from_now() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    insert_n(&srv, &s, 1, 5);
+    create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/after3", "from": 3 }),
+    );
+    let now = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": m.url(), "topic": "ts/now", "from": -1 }),
+    ));
+    wait_status(&srv, &s, &now, "connected", |v| v["status"] == "connected");
+    let mut got = sub.take(10, QUIET);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ts/after3".to_string(), r#"{"n":4}"#.to_string()),
+            ("ts/after3".to_string(), r#"{"n":5}"#.to_string())
+        ],
+        "the objects after 3; none for `now`"
+    );
+    insert_n(&srv, &s, 6, 1);
+    let mut got = sub.take(10, QUIET);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ts/after3".to_string(), r#"{"n":6}"#.to_string()),
+            ("ts/now".to_string(), r#"{"n":6}"#.to_string())
+        ]
+    );
+}
+
+#[test]
+fn qos_0_and_2_publish_and_move_the_cursor() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(dir.path());
+    let srv = server(None, None, &sock);
+    let s = srv.create_store("s", json!({ "num_blocks": 256 }));
+    bulk_insert(&sock, &s, 1, 300);
+    for qos in [0, 2] {
+        let topic = format!("ts/q{qos}");
+        let id = id_of(&create(
+            &srv,
+            &s,
+            json!({ "broker_url": m.url(), "topic": topic, "qos": qos, "retain": true }),
+        ));
+        wait_status(&srv, &s, &id, "all done", |v| {
+            v["qos"] == qos && v["messages_sent"] == 300 && v["last_timestamp"] == 300
+        });
+    }
+    let got = sub.take(600, QUIET);
+    for qos in [0, 2] {
+        let ns: Vec<i64> = got
+            .iter()
+            .filter(|(t, _)| *t == format!("ts/q{qos}"))
+            .map(|(_, p)| {
+                serde_json::from_str::<Value>(p).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(ns.iter().copied().eq(1..=300), "QoS {qos}: {ns:?}");
+    }
+    // Retained: a late subscriber gets the last one.
+    let late = m.subscribe("ts/q2");
+    assert_eq!(
+        late.next(WAIT),
+        Some(("ts/q2".to_string(), r#"{"n":300}"#.to_string()))
+    );
+}
+
+#[test]
+fn a_store_has_at_most_32_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(None, None, &sock_in(dir.path()));
+    let s = srv.json_store("s");
+    // A closed port: the sinks just retry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = json!({ "broker_url": format!("tcp://127.0.0.1:{port}"), "topic": "t" });
+    for _ in 0..32 {
+        create(&srv, &s, body.clone());
+    }
+    let r = srv
+        .post(&s.path("/mqtt/connections"))
+        .key(&s.key)
+        .json(&body)
+        .send();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error(), "too many mqtt connections: at most 32 per store");
+    let list = srv.get(&s.path("/mqtt/connections")).key(&s.key).send();
+    assert_eq!(list.json()["connections"].as_array().unwrap().len(), 32);
+}

@@ -22,14 +22,18 @@
 //!
 //! A payload that cannot fit an MQTT packet of [`MAX_PACKET`] bytes is
 //! skipped: counted in `errors`, named in `last_error`, and the cursor
-//! moves past it (retrying it would stall the sink forever).
+//! moves past it (retrying it would stall the sink forever). A broker with
+//! a lower limit closes the connection instead; see [`Suspect`] for how
+//! the sink finds and skips that message.
 //!
 //! `cursor_persist_interval`: `N > 0` writes the cursor to the file at most
 //! every `N` s, and a restart resumes from it (resending at most `window`
 //! messages plus what was acknowledged in the last `N` s); `0` keeps the
 //! cursor in memory only (reconnects resume from it, a server restart
 //! starts again at `from`); `-1` is one shot: a failure leaves the sink in
-//! `error` with no reconnect, and it is not restarted at server start.
+//! `error` with no reconnect for the rest of the run. A server start runs
+//! every sink, one-shot ones included, from its persisted cursor or
+//! `from`, as the original did (its manager starts every saved sink).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -105,6 +109,9 @@ fn default_qos() -> u8 {
     1
 }
 
+/// MQTT sinks one store may have.
+pub const MAX_SINKS: usize = 32;
+
 /// Publishes in flight by default.
 pub const DEFAULT_WINDOW: u16 = 64;
 /// The largest `window`.
@@ -124,6 +131,7 @@ impl Kind for Sink {
     const FILE: &'static str = "mqtt_connections.json";
     const LIST: &'static str = "connections";
     const WHAT: &'static str = "mqtt connection";
+    const MAX_PER_STORE: usize = MAX_SINKS;
     type Spec = Spec;
 
     fn id(spec: &Spec) -> &str {
@@ -177,9 +185,6 @@ impl Kind for Sink {
             .ok()
             .filter(|&n| n > 0)
             .map(Duration::from_secs)
-    }
-    fn restarts(spec: &Spec) -> bool {
-        spec.cursor_persist_interval >= 0
     }
     fn status_json(link: &Link<Self>) -> Value {
         let s = &link.spec;
@@ -263,8 +268,8 @@ async fn session(ctx: &Ctx<Sink>) -> Ended {
         client_id: &spec.client_id,
         username: spec.username.as_deref(),
         password: spec.password.as_deref(),
-        // Nothing to resume at the broker: a new session republishes from
-        // the cursor.
+        // Nothing to resume at the broker: a new session publishes again
+        // what was not acknowledged (at least once).
         clean_session: true,
         inflight: window,
         max_packet: MAX_PACKET,
@@ -460,6 +465,22 @@ impl Window {
         out
     }
 
+    /// The oldest and newest publishes written and not acknowledged, if
+    /// the oldest not acknowledged was written.
+    fn in_flight(&self) -> Option<(i64, i64)> {
+        let head = self
+            .pending
+            .iter()
+            .find(|e| e.sent != Sent::Done)
+            .filter(|e| matches!(e.sent, Sent::InFlight(_)))?;
+        let newest = self
+            .pending
+            .iter()
+            .rev()
+            .find(|e| matches!(e.sent, Sent::InFlight(_)))?;
+        Some((head.ts, newest.ts))
+    }
+
     /// The objects not acknowledged, oldest first: to publish again.
     fn unacknowledged(self) -> impl Iterator<Item = Object> {
         self.pending.into_iter().filter_map(|e| e.obj)
@@ -472,6 +493,49 @@ impl Window {
 struct Carry {
     follower: Follower,
     again: VecDeque<Object>,
+    suspect: Option<Suspect>,
+}
+
+/// What was in flight when a session dropped: the next session publishes
+/// one message at a time (a window of one) until the cursor passes
+/// `until`, so that the message the broker drops the connection on is
+/// found. If the broker drops it [`SKIP_AFTER`] times while it is alone in
+/// flight, it is skipped: a broker closes the connection on a packet over
+/// its limit (mosquitto's `max_packet_size`), and retrying it would stall
+/// the sink forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Suspect {
+    /// The oldest publish unacknowledged at the last drop.
+    ts: i64,
+    /// The newest publish in flight at the first drop.
+    until: i64,
+    /// Drops with `ts` alone in flight.
+    alone_drops: u32,
+}
+
+/// Drops with a suspect alone in flight before it is skipped.
+const SKIP_AFTER: u32 = 2;
+
+/// The suspect after a session that dropped with `in_flight` (the oldest
+/// and newest publishes written and not acknowledged, if any); `probing`:
+/// the suspect the session started with, still unpassed (it published one
+/// at a time).
+fn next_suspect(probing: Option<Suspect>, in_flight: Option<(i64, i64)>) -> Option<Suspect> {
+    let Some((ts, newest)) = in_flight else {
+        return probing;
+    };
+    Some(match probing {
+        Some(p) => Suspect {
+            ts,
+            until: p.until.max(newest),
+            alone_drops: if p.ts == ts { p.alone_drops + 1 } else { 1 },
+        },
+        None => Suspect {
+            ts,
+            until: newest,
+            alone_drops: 0,
+        },
+    })
 }
 
 async fn publish(
@@ -493,8 +557,8 @@ async fn publish(
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .and_then(|c| c.downcast::<Carry>().ok());
-    let (mut follower, mut buf) = match carried {
-        Some(c) => (c.follower, c.again),
+    let (mut follower, mut buf, mut suspect) = match carried {
+        Some(c) => (c.follower, c.again, c.suspect),
         None => {
             let start = start(ctx);
             let f = match Follower::new(ctx.store.clone(), start, None) {
@@ -506,12 +570,12 @@ async fn publish(
                 // there.
                 link.advance(f.cursor());
             }
-            (f, VecDeque::new())
+            (f, VecDeque::new(), None)
         }
     };
     let mut idle = false;
     let mut win = Window::default();
-    let exit = publish_from(
+    let mut exit = publish_from(
         ctx,
         mqtt,
         events,
@@ -522,13 +586,36 @@ async fn publish(
         &mut win,
         &mut written,
         &mut idle,
+        &mut suspect,
     )
     .await;
     // The next session starts with what this one did not get acknowledged.
+    let in_flight = win.in_flight();
     let mut again: VecDeque<Object> = win.unacknowledged().collect();
     again.extend(buf);
-    *ctx.carry.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(Box::new(Carry { follower, again }));
+    if let Exit::Failed(e) = &exit {
+        suspect = next_suspect(suspect, in_flight);
+        if let Some(s) = suspect.filter(|s| s.alone_drops >= SKIP_AFTER) {
+            if again.front().is_some_and(|o| o.handle.timestamp == s.ts) {
+                again.pop_front();
+                link.live().errors += 1;
+                link.advance(s.ts);
+                exit = Exit::Failed(format!(
+                    "{e}; object {} skipped: the broker closed the connection each time it was the only message in flight (over the broker's packet size limit?)",
+                    s.ts
+                ));
+            }
+            suspect = suspect.filter(|s| s.until > s.ts).map(|s| Suspect {
+                alone_drops: 0,
+                ..s
+            });
+        }
+    }
+    *ctx.carry.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(Carry {
+        follower,
+        again,
+        suspect,
+    }));
     exit
 }
 
@@ -544,6 +631,7 @@ async fn publish_from(
     win: &mut Window,
     written: &mut tokio::sync::watch::Receiver<u64>,
     idle: &mut bool,
+    suspect: &mut Option<Suspect>,
 ) -> Exit {
     let link = &ctx.link;
     let spec = &link.spec;
@@ -551,7 +639,13 @@ async fn publish_from(
     let compact = spec.format == "compact";
     loop {
         // Fill the window.
-        while win.open < window as usize {
+        // After a drop, one at a time up to what was in flight.
+        let room = if suspect.is_some() {
+            1
+        } else {
+            window as usize
+        };
+        while win.open < room {
             if buf.is_empty() {
                 if *idle {
                     break;
@@ -599,6 +693,9 @@ async fn publish_from(
         }
         if let Some(ts) = win.take_done() {
             link.advance(ts);
+            if suspect.is_some_and(|s| ts >= s.until) {
+                *suspect = None;
+            }
         }
         tokio::select! {
             e = events.recv() => {
@@ -659,6 +756,28 @@ mod tests {
         assert!(w.acked(3));
         assert_eq!(w.take_done(), Some(40));
         assert_eq!(w.open, 0);
+    }
+
+    #[test]
+    fn a_drop_makes_the_next_session_go_one_at_a_time() {
+        // A drop with 10..=50 in flight: one at a time up to 50.
+        let s = next_suspect(None, Some((10, 50))).unwrap();
+        assert_eq!(
+            s,
+            Suspect {
+                ts: 10,
+                until: 50,
+                alone_drops: 0
+            }
+        );
+        // 10..=20 went through alone, the broker dropped on 30 alone.
+        let s = next_suspect(Some(s), Some((30, 30))).unwrap();
+        assert_eq!((s.ts, s.until, s.alone_drops), (30, 50, 1));
+        let s = next_suspect(Some(s), Some((30, 30))).unwrap();
+        assert_eq!(s.alone_drops, SKIP_AFTER);
+        // Nothing in flight: no news.
+        assert_eq!(next_suspect(Some(s), None), Some(s));
+        assert_eq!(next_suspect(None, None), None);
     }
 
     #[test]
