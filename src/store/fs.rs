@@ -267,9 +267,17 @@ pub fn sweep(fs: &dyn Fs, base: &Path, name: Option<&str>) -> io::Result<usize> 
             continue;
         }
         let path = base.join(entry);
-        let Some(_held) = lock_dir(&path)? else {
-            continue;
+        // Held by its owner, or gone meanwhile (its owner gave up and
+        // removed it, or another sweep did): not ours to remove.
+        let _held = match lock_dir(&path) {
+            Ok(Some(held)) => held,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         };
+        if !path.is_dir() {
+            continue;
+        }
         remove_dir_all(fs, &path)?;
         removed += 1;
     }

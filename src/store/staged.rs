@@ -16,7 +16,7 @@
 //! store name, and [`sweep`] removes it at the next start or create.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::config::Config;
 use super::engine::Store;
@@ -31,6 +31,29 @@ use super::shared::{DATA_FILE, INDEX_FILE, META_FILE};
 /// (server start). Returns how many it removed.
 pub fn sweep(base: &Path) -> io::Result<usize> {
     fs::sweep(&fs::RealFs, base, None)
+}
+
+/// A fresh staging directory for store `name`, locked by this create. A
+/// sweep (a server starting on the same data path, or another create of
+/// the name) may take the directory between its `mkdir` and its lock, and
+/// remove it: then another name is tried. Without this, a `tsstore create`
+/// run while a server starts failed with "No such file or directory".
+fn stage_locked(fs: &dyn Fs, base: &Path, name: &str) -> Result<(PathBuf, fs::DirLock)> {
+    for _ in 0..16 {
+        let stage = fs::staging_dir(base, STAGING_PREFIX, name);
+        fs.create_dir(&stage).map_err(Error::from)?;
+        match fs::lock_dir(&stage) {
+            // Still there once locked: no sweep can take it from now on.
+            Ok(Some(held)) if stage.is_dir() => return Ok((stage, held)),
+            // A sweep holds it, or took it: it removes it.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::from(io::Error::other(
+        "staging directories keep being removed by a concurrent sweep",
+    )))
 }
 
 impl Store {
@@ -62,10 +85,9 @@ impl Store {
         }
         std::fs::create_dir_all(base).map_err(Error::from)?;
         fs::sweep(fs, base, Some(name)).map_err(Error::from)?;
-        let stage = fs::staging_dir(base, STAGING_PREFIX, name);
-        fs.create_dir(&stage).map_err(Error::from)?;
+        let (stage, held) = stage_locked(fs, base, name)?;
         let made = (|| {
-            let _held = fs::lock_dir(&stage).map_err(Error::from)?;
+            let _held = held;
             build(fs, &stage, &config)?;
             let t = fill(fs, &stage)?;
             publish(fs, &stage, &dir)?;

@@ -823,3 +823,41 @@ fn a_writer_lapping_a_tiny_ring_syncs_about_once_a_lease() {
         );
     }
 }
+
+/// A server starting on a data path sweeps the leftovers of interrupted
+/// creates while `tsstore create` (another process) may be creating a
+/// store there: the sweep must never take a staging directory in use.
+/// Without the retry of a taken directory, creates here failed with
+/// "No such file or directory" within a few hundred rounds.
+#[test]
+fn a_create_survives_sweeps_running_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    std::fs::create_dir_all(&base).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let (base, done) = (base.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store::sweep(&base).unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    for i in 0..300 {
+        let name = format!("s{i}");
+        let s = Store::create(&base, &name, small(4, 512))
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        drop(s);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(sweeper.join().unwrap() > 0);
+    for i in 0..300 {
+        assert!(
+            base.join(format!("s{i}")).join("meta.tsdb").exists(),
+            "s{i}"
+        );
+    }
+}
