@@ -214,7 +214,9 @@ cross-build-%:
 # The tests on the gateways' CPUs, under qemu-user: the unit tests, every
 # engine integration test (format, crash, model, kill), and server tests
 # that start the real binary (also under qemu) and cover HTTP, HTTPS
-# (ring's assembly), the Unix socket, argon2 keys, signals and a restart.
+# (ring's assembly), the Unix socket, argon2 keys, signals, a restart, and
+# an MQTT sink and subscription over TLS (rumqttc on ring, against the
+# host's mosquitto).
 # The rest of the server suite (about 80 tests) would add minutes of
 # emulation for little more target coverage: its logic is the same on
 # every CPU and `make test` runs it. Profile cross-test (Cargo.toml):
@@ -225,7 +227,9 @@ CROSS_TEST_SERVER := \
 	server::http::https_with_a_self_signed_certificate \
 	server::http::sigterm_lets_inflight_requests_finish \
 	server::unix::every_kind_of_line_gets_its_answer \
-	server::cli::create_prints_the_key_once_and_the_server_accepts_it
+	server::cli::create_prints_the_key_once_and_the_server_accepts_it \
+	server::mqtt_sink::tls_with_the_ca_file_from_the_ca_directory \
+	server::mqtt_sub::tls_with_a_ca_file_from_the_ca_directory
 
 # Cases per crash test under qemu (the native default is 200 per test and
 # 1,600 per leftovers test, over 5,000 cuts in all; the minimum cuts each
@@ -235,7 +239,7 @@ CROSS_TEST_SERVER := \
 # the full count.
 CROSS_CRASH_CASES ?= 20
 
-cross-test: $(CROSS_TEST_TARGETS:%=cross-test-%)
+cross-test: setup-mqtt $(CROSS_TEST_TARGETS:%=cross-test-%)
 
 cross-test-%:
 	$(call cross_env,$*) TSSTORE_TEST_RUNNER="$(QEMU_$*)" $(call cross_test,$*) \
