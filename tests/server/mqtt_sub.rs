@@ -796,3 +796,37 @@ fn a_message_is_acknowledged_only_once_it_is_stored() {
     assert_eq!(got.len(), 1, "not stored before its PUBACK");
     assert_eq!(got[0].0, 1_700_000_000_000_000_000);
 }
+
+#[test]
+fn a_store_has_at_most_32_subscriptions() {
+    let srv = server();
+    let s = srv.json_store("s");
+    // A closed port: the subscriptions just retry.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let body = |i: usize| {
+        json!({
+            "broker_url": format!("tcp://127.0.0.1:{port}"),
+            "topics": ["t"],
+            "client_id": format!("c{i}"),
+        })
+    };
+    for i in 0..32 {
+        create(&srv, &s, body(i));
+    }
+    let r = srv
+        .post(&s.path("/mqtt/subscriptions"))
+        .key(&s.key)
+        .json(&body(32))
+        .send();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.error(),
+        "too many mqtt subscriptions: at most 32 per store"
+    );
+    let list = srv.get(&s.path("/mqtt/subscriptions")).key(&s.key).send();
+    assert_eq!(list.json()["subscriptions"].as_array().unwrap().len(), 32);
+}

@@ -321,12 +321,17 @@ async fn insert(
         })
 }
 
+/// Subscriptions per store at most: each holds a broker connection and a
+/// task, and a store key must not make the server hold them without bound.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+
 pub struct Subscription;
 
 impl Kind for Subscription {
     const FILE: &'static str = "mqtt_subscriptions.json";
     const LIST: &'static str = "subscriptions";
     const WHAT: &'static str = "mqtt subscription";
+    const MAX_PER_STORE: usize = MAX_SUBSCRIPTIONS;
     type Spec = Spec;
 
     fn id(spec: &Spec) -> &str {
