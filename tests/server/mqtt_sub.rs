@@ -283,6 +283,8 @@ fn published_messages_land_in_a_json_store_in_order() {
     wait_status(&srv, &s, &id, "all stored", |v| v["messages_stored"] == 200);
     assert_eq!(ns(&datas(&srv, &s)), (1..=200).collect::<Vec<_>>());
     let v = status(&srv, &s, &id);
+    // The default client id, as the session logs in with it.
+    assert_eq!(v["client_id"], format!("tsstore-j-{id}"), "{v}");
     assert_eq!(
         (&v["messages_received"], &v["errors"]),
         (&json!(200), &json!(0)),

@@ -340,6 +340,13 @@ impl Kind for Subscription {
     fn set_id(spec: &mut Spec, id: String) {
         spec.id = id;
     }
+    /// The default client id is written into the spec at create, so that
+    /// the status object always shows the one in use.
+    fn assigned(spec: &mut Spec, store: &str) {
+        if spec.client_id.is_none() {
+            spec.client_id = Some(format!("tsstore-{store}-{}", spec.id));
+        }
+    }
     fn created_at(spec: &Spec) -> &str {
         &spec.created_at
     }
