@@ -622,13 +622,14 @@ test('the MQTT tables and forms against the documented API shapes (mocked)', asy
 
   // Live status, counters and last error: the page refreshes by itself.
   Object.assign(lists.connections[0], { status: 'connected', messages_sent: 42, errors: 1, last_error: 'connection lost: reset', last_timestamp: '@1795693581488000009' });
-  Object.assign(lists.subscriptions[0], { status: 'error', messages_received: 7, messages_stored: 5, errors: 2, last_error: 'object skipped: not JSON' });
+  Object.assign(lists.subscriptions[0], { status: 'error', messages_received: 7, messages_stored: 5, errors: 2, last_error: 'object skipped: ' + XSS_IMG });
   await page.locator('#mqtt-sinks tbody tr td.status-connected').waitFor({ timeout: 3000 });
   await page.locator('#mqtt-subs tbody tr td.status-error').waitFor({ timeout: 3000 });
   assert.deepEqual((await rowCells(page, 'mqtt-sinks', '5a1e0c2d')).slice(0, 8),
     ['5a1e0c2d', 'ssl://broker.example:8883', 'site-1/sensors', 'connected', '1795693581488000009', '42', '1', 'connection lost: reset']);
   assert.deepEqual((await rowCells(page, 'mqtt-subs', '9b7d3e4e')).slice(0, 8),
-    ['9b7d3e4e', 'tcp://192.168.1.10:1883', 'zigbee2mqtt/+\nsite/#', 'error', '7', '5', '2', 'object skipped: not JSON']);
+    ['9b7d3e4e', 'tcp://192.168.1.10:1883', 'zigbee2mqtt/+\nsite/#', 'error', '7', '5', '2', 'object skipped: ' + XSS_IMG]);
+  assert.equal(await page.locator('#mqtt-subs img').count(), 0, 'last_error shown as text');
   assert.ok(!(await page.textContent('#connections-page')).includes('pw-'), 'no password shown');
 
   // Deleted through the buttons.
@@ -639,6 +640,33 @@ test('the MQTT tables and forms against the documented API shapes (mocked)', asy
   await page.getByRole('button', { name: 'Delete MQTT subscription 9b7d3e4f' }).click();
   await page.waitForFunction(() => document.querySelectorAll('#mqtt-subs tbody tr').length === 0, null, { timeout: 3000 });
   assert.deepEqual(lists, { connections: [], subscriptions: [] });
+  await page.context().close();
+});
+
+test('a store session sees the outbound policy refuse an MQTT broker on loopback', async () => {
+  // README "Outbound connections and the policy": a store key may not make
+  // the server dial 127.0.0.1; the real API's refusal shows in the page.
+  const key = await createStore('mqtt-policy');
+  const page = await newPage();
+  await signIn(page, key);
+  await page.goto(base + '/stores/mqtt-policy/connections');
+  await page.fill('#s-broker', 'tcp://127.0.0.1:1883');
+  await page.fill('#s-topic', 'out');
+  await page.click('#sink-create button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('sink-status').textContent));
+  assert.match(await page.textContent('#sink-status'), /refused by the outbound policy/);
+  assert.equal(await page.getAttribute('#sink-status', 'class'), 'error');
+  await page.fill('#m-broker', 'tcp://127.0.0.1:1883');
+  await page.fill('#m-topics', 'in/#');
+  await page.click('#sub-create button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('sub-status').textContent));
+  assert.match(await page.textContent('#sub-status'), /refused by the outbound policy/);
+  // The refusal stays through the 2 s refreshes, with the count before it.
+  await page.waitForTimeout(2500);
+  assert.match(await page.textContent('#sub-status'), /^0 MQTT subscription\(s\) · Refused: /);
+  for (const [p, list] of [['/mqtt/connections', 'connections'], ['/mqtt/subscriptions', 'subscriptions']]) {
+    assert.deepEqual(JSON.parse((await rest('GET', '/api/stores/mqtt-policy' + p, { key })).text), { [list]: [] });
+  }
   await page.context().close();
 });
 
