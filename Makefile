@@ -71,11 +71,12 @@ test: lint check-modules setup-mqtt test-console
 	$(CARGO) test
 
 # The web console in a real browser: Debian's Chromium driven by
-# playwright-core (tests/console/), against the debug binary. Installs
-# chromium (apt) and the npm package when missing. Screenshots go to
+# playwright-core (tests/console/), against the debug binary, and a
+# mosquitto the MQTT test starts itself. Installs chromium, mosquitto (apt)
+# and the npm package when missing. Screenshots go to
 # target/console-screenshots/.
 CHROMIUM ?= /usr/bin/chromium
-test-console:
+test-console: setup-mqtt
 	@if [ ! -x $(CHROMIUM) ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	fi

@@ -7,8 +7,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -331,6 +332,341 @@ test('the connections page against the documented API shapes (mocked)', async ()
   await row.locator('button', { hasText: 'Delete' }).click();
   await row.waitFor({ state: 'detached', timeout: 3000 });
   assert.equal(list.length, 0);
+  await page.context().close();
+});
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/** A real mosquitto on a free loopback port with a generated
+ * configuration, as tests/server/mosquitto.rs starts it: only `users`
+ * get in (a password file made by mosquitto_passwd). */
+async function startMosquitto(users) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsstore-console-mqtt-'));
+  const port = await freePort();
+  const passwd = path.join(dir, 'passwd');
+  fs.writeFileSync(passwd, '');
+  for (const [u, p] of users) execFileSync('mosquitto_passwd', ['-b', passwd, u, p]);
+  const log = path.join(dir, 'mosquitto.log');
+  // Started as root, mosquitto would switch to the user `mosquitto`, who
+  // cannot read this directory: `user root` keeps it root.
+  const conf = path.join(dir, 'mosquitto.conf');
+  fs.writeFileSync(conf, ['user root', 'per_listener_settings false', 'persistence false',
+    'log_dest file ' + log, 'log_type error', 'log_type warning', 'log_type notice', 'log_type subscribe',
+    'listener ' + port + ' 127.0.0.1', 'allow_anonymous false', 'password_file ' + passwd, ''].join('\n'));
+  const bin = fs.existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto';
+  const child = spawn(bin, ['-c', conf], { stdio: 'ignore' });
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.destroy(); resolve(true); });
+      c.on('error', () => resolve(false));
+    });
+    // Another process could hold the port: this broker's log must say it listens.
+    const read = () => { try { return fs.readFileSync(log, 'utf8'); } catch { return ''; } };
+    if (up && read().includes('on port ' + port)) break;
+    assert.equal(exited, null, 'mosquitto exited: ' + read());
+    assert.ok(Date.now() < deadline, 'mosquitto did not listen on ' + port + ': ' + read());
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    url: 'tcp://127.0.0.1:' + port,
+    log: () => fs.readFileSync(log, 'utf8'),
+    async stop() {
+      if (exited === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The text of each cell of the row of `id` in the table `table`. */
+async function rowCells(page, table, id) {
+  return page.$$eval('#' + table + ' tbody tr[data-id="' + id + '"] td', (tds) => tds.map((td) => td.textContent));
+}
+
+/** Waits until cell `i` of the row of `id` reads `want`. */
+async function waitCell(page, table, id, i, want, timeout = 10000) {
+  await page.waitForFunction(([t, id, i, want]) => {
+    const tr = document.querySelector('#' + t + ' tbody tr[data-id="' + id + '"]');
+    return tr && tr.cells[i] && tr.cells[i].textContent === want;
+  }, [table, id, i, want], { timeout });
+}
+
+test('MQTT sink and subscription end to end through the page, against a real mosquitto', async () => {
+  const USER = 'gateway';
+  const PASS = 'pw-' + Math.random().toString(36).slice(2) + '-not-shown';
+  const broker = await startMosquitto([[USER, PASS]]);
+  const store = 'mqtt-e2e';
+  const mqttArgs = ['-h', '127.0.0.1', '-p', String(broker.port), '-u', USER, '-P', PASS, '-q', '1'];
+  let sub = null;
+  try {
+    const key = await createStore(store);
+    const page = await newPage();
+    // An admin session may make the server dial loopback (README "Outbound
+    // connections and the policy"): the broker runs on 127.0.0.1.
+    await signIn(page, ADMIN);
+    await page.goto(base + '/stores/' + store + '/connections');
+    const sinks = page.getByRole('table', { name: 'MQTT sinks' });
+    const subs = page.getByRole('table', { name: 'MQTT subscriptions' });
+    await page.waitForFunction(() => /^0 MQTT sink/.test(document.getElementById('sink-status').textContent));
+
+    // The sink, through its form.
+    const sinkForm = page.getByRole('form', { name: 'New MQTT sink' });
+    await sinkForm.getByLabel('Broker URL').fill(broker.url);
+    await sinkForm.getByLabel('Topic').fill('e2e/out');
+    await sinkForm.getByLabel(/Include the timestamp/).check();
+    await sinkForm.getByLabel(/^Username/).fill(USER);
+    await sinkForm.getByLabel(/^Password/).fill(PASS);
+    await sinkForm.getByRole('button', { name: 'Create sink' }).click();
+    await page.waitForFunction(() => /created/.test(document.getElementById('sink-status').textContent));
+    const sinkId = (await page.textContent('#sink-status')).match(/MQTT sink (\S+) created/)[1];
+    assert.equal(await page.inputValue('#s-pass'), '', 'the password is cleared from the form');
+    const sinkRow = sinks.locator('tbody tr[data-id="' + sinkId + '"]');
+    await sinkRow.locator('td.status-connected').waitFor({ timeout: 10000 });
+    let cells = await rowCells(page, 'mqtt-sinks', sinkId);
+    assert.equal(cells[1], broker.url);
+    assert.equal(cells[2], 'e2e/out');
+
+    // The subscription, through its form.
+    const subForm = page.getByRole('form', { name: 'New MQTT subscription' });
+    await subForm.getByLabel('Broker URL').fill(broker.url);
+    await subForm.getByLabel(/Topic filters/).fill('e2e/in/+\n');
+    await subForm.getByLabel(/Include the topic/).check();
+    await subForm.getByLabel(/^Username/).fill(USER);
+    await subForm.getByLabel(/^Password/).fill(PASS);
+    await subForm.getByRole('button', { name: 'Create subscription' }).click();
+    await page.waitForFunction(() => /created/.test(document.getElementById('sub-status').textContent));
+    const subId = (await page.textContent('#sub-status')).match(/MQTT subscription (\S+) created/)[1];
+    const subRow = subs.locator('tbody tr[data-id="' + subId + '"]');
+    await subRow.locator('td.status-connected').waitFor({ timeout: 10000 });
+
+    // An independent client reads what the sink publishes.
+    const got = [];
+    sub = spawn('mosquitto_sub', [...mqttArgs, '-i', 'console-test-reader', '-t', 'e2e/out', '-C', '2', '-W', '30']);
+    let out = '';
+    sub.stdout.on('data', (chunk) => { out += chunk.toString(); });
+    const exited = new Promise((resolve) => sub.once('exit', resolve));
+    // The broker logs the subscription (log_type subscribe) once it holds.
+    for (const deadline = Date.now() + 10000; !/console-test-reader \d e2e\/out/.test(broker.log());) {
+      assert.ok(Date.now() < deadline, 'mosquitto_sub did not subscribe: ' + broker.log());
+      await new Promise((r) => setTimeout(r, 50));
+    }
+
+    // A write to the store goes out through the sink: Sent moves live.
+    const w = await rest('POST', '/api/stores/' + store + '/data', { key, body: { data: { n: 1 } } });
+    assert.ok(w.status < 300, w.text);
+    await waitCell(page, 'mqtt-sinks', sinkId, 5, '1');
+
+    // A message to the broker is stored through the subscription.
+    execFileSync('mosquitto_pub', [...mqttArgs, '-t', 'e2e/in/kitchen', '-m', '{"temperature":21.5}']);
+    await waitCell(page, 'mqtt-subs', subId, 5, '1');
+    cells = await rowCells(page, 'mqtt-subs', subId);
+    assert.equal(cells[2], 'e2e/in/+');
+    assert.equal(cells[4], '1', 'received');
+    assert.equal(cells[6], '0', 'errors');
+    const newest = JSON.parse((await rest('GET', '/api/stores/' + store + '/data/newest?limit=1', { key })).text);
+    assert.deepEqual(newest.objects[0].data, { topic: 'e2e/in/kitchen', data: { temperature: 21.5 } });
+    // ... and, being in the store, is published by the sink in turn.
+    await waitCell(page, 'mqtt-sinks', sinkId, 5, '2');
+    await exited;
+    for (const l of out.split('\n')) if (l) got.push(JSON.parse(l));
+    assert.deepEqual(got.map((m) => m.data), [{ n: 1 }, { topic: 'e2e/in/kitchen', data: { temperature: 21.5 } }]);
+    assert.ok(got.every((m) => typeof m.timestamp === 'number'), 'include_timestamp sent');
+
+    // The password went to the broker (it let the links in) and nowhere else.
+    assert.ok(!(await page.content()).includes(PASS), 'password not in the page');
+    for (const p of ['/mqtt/connections', '/mqtt/subscriptions']) {
+      const r = await rest('GET', '/api/stores/' + store + p, { key });
+      assert.ok(!r.text.includes(PASS), p + ' does not return the password');
+    }
+
+    // The overview counts the MQTT links with the WebSocket ones.
+    await page.goto(base + '/');
+    await page.waitForFunction((s) => document.querySelector('#stores tr[data-store="' + s + '"] td.conns a').textContent === '2 connected',
+      store, { timeout: 7000 });
+    await page.goto(base + '/stores/' + store + '/connections');
+    await sinkRow.locator('td.status-connected').waitFor();
+    await subRow.locator('td.status-connected').waitFor();
+    await shoot(page, 'connections-1280');
+    await page.setViewportSize({ width: 390, height: 844 });
+    // On a phone the tables scroll inside their box; the page does not.
+    assert.equal(await page.evaluate(() => document.documentElement.scrollWidth), 390);
+    await shoot(page, 'connections-390');
+
+    // Both deleted through the page.
+    await page.getByRole('button', { name: 'Delete MQTT sink ' + sinkId }).click();
+    await sinkRow.waitFor({ state: 'detached', timeout: 3000 });
+    await page.getByRole('button', { name: 'Delete MQTT subscription ' + subId }).click();
+    await subRow.waitFor({ state: 'detached', timeout: 3000 });
+    assert.deepEqual(JSON.parse((await rest('GET', '/api/stores/' + store + '/mqtt/connections', { key })).text), { connections: [] });
+    assert.deepEqual(JSON.parse((await rest('GET', '/api/stores/' + store + '/mqtt/subscriptions', { key })).text), { subscriptions: [] });
+    assert.deepEqual(page.consoleErrors, []);
+    await page.context().close();
+  } finally {
+    if (sub && sub.exitCode === null) sub.kill();
+    await broker.stop();
+  }
+});
+
+test('the MQTT tables and forms against the documented API shapes (mocked)', async () => {
+  // docs/openapi.yaml CreateMqtt*Request and Mqtt*Status, answered by the
+  // test itself: pins exactly what the forms send and what the tables show.
+  await createStore('mocked-mqtt');
+  const lists = { connections: [], subscriptions: [] };
+  const bodies = { connections: [], subscriptions: [] };
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.route('**/api/stores/mocked-mqtt/mqtt/**', async (route) => {
+    const req = route.request();
+    // "@digits" strings go out as JSON numbers, exact (nanoseconds).
+    const json = (status, v) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(v).replace(/"@(\d+)"/g, '$1') });
+    const parts = new URL(req.url()).pathname.split('/');
+    const kind = parts[5];
+    const list = lists[kind];
+    if (!list) return route.continue();
+    if (req.method() !== 'GET') assert.ok(req.headers()['x-csrf-token'], 'CSRF header sent');
+    if (req.method() === 'GET') return json(200, { [kind]: list });
+    if (req.method() === 'POST') {
+      bodies[kind].push(req.postData());
+      const b = JSON.parse(req.postData());
+      if (kind === 'connections' && b.topic.includes('#')) {
+        return json(400, { error: 'invalid topic: wildcards (+ and #) are for subscriptions, not publishing' });
+      }
+      const common = { broker_url: b.broker_url, status: 'connecting', errors: 0, last_error: '', created_at: new Date().toISOString(), connected_since: null, last_timestamp: 0 };
+      const c = kind === 'connections'
+        ? { id: '5a1e0c2d', topic: b.topic, messages_sent: 0, ...common }
+        : { id: '9b7d3e4f', topics: b.topics, messages_received: 0, messages_stored: 0, ...common };
+      list.push(c);
+      return json(201, c);
+    }
+    if (req.method() === 'DELETE') {
+      const i = list.findIndex((c) => c.id === parts[6]);
+      if (i < 0) return json(404, { error: 'connection not found' });
+      list.splice(i, 1);
+      return json(200, { message: 'deleted' });
+    }
+    return route.continue();
+  });
+  await page.goto(base + '/stores/mocked-mqtt/connections');
+
+  // A refused create: the API's error in the status line, no row.
+  await page.fill('#s-broker', 'tcp://broker.example:1883');
+  await page.fill('#s-topic', 'site/#');
+  await page.click('#sink-create button[type=submit]');
+  await page.waitForFunction(() => /Refused: invalid topic: wildcards/.test(document.getElementById('sink-status').textContent));
+  assert.equal(await page.getAttribute('#sink-status', 'class'), 'error');
+  assert.equal(await page.locator('#mqtt-sinks tbody tr').count(), 0);
+
+  // Every sink field, as the API names it.
+  await page.fill('#s-broker', 'ssl://broker.example:8883');
+  await page.fill('#s-topic', 'site-1/sensors');
+  await page.fill('#s-from', '1795693581488000001');
+  await page.selectOption('#s-qos', '2');
+  await page.fill('#s-cpi', '5');
+  await page.fill('#s-client', 'gw-1');
+  await page.fill('#s-user', 'gw');
+  await page.fill('#s-pass', 'pw-123');
+  await page.fill('#s-ca', 'myca.pem');
+  await page.check('#s-ts');
+  await page.check('#s-retain');
+  await page.click('#sink-create button[type=submit]');
+  await page.locator('#mqtt-sinks tbody tr', { hasText: '5a1e0c2d' }).waitFor({ timeout: 3000 });
+  const sent = bodies.connections[1];
+  assert.ok(sent.includes('"from":1795693581488000001'), 'from sent exactly: ' + sent);
+  const sb = JSON.parse(sent);
+  delete sb.from;
+  assert.deepEqual(sb, { broker_url: 'ssl://broker.example:8883', topic: 'site-1/sensors', include_timestamp: true, qos: 2, retain: true,
+    cursor_persist_interval: 5, client_id: 'gw-1', username: 'gw', ca_file: 'myca.pem', password: 'pw-123' });
+  assert.match(await page.textContent('#sink-status'), /MQTT sink 5a1e0c2d created/);
+  assert.equal(await page.inputValue('#s-pass'), '');
+
+  // Every subscription field; blank lines of the topics dropped.
+  assert.equal(await page.isDisabled('#m-tsfield'), true, 'no timestamp field with timestamp now');
+  await page.fill('#m-broker', 'tcp://192.168.1.10:1883');
+  await page.fill('#m-topics', ' zigbee2mqtt/+ \n\nsite/#\n');
+  await page.selectOption('#m-qos', '0');
+  await page.selectOption('#m-ts', 'field');
+  await page.fill('#m-tsfield', 'time');
+  await page.selectOption('#m-tsunit', 'ms');
+  await page.fill('#m-client', 'gw-sub');
+  await page.fill('#m-user', 'gw');
+  await page.fill('#m-pass', 'pw-456');
+  await page.check('#m-clean');
+  await page.check('#m-topic');
+  await page.click('#sub-create button[type=submit]');
+  await page.locator('#mqtt-subs tbody tr', { hasText: '9b7d3e4f' }).waitFor({ timeout: 3000 });
+  assert.deepEqual(JSON.parse(bodies.subscriptions[0]), { broker_url: 'tcp://192.168.1.10:1883', topics: ['zigbee2mqtt/+', 'site/#'], qos: 0,
+    clean_session: true, timestamp: 'field', include_topic: true, client_id: 'gw-sub', username: 'gw', timestamp_field: 'time',
+    timestamp_unit: 'ms', password: 'pw-456' });
+  assert.equal(await page.isDisabled('#m-tsfield'), true, 'the form is back to timestamp now');
+
+  // A second subscription with the defaults: only what was typed.
+  lists.subscriptions[0].id = '9b7d3e4e';
+  await page.fill('#m-broker', 'tcp://192.168.1.10:1883');
+  await page.fill('#m-topics', 'a/b');
+  await page.click('#sub-create button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#mqtt-subs tbody tr').length === 2);
+  assert.deepEqual(JSON.parse(bodies.subscriptions[1]), { broker_url: 'tcp://192.168.1.10:1883', topics: ['a/b'], qos: 1,
+    clean_session: false, timestamp: 'now', include_topic: false });
+
+  // Live status, counters and last error: the page refreshes by itself.
+  Object.assign(lists.connections[0], { status: 'connected', messages_sent: 42, errors: 1, last_error: 'connection lost: reset', last_timestamp: '@1795693581488000009' });
+  Object.assign(lists.subscriptions[0], { status: 'error', messages_received: 7, messages_stored: 5, errors: 2, last_error: 'object skipped: ' + XSS_IMG });
+  await page.locator('#mqtt-sinks tbody tr td.status-connected').waitFor({ timeout: 3000 });
+  await page.locator('#mqtt-subs tbody tr td.status-error').waitFor({ timeout: 3000 });
+  assert.deepEqual((await rowCells(page, 'mqtt-sinks', '5a1e0c2d')).slice(0, 8),
+    ['5a1e0c2d', 'ssl://broker.example:8883', 'site-1/sensors', 'connected', '1795693581488000009', '42', '1', 'connection lost: reset']);
+  assert.deepEqual((await rowCells(page, 'mqtt-subs', '9b7d3e4e')).slice(0, 8),
+    ['9b7d3e4e', 'tcp://192.168.1.10:1883', 'zigbee2mqtt/+\nsite/#', 'error', '7', '5', '2', 'object skipped: ' + XSS_IMG]);
+  assert.equal(await page.locator('#mqtt-subs img').count(), 0, 'last_error shown as text');
+  assert.ok(!(await page.textContent('#connections-page')).includes('pw-'), 'no password shown');
+
+  // Deleted through the buttons.
+  await page.getByRole('button', { name: 'Delete MQTT sink 5a1e0c2d' }).click();
+  await page.locator('#mqtt-sinks tbody tr').waitFor({ state: 'detached', timeout: 3000 });
+  assert.match(await page.textContent('#sink-status'), /MQTT sink 5a1e0c2d deleted/);
+  await page.getByRole('button', { name: 'Delete MQTT subscription 9b7d3e4e' }).click();
+  await page.getByRole('button', { name: 'Delete MQTT subscription 9b7d3e4f' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#mqtt-subs tbody tr').length === 0, null, { timeout: 3000 });
+  assert.deepEqual(lists, { connections: [], subscriptions: [] });
+  await page.context().close();
+});
+
+test('a store session sees the outbound policy refuse an MQTT broker on loopback', async () => {
+  // README "Outbound connections and the policy": a store key may not make
+  // the server dial 127.0.0.1; the real API's refusal shows in the page.
+  const key = await createStore('mqtt-policy');
+  const page = await newPage();
+  await signIn(page, key);
+  await page.goto(base + '/stores/mqtt-policy/connections');
+  await page.fill('#s-broker', 'tcp://127.0.0.1:1883');
+  await page.fill('#s-topic', 'out');
+  await page.click('#sink-create button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('sink-status').textContent));
+  assert.match(await page.textContent('#sink-status'), /refused by the outbound policy/);
+  assert.equal(await page.getAttribute('#sink-status', 'class'), 'error');
+  await page.fill('#m-broker', 'tcp://127.0.0.1:1883');
+  await page.fill('#m-topics', 'in/#');
+  await page.click('#sub-create button[type=submit]');
+  await page.waitForFunction(() => /Refused: /.test(document.getElementById('sub-status').textContent));
+  assert.match(await page.textContent('#sub-status'), /refused by the outbound policy/);
+  // The refusal stays through the 2 s refreshes, with the count before it.
+  await page.waitForTimeout(2500);
+  assert.match(await page.textContent('#sub-status'), /^0 MQTT subscription\(s\) · Refused: /);
+  for (const [p, list] of [['/mqtt/connections', 'connections'], ['/mqtt/subscriptions', 'subscriptions']]) {
+    assert.deepEqual(JSON.parse((await rest('GET', '/api/stores/mqtt-policy' + p, { key })).text), { [list]: [] });
+  }
   await page.context().close();
 });
 

@@ -1,56 +1,142 @@
-// The connections page: outbound push/pull connections of a store, with
-// their status refreshed every 2 s (docs/compatibility.md §6.3).
+// The connections page: a store's outbound WebSocket connections
+// (docs/compatibility.md §6.3), its MQTT sinks and its MQTT subscriptions
+// (README "## MQTT"), each table refreshed every 2 s, each with its create
+// form and delete buttons. Passwords go to the API and are never shown.
 import { api, el, storeName, storePath } from './app.js';
 
 const name = storeName('connections-page');
-const tbody = document.querySelector('#connections tbody');
-const statusLine = document.getElementById('conn-status');
-const base = storePath(name, '/ws/connections');
 
-function show(list) {
-  tbody.replaceChildren(...list.map((c) => {
+/** One kind of link: its table, status line, API path and row cells. */
+function section({ table, status, path, list, noun, cells }) {
+  return {
+    tbody: document.querySelector('#' + table + ' tbody'),
+    statusLine: document.getElementById(status),
+    base: storePath(name, path),
+    list,
+    noun,
+    cells,
+    gone: false,
+    count: null,
+    note: null,
+  };
+}
+
+const sections = {
+  ws: section({
+    table: 'connections', status: 'conn-status', path: '/ws/connections', list: 'connections', noun: 'connection',
+    cells: (c) => [el('td', c.id), el('td', c.mode), el('td', c.url), statusCell(c),
+      el('td', c.last_timestamp ?? '', 'num'), el('td', c.messages_sent ?? 0, 'num'),
+      el('td', c.messages_received ?? 0, 'num'), el('td', c.errors ?? 0, 'num'), el('td', c.last_error ?? '', 'last-error')],
+  }),
+  sink: section({
+    table: 'mqtt-sinks', status: 'sink-status', path: '/mqtt/connections', list: 'connections', noun: 'MQTT sink',
+    cells: (c) => [el('td', c.id), el('td', c.broker_url), el('td', c.topic), statusCell(c),
+      el('td', c.last_timestamp ?? '', 'num'), el('td', c.messages_sent ?? 0, 'num'),
+      el('td', c.errors ?? 0, 'num'), el('td', c.last_error ?? '', 'last-error')],
+  }),
+  sub: section({
+    table: 'mqtt-subs', status: 'sub-status', path: '/mqtt/subscriptions', list: 'subscriptions', noun: 'MQTT subscription',
+    cells: (c) => [el('td', c.id), el('td', c.broker_url), el('td', (c.topics || []).join('\n'), 'lines'), statusCell(c),
+      el('td', c.messages_received ?? 0, 'num'), el('td', c.messages_stored ?? 0, 'num'),
+      el('td', c.errors ?? 0, 'num'), el('td', c.last_error ?? '', 'last-error')],
+  }),
+};
+
+function statusCell(c) {
+  const td = el('td', c.status, 'status-' + c.status);
+  if (c.connected_since) td.title = 'connected since ' + c.connected_since;
+  return td;
+}
+
+function show(s, list) {
+  s.tbody.replaceChildren(...list.map((c) => {
     const tr = document.createElement('tr');
     tr.dataset.id = c.id;
     const del = el('button', 'Delete');
     del.type = 'button';
     del.className = 'danger';
-    del.setAttribute('aria-label', 'Delete connection ' + c.id);
-    del.addEventListener('click', () => remove(c.id));
+    del.setAttribute('aria-label', 'Delete ' + s.noun + ' ' + c.id);
+    del.addEventListener('click', () => remove(s, c.id));
     const action = document.createElement('td');
     action.append(del);
-    tr.append(el('td', c.id), el('td', c.mode), el('td', c.url), el('td', c.status, 'status-' + c.status),
-      el('td', c.last_timestamp ?? '', 'num'), el('td', c.messages_sent ?? 0, 'num'),
-      el('td', c.messages_received ?? 0, 'num'), el('td', c.errors ?? 0, 'num'), el('td', c.last_error ?? ''), action);
+    tr.append(...s.cells(c), action);
     return tr;
   }));
 }
 
-let timer = 0;
+/** The status line: the count of the last refresh, then what the last
+ * action answered (an error stays until the next action succeeds). */
+function render(s) {
+  const count = s.count === null ? '' : s.count + ' ' + s.noun + '(s)';
+  const note = s.note ? s.note.text : '';
+  s.statusLine.className = s.note && !s.note.ok ? 'error' : '';
+  s.statusLine.textContent = count && note ? count + ' · ' + note : count || note;
+}
 
-async function refresh() {
-  const r = await api('GET', base);
+function say(s, ok, text) {
+  s.note = { ok, text };
+  render(s);
+}
+
+async function refreshOne(s) {
+  if (s.gone) return;
+  const r = await api('GET', s.base);
   if (r.ok) {
-    show(r.body.connections || []);
-    if (!statusLine.classList.contains('error')) statusLine.textContent = (r.body.connections || []).length + ' connection(s)';
+    const list = (r.body && r.body[s.list]) || [];
+    show(s, list);
+    s.count = list.length;
+    render(s);
   } else {
-    const missing = r.status === 404 && r.error === 'not found';
-    statusLine.textContent = missing
-      ? 'Outbound connections are not available in this server build.'
-      : 'Error: ' + r.error;
-    statusLine.className = 'error';
-    if (missing) clearInterval(timer);
+    // A server built without this API: say so once and stop asking.
+    s.gone = r.status === 404 && r.error === 'not found';
+    s.count = null;
+    say(s, false, s.gone ? 'Not available in this server build.' : 'Error: ' + r.error);
   }
 }
 
-async function remove(id) {
-  const r = await api('DELETE', base + '/' + encodeURIComponent(id));
-  statusLine.className = r.ok ? '' : 'error';
-  statusLine.textContent = r.ok ? 'Connection ' + id + ' deleted.' : 'Error: ' + r.error;
-  refresh();
+function refresh() {
+  return Promise.all(Object.values(sections).map(refreshOne));
+}
+
+async function remove(s, id) {
+  const r = await api('DELETE', s.base + '/' + encodeURIComponent(id));
+  say(s, r.ok, r.ok ? s.noun[0].toUpperCase() + s.noun.slice(1) + ' ' + id + ' deleted.' : 'Error: ' + r.error);
+  refreshOne(s);
+}
+
+/** Creates through `s`'s API; the body is JSON text (nanosecond digits
+ * go in as typed). The form is cleared (the password with it) on success. */
+async function create(s, form, json) {
+  const r = await api('POST', s.base, json);
+  say(s, r.ok, r.ok ? s.noun[0].toUpperCase() + s.noun.slice(1) + ' ' + r.body.id + ' created.' : 'Refused: ' + r.error);
+  if (r.ok) {
+    form.reset();
+    form.dispatchEvent(new Event('change'));
+  }
+  refreshOne(s);
+}
+
+/** The trimmed text fields of a form that are not empty (empty ones are
+ * left to the API's defaults). */
+function strings(f, names) {
+  const out = {};
+  for (const n of names) {
+    const v = String(f.get(n) ?? '').trim();
+    if (v) out[n] = v;
+  }
+  return out;
+}
+
+/** A whole number as a JSON number, anything else as the text typed (the
+ * API then names the field it refuses). */
+function integer(v) {
+  const t = String(v ?? '').trim();
+  return /^-?\d{1,15}$/.test(t) ? Number(t) : t;
 }
 
 document.getElementById('conn-create').addEventListener('submit', async (ev) => {
   ev.preventDefault();
+  const s = sections.ws;
   const f = new FormData(ev.target);
   const headers = {};
   for (const line of String(f.get('headers') || '').split('\n')) {
@@ -59,8 +145,7 @@ document.getElementById('conn-create').addEventListener('submit', async (ev) => 
   }
   const from = String(f.get('from') || '0').trim();
   if (!/^\d+$/.test(from)) {
-    statusLine.textContent = 'From is a whole number of nanoseconds (0 = from the oldest).';
-    statusLine.className = 'error';
+    say(s, false, 'From is a whole number of nanoseconds (0 = from the oldest).');
     return;
   }
   const body = {
@@ -76,12 +161,65 @@ document.getElementById('conn-create').addEventListener('submit', async (ev) => 
     body.filter_ignore_case = !!f.get('filter_ignore_case');
   }
   // Nanoseconds exceed a double's exact range: the digits go in as typed.
-  const r = await api('POST', base, JSON.stringify(body).replace('"from":0', '"from":' + from));
-  statusLine.className = r.ok ? '' : 'error';
-  statusLine.textContent = r.ok ? 'Connection ' + r.body.id + ' created.' : 'Refused: ' + r.error;
-  if (r.ok) ev.target.reset();
-  refresh();
+  create(s, ev.target, JSON.stringify(body).replace('"from":0', '"from":' + from));
 });
 
-timer = setInterval(refresh, 2000);
+document.getElementById('sink-create').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const s = sections.sink;
+  const f = new FormData(ev.target);
+  const from = String(f.get('from') || '0').trim();
+  if (!/^(-1|\d{1,19})$/.test(from)) {
+    say(s, false, 'From is 0 (the oldest), -1 (now) or a whole number of nanoseconds.');
+    return;
+  }
+  const body = {
+    broker_url: String(f.get('broker_url')).trim(),
+    topic: String(f.get('topic')),
+    from: 0,
+    include_timestamp: !!f.get('include_timestamp'),
+    qos: Number(f.get('qos')),
+    retain: !!f.get('retain'),
+    cursor_persist_interval: integer(f.get('cursor_persist_interval') || '0'),
+    ...strings(f, ['client_id', 'username', 'ca_file']),
+  };
+  const password = String(f.get('password') || '');
+  if (password) body.password = password;
+  create(s, ev.target, JSON.stringify(body).replace('"from":0', '"from":' + from));
+});
+
+const subForm = document.getElementById('sub-create');
+const tsField = document.getElementById('m-tsfield');
+const tsUnit = document.getElementById('m-tsunit');
+// The field and its unit mean something only with a field timestamp.
+subForm.addEventListener('change', () => {
+  const off = document.getElementById('m-ts').value !== 'field';
+  tsField.disabled = off;
+  tsUnit.disabled = off;
+  tsField.required = !off;
+});
+
+subForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const s = sections.sub;
+  const f = new FormData(ev.target);
+  const body = {
+    broker_url: String(f.get('broker_url')).trim(),
+    topics: String(f.get('topics') || '').split('\n').map((t) => t.trim()).filter((t) => t),
+    qos: Number(f.get('qos')),
+    clean_session: !!f.get('clean_session'),
+    timestamp: f.get('timestamp'),
+    include_topic: !!f.get('include_topic'),
+    ...strings(f, ['client_id', 'username', 'ca_file']),
+  };
+  if (body.timestamp === 'field') {
+    Object.assign(body, strings(f, ['timestamp_field']));
+    body.timestamp_unit = f.get('timestamp_unit');
+  }
+  const password = String(f.get('password') || '');
+  if (password) body.password = password;
+  create(s, ev.target, JSON.stringify(body));
+});
+
+setInterval(refresh, 2000);
 refresh();

@@ -1,6 +1,7 @@
 // The overview kept current: each store's figures from its stats, and
-// its outbound connections counted by status (every 5 s). The insert
-// rate stays as the server rendered it.
+// its outbound links (WebSocket connections, MQTT sinks and
+// subscriptions) counted by status (every 5 s). The insert rate stays as
+// the server rendered it.
 import { api, storePath } from './app.js';
 
 let timer = 0;
@@ -20,21 +21,33 @@ async function refreshFigures() {
 }
 setInterval(refreshFigures, 5000);
 
+// Every outbound link of a store: its WebSocket connections, MQTT sinks
+// and MQTT subscriptions, each list under its own key.
+const LINKS = [['/ws/connections', 'connections'], ['/mqtt/connections', 'connections'], ['/mqtt/subscriptions', 'subscriptions']];
+const missing = new Set();
+
 async function refresh() {
   for (const row of document.querySelectorAll('#stores tr[data-store]')) {
     const cell = row.querySelector('td.conns a');
     if (!cell) continue;
-    const r = await api('GET', storePath(row.dataset.store, '/ws/connections'));
-    if (r.status === 404 && r.error === 'not found') {
-      // The server has no outbound connections API: stop asking.
+    const list = [];
+    let failed = false;
+    for (const [p, key] of LINKS) {
+      if (missing.has(p)) continue;
+      const r = await api('GET', storePath(row.dataset.store, p));
+      // The server has no such API: stop asking for it.
+      if (r.status === 404 && r.error === 'not found') missing.add(p);
+      else if (r.ok && r.body && Array.isArray(r.body[key])) list.push(...r.body[key]);
+      else failed = true;
+    }
+    if (missing.size === LINKS.length) {
       clearInterval(timer);
       return;
     }
-    if (!r.ok || !r.body || !Array.isArray(r.body.connections)) {
+    if (failed && list.length === 0) {
       cell.textContent = '—';
       continue;
     }
-    const list = r.body.connections;
     if (list.length === 0) {
       cell.textContent = 'none';
       continue;
