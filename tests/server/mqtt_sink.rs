@@ -361,6 +361,113 @@ fn check_at_least_once_in_order(got: &[i64], n: i64) -> usize {
     got.len() - firsts.len()
 }
 
+/// A TCP relay to the broker that can turn the sink away: closed, it
+/// accepts and at once closes every connection.
+struct Gate {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn to(broker_port: u16) -> Gate {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let o = open.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(b) = TcpStream::connect(("127.0.0.1", broker_port)) else {
+                    continue;
+                };
+                let pump = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pump(c.try_clone().unwrap(), b.try_clone().unwrap());
+                pump(b, c);
+            }
+        });
+        Gate { port, open }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A broker killed (`kill -9`) mid-stream loses what it held in memory:
+/// that is the broker's to keep. The sink's part is exact: its cursor
+/// moved only over what the broker acknowledged, so every object after
+/// the cursor it had when the broker died is published again once the
+/// broker is back, in order. (The sink reaches the broker through a
+/// gate, so that the watcher is subscribed again before the sink
+/// returns: a killed broker may have lost the watcher's session.)
+#[test]
+fn a_broker_killed_mid_stream_gets_everything_after_the_sinks_cursor() {
+    let mut m = Mosquitto::start();
+    let gate = Gate::to(m.port);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = sock_in(dir.path());
+    let srv = server(None, None, &sock);
+    let s = srv.create_store("s", json!({ "num_blocks": 4096 }));
+    const N: i64 = 20_000;
+    bulk_insert(&sock, &s, 1, N);
+    let url = format!("tcp://127.0.0.1:{}", gate.port);
+    let id = id_of(&create(
+        &srv,
+        &s,
+        json!({ "broker_url": url, "topic": "ts/s" }),
+    ));
+    assert!(eventually(WAIT, || status(&srv, &s, &id)["messages_sent"]
+        .as_u64()
+        .unwrap()
+        > 1000));
+    gate.set(false);
+    m.kill();
+    wait_status(&srv, &s, &id, "broker gone", |v| v["status"] != "connected");
+    // No acknowledgement can arrive any more: the cursor is final.
+    let cursor = status(&srv, &s, &id)["last_timestamp"].as_i64().unwrap();
+    assert!(cursor < N, "the kill came too late to test anything");
+    m.restart();
+    let sub = m.subscribe("ts/#");
+    gate.set(true);
+    wait_status(&srv, &s, &id, "reconnected", |v| v["status"] == "connected");
+    bulk_insert(&sock, &s, N + 1, 500);
+    let got = ns(&sub, 1_000_000);
+    let head: Vec<i64> = got
+        .iter()
+        .copied()
+        .filter(|&n| n > cursor)
+        .take(20)
+        .collect();
+    let mut firsts: Vec<i64> = Vec::new();
+    for n in got {
+        if n > cursor && firsts.last().is_none_or(|&l| n > l) {
+            firsts.push(n);
+        }
+    }
+    let want: Vec<i64> = (cursor + 1..=N + 500).collect();
+    assert!(
+        firsts == want,
+        "after the cursor {cursor}: {} of {} objects, the first missing {:?}; seen first {head:?}; status {}",
+        firsts.len(),
+        want.len(),
+        want.iter().find(|n| !firsts.contains(n)),
+        status(&srv, &s, &id)
+    );
+    wait_status(&srv, &s, &id, "all acknowledged", |v| {
+        v["last_timestamp"] == N + 500
+    });
+}
+
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing_and_keeps_the_order() {
     let mut m = Mosquitto::start();

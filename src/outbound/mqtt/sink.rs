@@ -589,6 +589,12 @@ async fn publish(
         &mut suspect,
     )
     .await;
+    // Acknowledgements the session took but had not yet moved the cursor
+    // over (it can end between the two): the cursor says every publish the
+    // broker acknowledged.
+    if let Some(ts) = win.take_done() {
+        link.advance(ts);
+    }
     // The next session starts with what this one did not get acknowledged.
     let in_flight = win.in_flight();
     let mut again: VecDeque<Object> = win.unacknowledged().collect();
