@@ -96,13 +96,13 @@ fmt:
 	$(CARGO) fmt --all
 
 # The engine first, then the HTTP server (benches/http.rs starts the
-# binary built for the bench profile and loads it over loopback).
+# binary built for the bench profile and loads it over loopback), the
+# streams, and MQTT both ways through a local mosquitto (benches/mqtt.rs).
 bench:
 	$(CARGO) bench --bench engine
 	$(CARGO) bench --bench http
 	$(CARGO) bench --bench stream
 	$(CARGO) bench --bench mqtt
-	$(CARGO) bench --bench mqtt_sub
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60
