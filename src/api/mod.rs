@@ -17,6 +17,7 @@ pub mod data;
 pub mod health;
 pub mod metrics;
 pub mod mqtt_connections;
+pub mod mqtt_links;
 pub mod mqtt_subscriptions;
 pub mod openapi;
 pub mod schema;

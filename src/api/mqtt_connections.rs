@@ -12,13 +12,13 @@
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use super::{ApiError, ApiResult, AppState};
+use super::{mqtt_links, ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
 use crate::outbound::links::{CreateError, Kind};
@@ -31,58 +31,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/stores/{store}/mqtt/connections",
-            get(mqtt_connections_list).post(mqtt_connections_create),
+            get(mqtt_links::list::<Sink>).post(mqtt_connections_create),
         )
         .route(
             "/api/stores/{store}/mqtt/connections/{id}",
-            get(mqtt_connections_get).delete(mqtt_connections_delete),
+            get(mqtt_links::get_one::<Sink>).delete(mqtt_links::delete::<Sink>),
         )
-}
-
-async fn mqtt_connections_list(access: StoreAccess, State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .mqtt
-        .sinks
-        .list(&access.name)
-        .iter()
-        .map(|l| Sink::status_json(l))
-        .collect();
-    Json(json!({ "connections": list }))
-}
-
-fn not_found() -> ApiError {
-    ApiError::not_found("connection not found")
-}
-
-async fn mqtt_connections_get(
-    access: StoreAccess,
-    State(state): State<AppState>,
-    Path((_, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let l = state
-        .mqtt
-        .sinks
-        .get(&access.name, &id)
-        .ok_or_else(not_found)?;
-    Ok(Json(Sink::status_json(&l)))
-}
-
-async fn mqtt_connections_delete(
-    access: StoreAccess,
-    State(state): State<AppState>,
-    Path((_, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    if state
-        .mqtt
-        .sinks
-        .delete(&access.name, &id)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Ok(Json(json!({ "message": "connection deleted" })))
-    } else {
-        Err(not_found())
-    }
 }
 
 async fn mqtt_connections_create(

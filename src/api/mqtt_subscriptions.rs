@@ -12,13 +12,13 @@
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{ApiError, ApiResult, AppState};
+use super::{mqtt_links, ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
 use crate::outbound::links::{CreateError, Kind};
@@ -33,58 +33,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/stores/{store}/mqtt/subscriptions",
-            get(subscriptions_list).post(subscriptions_create),
+            get(mqtt_links::list::<Subscription>).post(subscriptions_create),
         )
         .route(
             "/api/stores/{store}/mqtt/subscriptions/{id}",
-            get(subscriptions_get).delete(subscriptions_delete),
+            get(mqtt_links::get_one::<Subscription>).delete(mqtt_links::delete::<Subscription>),
         )
-}
-
-async fn subscriptions_list(access: StoreAccess, State(state): State<AppState>) -> Json<Value> {
-    let list: Vec<Value> = state
-        .mqtt
-        .subscriptions
-        .list(&access.name)
-        .iter()
-        .map(|l| Subscription::status_json(l))
-        .collect();
-    Json(json!({ "subscriptions": list }))
-}
-
-fn not_found() -> ApiError {
-    ApiError::not_found("subscription not found")
-}
-
-async fn subscriptions_get(
-    access: StoreAccess,
-    State(state): State<AppState>,
-    Path((_, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let l = state
-        .mqtt
-        .subscriptions
-        .get(&access.name, &id)
-        .ok_or_else(not_found)?;
-    Ok(Json(Subscription::status_json(&l)))
-}
-
-async fn subscriptions_delete(
-    access: StoreAccess,
-    State(state): State<AppState>,
-    Path((_, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    if state
-        .mqtt
-        .subscriptions
-        .delete(&access.name, &id)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Ok(Json(json!({ "message": "subscription deleted" })))
-    } else {
-        Err(not_found())
-    }
 }
 
 async fn subscriptions_create(
@@ -318,6 +272,7 @@ fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn err(body: &str) -> String {
         parse_create(body.as_bytes(), DataType::Json).unwrap_err()
