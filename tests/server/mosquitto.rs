@@ -196,11 +196,17 @@ impl Mosquitto {
         for (&p, &before) in ports.iter().zip(&before) {
             // A port another test's broker took meanwhile answers too
             // (while this one fails to bind and exits): wait until this
-            // broker's log shows the connection.
-            while TcpStream::connect(("127.0.0.1", p)).is_err() || {
-                std::thread::sleep(Duration::from_millis(20));
-                accepted(self, p) == before
-            } {
+            // broker's log shows the connection on its plain port. It logs
+            // that only once every listener is bound, so the TLS port
+            // (whose probes it logs as failed handshakes, not connections)
+            // is then its own.
+            let plain = p == self.port;
+            while TcpStream::connect(("127.0.0.1", p)).is_err()
+                || plain && {
+                    std::thread::sleep(Duration::from_millis(20));
+                    accepted(self, p) == before
+                }
+            {
                 if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!("mosquitto exited ({st}): {}", self.log());
                 }
