@@ -21,7 +21,6 @@ use serde_json::{Map, Value};
 use super::{mqtt_links, ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
-use crate::outbound::links::{CreateError, Kind};
 use crate::outbound::mqtt::sink::{Spec, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::outbound::mqtt::{Broker, Sink};
 use crate::outbound::policy::Role;
@@ -44,24 +43,8 @@ async fn mqtt_connections_create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let mut spec = parse_create(&body).map_err(ApiError::bad_request)?;
-    spec.created_by = if access.admin {
-        Role::Admin
-    } else {
-        Role::Store
-    };
-    let link = state
-        .mqtt
-        .sinks
-        .create(&access.name, &access.store, spec)
-        .await
-        .map_err(|e| match e {
-            CreateError::Invalid(m) => ApiError::bad_request(m),
-            e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
-            e @ CreateError::Gone => ApiError::not_found(e.to_string()),
-            e => ApiError::internal(e),
-        })?;
-    Ok((StatusCode::CREATED, Json(Sink::status_json(&link))))
+    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    mqtt_links::create::<Sink>(&state, &access, spec).await
 }
 
 /// The longest `topic`, `client_id`, `username` and `password`, in bytes.

@@ -7,19 +7,23 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
-use crate::outbound::links::{Kind, Links};
+use crate::outbound::links::{CreateError, Kind, Links};
 use crate::outbound::mqtt::{Sink, Subscription};
+use crate::outbound::policy::Role;
 
 /// A kind of MQTT link served under `/api/stores/:store/mqtt/`.
 pub trait Served: Kind {
     /// What one is called in messages: "connection", "subscription".
     const NOUN: &'static str;
     fn links(state: &AppState) -> &Arc<Links<Self>>;
+    /// Records who creates it: the outbound policy holds it to that role.
+    fn set_role(spec: &mut Self::Spec, role: Role);
 }
 
 impl Served for Sink {
@@ -27,12 +31,18 @@ impl Served for Sink {
     fn links(state: &AppState) -> &Arc<Links<Self>> {
         &state.mqtt.sinks
     }
+    fn set_role(spec: &mut Self::Spec, role: Role) {
+        spec.created_by = role;
+    }
 }
 
 impl Served for Subscription {
     const NOUN: &'static str = "subscription";
     fn links(state: &AppState) -> &Arc<Links<Self>> {
         &state.mqtt.subscriptions
+    }
+    fn set_role(spec: &mut Self::Spec, role: Role) {
+        spec.created_by = role;
     }
 }
 
@@ -79,4 +89,33 @@ pub async fn delete<K: Served>(
     } else {
         Err(not_found::<K>())
     }
+}
+
+/// Creates a link of a parsed, valid `spec` for the caller: 201 and its
+/// status object; 400 for what only the create can tell (the `ca_file`,
+/// the cap per store), 403 if the outbound policy refuses the broker for
+/// the caller's role, 404 if the store went meanwhile.
+pub async fn create<K: Served>(
+    state: &AppState,
+    access: &StoreAccess,
+    mut spec: K::Spec,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    K::set_role(
+        &mut spec,
+        if access.admin {
+            Role::Admin
+        } else {
+            Role::Store
+        },
+    );
+    let link = K::links(state)
+        .create(&access.name, &access.store, spec)
+        .await
+        .map_err(|e| match e {
+            CreateError::Invalid(m) => ApiError::bad_request(m),
+            e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            e @ CreateError::Gone => ApiError::not_found(e.to_string()),
+            e => ApiError::internal(e),
+        })?;
+    Ok((StatusCode::CREATED, Json(K::status_json(&link))))
 }

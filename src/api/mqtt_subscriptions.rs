@@ -21,7 +21,6 @@ use serde_json::Value;
 use super::{mqtt_links, ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
-use crate::outbound::links::{CreateError, Kind};
 use crate::outbound::mqtt::subscribe::{
     check_filter, Spec, Subscription, TimestampFrom, Unit, MAX_TOPICS,
 };
@@ -46,7 +45,7 @@ async fn subscriptions_create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let mut spec =
+    let spec =
         parse_create(&body, access.store.config().data_type).map_err(ApiError::bad_request)?;
     // Two clients with one id take the session from each other at the
     // broker, over and over.
@@ -64,23 +63,7 @@ async fn subscriptions_create(
             }
         }
     }
-    spec.created_by = if access.admin {
-        Role::Admin
-    } else {
-        Role::Store
-    };
-    let link = state
-        .mqtt
-        .subscriptions
-        .create(&access.name, &access.store, spec)
-        .await
-        .map_err(|e| match e {
-            CreateError::Invalid(m) => ApiError::bad_request(m),
-            e @ CreateError::Refused => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
-            e @ CreateError::Gone => ApiError::not_found(e.to_string()),
-            e => ApiError::internal(e),
-        })?;
-    Ok((StatusCode::CREATED, Json(Subscription::status_json(&link))))
+    mqtt_links::create::<Subscription>(&state, &access, spec).await
 }
 
 /// The longest `client_id`, `username`, `password` and `timestamp_field`.
