@@ -21,7 +21,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tsstore::store::format::{BLOCK_HEADER_LEN, RECORD_HEADER_LEN};
@@ -146,6 +148,59 @@ impl Packing {
     }
 }
 
+/// Turns a hang into a failure that says where. If one step of the test (a
+/// child's start, its kill, reading its reports, the checks) takes longer
+/// than `STEP_LIMIT`, the step is written to stderr (to the descriptor
+/// itself: libtest captures only its macros) and the process aborts. Every
+/// step takes seconds at most, under qemu-user too; a CI run once hung in
+/// this test with nothing to tell why.
+struct Watchdog {
+    step: Arc<Mutex<(String, Instant)>>,
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const STEP_LIMIT: Duration = Duration::from_secs(300);
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let step = Arc::new(Mutex::new(("starting".to_string(), Instant::now())));
+        let done = Arc::new(AtomicBool::new(false));
+        let (s, d) = (step.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_secs(1));
+                let (what, since) = s.lock().unwrap().clone();
+                if since.elapsed() > STEP_LIMIT {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "kill_child_writer_repeatedly: no progress for {STEP_LIMIT:?} in: {what}"
+                    );
+                    std::process::abort();
+                }
+            }
+        });
+        Watchdog {
+            step,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn step(&self, what: impl Into<String>) {
+        *self.step.lock().unwrap() = (what.into(), Instant::now());
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What one child did, as the parent saw it.
 struct Run {
     acked: Vec<i64>,
@@ -156,7 +211,8 @@ struct Run {
 /// Starts a child writing from `first`, kills it after a random delay
 /// (counted from its start, or from its first acknowledged insert), and
 /// collects what it reported.
-fn run_child(dir: &Path, first: i64, rng: &mut Rng) -> Run {
+fn run_child(dir: &Path, first: i64, rng: &mut Rng, dog: &Watchdog, ctx: &str) -> Run {
+    dog.step(format!("{ctx}: spawning it"));
     let exe = std::env::current_exe().expect("current test binary");
     let mut child = crate::runner::command(exe)
         .args([
@@ -201,6 +257,7 @@ fn run_child(dir: &Path, first: i64, rng: &mut Rng) -> Run {
         let _ = stderr.read_to_string(&mut s);
         s
     });
+    dog.step(format!("{ctx}: waiting to kill it"));
     let delay = match rng.below(4) {
         // Soon after the start: often while the child opens the store,
         // that is, during recovery.
@@ -213,8 +270,10 @@ fn run_child(dir: &Path, first: i64, rng: &mut Rng) -> Run {
         }
     };
     std::thread::sleep(Duration::from_micros(delay));
+    dog.step(format!("{ctx}: killing it (pid {})", child.id()));
     let _ = child.kill();
     let status = child.wait().expect("wait for the child");
+    dog.step(format!("{ctx}: reading its reports to the end"));
     Run {
         acked: reader.join().expect("stdout reader"),
         status,
@@ -299,6 +358,7 @@ fn kill_child_writer_repeatedly() {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let mut rng = Rng::new(seed);
+    let dog = Watchdog::start();
     let tmp = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     Store::create(tmp.path(), STORE, config())
@@ -318,8 +378,8 @@ fn kill_child_writer_repeatedly() {
             "too few children were killed while running ({kills} of {runs})"
         );
         let first = next_ts;
-        let run = run_child(tmp.path(), first, &mut rng);
         let ctx = format!("child {runs} (seed {seed}, first timestamp {first})");
+        let run = run_child(tmp.path(), first, &mut rng, &dog, &ctx);
         match run.status.signal() {
             Some(9) => {
                 kills += 1;
@@ -345,6 +405,7 @@ fn kill_child_writer_repeatedly() {
         }
         acked.extend(&run.acked);
         next_ts = in_flight + STEP;
+        dog.step(format!("{ctx}: copying and checking the store"));
         let copy = scratch.path().join(STORE);
         copy_store(&tmp.path().join(STORE), &copy);
         required = verify(scratch.path(), &acked, &written, &packing)
@@ -352,6 +413,7 @@ fn kill_child_writer_repeatedly() {
         if runs % 4 == 0 {
             // Now and then the killed store itself is recovered and closed
             // cleanly before the next child, instead of by the child.
+            dog.step(format!("{ctx}: checking the store in place"));
             verify(tmp.path(), &acked, &written, &packing)
                 .unwrap_or_else(|e| panic!("{ctx}, after the kill, in place: {e}"));
         }
