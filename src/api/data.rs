@@ -5,6 +5,10 @@
 //! Data in responses: binary as standard base64 (with padding), text as a
 //! JSON string, json inline, schema expanded to field names (or compact
 //! with `format=compact`).
+//!
+//! With `agg_window`, range and newest answer time windows instead of
+//! objects ([`crate::codec::agg`]): one pass over the range, each stored
+//! object parsed, folded into its window's accumulators and dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::auth::{url_pairs, StoreAccess};
+use crate::codec::agg::{self, Aggregator, Spec};
 use crate::codec::{check_horizon, content_type_of, data_json, encode_item, Wrapper};
 use crate::duration;
 use crate::error::{ApiError, ApiResult};
@@ -85,6 +90,9 @@ struct Params {
     end_time: Option<String>,
     after: Option<String>,
     timestamp: Option<String>,
+    agg_window: Option<String>,
+    agg_fields: Option<String>,
+    agg_default: Option<String>,
 }
 
 impl Params {
@@ -102,6 +110,9 @@ impl Params {
                 "end_time" => &mut p.end_time,
                 "after" => &mut p.after,
                 "timestamp" => &mut p.timestamp,
+                "agg_window" => &mut p.agg_window,
+                "agg_fields" => &mut p.agg_fields,
+                "agg_default" => &mut p.agg_default,
                 _ => continue,
             };
             *slot = Some(v);
@@ -133,6 +144,47 @@ impl Params {
         let f = self.filter.as_deref().filter(|f| !f.is_empty())?;
         let ic = matches!(self.filter_ignore_case.as_deref(), Some("true") | Some("1"));
         Some(Filter::new(f, ic))
+    }
+
+    /// The aggregation asked for, if any, checked against the store: only
+    /// json and schema stores aggregate, the output is always expanded
+    /// JSON with data, and `limit` counts windows, at most
+    /// [`agg::MAX_WINDOWS`].
+    fn agg(&self, store: &Store) -> ApiResult<Option<Spec>> {
+        let spec = Spec::parse(
+            self.agg_window.as_deref(),
+            self.agg_fields.as_deref(),
+            self.agg_default.as_deref(),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let Some(spec) = spec else {
+            return Ok(None);
+        };
+        let dt = store.config().data_type;
+        if matches!(dt, DataType::Binary | DataType::Text) {
+            return Err(ApiError::bad_request(format!(
+                "aggregation needs a json or schema store; this store holds {}",
+                dt.as_str()
+            )));
+        }
+        if self.compact() {
+            return Err(ApiError::bad_request(
+                "format=compact does not apply to aggregated windows",
+            ));
+        }
+        if !self.include_data() {
+            return Err(ApiError::bad_request(
+                "include_data=false does not apply to aggregated windows",
+            ));
+        }
+        if self.limit()? as u64 > agg::MAX_WINDOWS {
+            return Err(ApiError::bad_request(format!(
+                "invalid limit {:?}: at most {} windows when aggregating",
+                self.limit.as_deref().unwrap_or(""),
+                agg::MAX_WINDOWS
+            )));
+        }
+        Ok(Some(spec))
     }
 
     fn since(&self) -> ApiResult<Option<Duration>> {
@@ -207,6 +259,109 @@ fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Res
     Ok(json_text(body))
 }
 
+/// An aggregated list, `{"objects":[window...],"count":N}`: the windows of
+/// the objects in `[q.start, q.end]` (scanned oldest first), at most
+/// `q.limit` of them, oldest first or, with `newest_first`, reversed.
+/// Partial windows are judged against `[lo, min(q.end, now)]`.
+fn agg_list(
+    state: &AppState,
+    store: &Store,
+    spec: Spec,
+    q: &Query,
+    lo: i64,
+    newest_first: bool,
+) -> ApiResult<Response> {
+    use std::fmt::Write as _;
+    let limit = q.limit.max(1);
+    let schema = store.config().data_type == DataType::Schema;
+    let hi = q.end.min(now_ns());
+    let mut agg = Aggregator::new(Arc::new(spec), lo);
+    let mut windows: Vec<agg::Window> = Vec::new();
+    let mut fold = |ts: i64, d: &[u8]| {
+        let closed = if schema {
+            match store.decode_value(d, false) {
+                Ok(full) => agg.push_json(ts, &full),
+                Err(_) => agg.push(ts, Value::Null),
+            }
+        } else {
+            agg.push_json(ts, d)
+        };
+        windows.extend(closed);
+        if windows.len() >= limit {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    };
+    let mut scan = Query::range(q.start, q.end, 0);
+    scan.filter = q.filter.clone();
+    store.visit(&scan, |h, d| fold(h.timestamp, d))?;
+    if windows.len() < limit {
+        windows.extend(agg.finish(hi));
+    }
+    if newest_first {
+        windows.reverse();
+    }
+    let mut body = String::with_capacity(64 + windows.len() * 128);
+    body.push_str(r#"{"objects":["#);
+    for (i, w) in windows.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        w.write_json(&mut body);
+    }
+    let _ = write!(body, r#"],"count":{}}}"#, windows.len());
+    state.metrics.query();
+    Ok(json_text(body))
+}
+
+/// The time bounds of the `limit` newest windows of the objects in
+/// `[start, end]`: from the start of the oldest of them. One walk over
+/// the index, newest first, reading no data (unless filtered).
+fn newest_windows_start(
+    store: &Store,
+    spec: &Spec,
+    start: i64,
+    end: i64,
+    filter: Option<Filter>,
+    limit: usize,
+) -> ApiResult<i64> {
+    let mut q = Query::range(start, end, 0).order(Order::NewestFirst);
+    q.filter = filter;
+    let mut seen = 0usize;
+    let mut current: Option<i64> = None;
+    store.visit_handles(&q, |h| {
+        let ws = spec.window_start(h.timestamp);
+        if current != Some(ws) {
+            if seen == limit {
+                return std::ops::ControlFlow::Break(());
+            }
+            seen += 1;
+            current = Some(ws);
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(current.map_or(start, |ws| ws.max(start)))
+}
+
+/// Refuses a range that spans more than [`agg::MAX_WINDOWS`] windows,
+/// counted over the part of `[start, end]` that holds data.
+fn check_window_count(store: &Store, spec: &Spec, start: i64, end: i64) -> ApiResult<()> {
+    let (Some(oldest), Some(newest)) = (store.oldest_timestamp()?, store.newest_timestamp()?)
+    else {
+        return Ok(());
+    };
+    let n = spec.windows_in(start.max(oldest), end.min(newest));
+    if n > agg::MAX_WINDOWS {
+        return Err(ApiError::bad_request(format!(
+            "agg_window {} is too small for the range: {n} windows, at most {}",
+            duration::format(Duration::from_nanos(spec.window_ns as u64)),
+            agg::MAX_WINDOWS
+        )));
+    }
+    Ok(())
+}
+
 /// `[now - d, now]`: the window of `since`, as the original reads it.
 fn since_window(d: Duration) -> (i64, i64) {
     let now = now_ns();
@@ -235,6 +390,14 @@ async fn data_newest(
         (query.start, query.end) = since_window(d);
     }
     query.filter = p.filter();
+    if let Some(spec) = p.agg(&access.store)? {
+        let store = &access.store;
+        let (lo, limit) = (query.start, query.limit);
+        query.start =
+            newest_windows_start(store, &spec, lo, query.end, query.filter.clone(), limit)?;
+        query.order = Order::OldestFirst;
+        return agg_list(&state, store, spec, &query, lo, true);
+    }
     list(&state, &access.store, &query, &p)
 }
 
@@ -282,6 +445,10 @@ async fn data_range(
     }
     let mut query = Query::range(start, end, limit).order(Order::OldestFirst);
     query.filter = p.filter();
+    if let Some(spec) = p.agg(&access.store)? {
+        check_window_count(&access.store, &spec, start, end)?;
+        return agg_list(&state, &access.store, spec, &query, start, false);
+    }
     list(&state, &access.store, &query, &p)
 }
 
