@@ -276,17 +276,24 @@ fn agg_list(
     let schema = store.config().data_type == DataType::Schema;
     let hi = q.end.min(now_ns());
     let mut agg = Aggregator::new(Arc::new(spec), lo);
-    let mut windows: Vec<agg::Window> = Vec::new();
+    // Each window as its JSON text: far smaller than its map, and newest
+    // needs them all before it can write them newest first.
+    let mut windows: Vec<String> = Vec::new();
+    let text = |w: agg::Window| {
+        let mut s = String::with_capacity(128);
+        w.write_json(&mut s);
+        s
+    };
     let mut fold = |ts: i64, d: &[u8]| {
         let closed = if schema {
             match store.decode_value(d, false) {
                 Ok(full) => agg.push_json(ts, &full),
-                Err(_) => agg.push(ts, Value::Null),
+                Err(_) => agg.push(ts, &Value::Null),
             }
         } else {
             agg.push_json(ts, d)
         };
-        windows.extend(closed);
+        windows.extend(closed.map(text));
         if windows.len() >= limit {
             std::ops::ControlFlow::Break(())
         } else {
@@ -297,19 +304,14 @@ fn agg_list(
     scan.filter = q.filter.clone();
     store.visit(&scan, |h, d| fold(h.timestamp, d))?;
     if windows.len() < limit {
-        windows.extend(agg.finish(hi));
+        windows.extend(agg.finish(hi).map(text));
     }
     if newest_first {
         windows.reverse();
     }
-    let mut body = String::with_capacity(64 + windows.len() * 128);
+    let mut body = String::with_capacity(64 + windows.iter().map(|w| w.len() + 1).sum::<usize>());
     body.push_str(r#"{"objects":["#);
-    for (i, w) in windows.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        w.write_json(&mut body);
-    }
+    body.push_str(&windows.join(","));
     let _ = write!(body, r#"],"count":{}}}"#, windows.len());
     state.metrics.query();
     Ok(json_text(body))

@@ -22,6 +22,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::de::DeserializeSeed as _;
 use serde_json::{Map, Number, Value};
 
 use crate::duration;
@@ -338,27 +339,17 @@ struct Node {
 }
 
 impl Node {
-    fn fold(&mut self, obj: Map<String, Value>) {
-        for (k, v) in obj {
-            let i = match self.fields.iter().position(|(name, _)| *name == k) {
-                Some(i) => i,
-                None => {
-                    let slot = match v {
-                        Value::Object(_) => Slot::Obj(Node::default()),
-                        _ => Slot::Leaf(Acc::default()),
-                    };
-                    self.fields.push((k, slot));
-                    self.fields.len() - 1
-                }
-            };
-            match (&mut self.fields[i].1, v) {
-                (Slot::Obj(n), Value::Object(m)) => n.fold(m),
-                // A field that changed shape: a leaf takes the object as an
-                // opaque (non-numeric) value; an object ignores a leaf.
-                (Slot::Leaf(a), v) => a.fold(v),
-                (Slot::Obj(_), _) => {}
+    /// The slot of field `k`, added (as a fresh leaf) when first seen.
+    fn slot(&mut self, k: &str) -> &mut Slot {
+        let i = match self.fields.iter().position(|(name, _)| name == k) {
+            Some(i) => i,
+            None => {
+                self.fields
+                    .push((k.to_string(), Slot::Leaf(Acc::default())));
+                self.fields.len() - 1
             }
-        }
+        };
+        &mut self.fields[i].1
     }
 
     fn output(&self, spec: &Spec, path: &mut Vec<String>, partial: bool) -> Map<String, Value> {
@@ -434,7 +425,26 @@ impl Aggregator {
     /// Folds one reading. Returns the previous window when `ts` falls in a
     /// later one. A reading older than the open window (out of order)
     /// is folded into the open window rather than reopening a closed one.
-    pub fn push(&mut self, ts: i64, data: Value) -> Option<Window> {
+    pub fn push(&mut self, ts: i64, data: &Value) -> Option<Window> {
+        let (closed, root) = self.enter(ts);
+        // Folding a `Value` cannot fail: it is well-formed JSON already.
+        let _ = fold::Reading(root).deserialize(data);
+        closed
+    }
+
+    /// [`Aggregator::push`] of stored JSON text, parsed and folded in one
+    /// walk without building the value. Text that does not parse counts
+    /// as a reading, with the fields read before the error.
+    pub fn push_json(&mut self, ts: i64, bytes: &[u8]) -> Option<Window> {
+        let (closed, root) = self.enter(ts);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let _ = fold::Reading(root).deserialize(&mut de);
+        closed
+    }
+
+    /// Counts a reading at `ts`: closes the open window if `ts` lies past
+    /// it, and returns the fields of the window `ts` is folded into.
+    fn enter(&mut self, ts: i64) -> (Option<Window>, &mut Node) {
         let ws = self.spec.window_start(ts);
         let closed = match &self.open {
             Some(o) if ws > o.start => self.close(i64::MAX),
@@ -446,19 +456,7 @@ impl Aggregator {
             root: Node::default(),
         });
         o.count += 1;
-        // A reading that is not an object (a json store may hold bare
-        // values) counts, and has no fields.
-        if let Value::Object(m) = data {
-            o.root.fold(m);
-        }
-        closed
-    }
-
-    /// [`Aggregator::push`] of stored JSON text; bytes that do not parse
-    /// count as a reading without fields.
-    pub fn push_json(&mut self, ts: i64, bytes: &[u8]) -> Option<Window> {
-        let v = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-        self.push(ts, v)
+        (closed, &mut o.root)
     }
 
     /// The open window, if any: partial when it began before `lo` or ends
@@ -482,6 +480,178 @@ impl Aggregator {
     }
 }
 
+/// Folding a reading straight from its parser into the open window's
+/// accumulators: field names are looked up as borrowed text, numbers never
+/// become a `Value` tree, and only a leaf's non-numeric values (kept for
+/// `first` and `last`) are allocated. The same walk serves a parsed
+/// [`Value`] (`&Value` is a deserializer), so both entry points agree.
+mod fold {
+    use std::fmt;
+
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+    use serde_json::{Number, Value};
+
+    use super::{Node, Slot};
+
+    /// A whole reading: an object's fields are folded; anything else (a
+    /// json store may hold bare values) has no fields.
+    pub struct Reading<'a>(pub &'a mut Node);
+
+    impl<'de> DeserializeSeed<'de> for Reading<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Reading<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<(), A::Error> {
+            fold_fields(self.0, m)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+            while s.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    fn fold_fields<'de, A: MapAccess<'de>>(node: &mut Node, mut m: A) -> Result<(), A::Error> {
+        while let Some(slot) = m.next_key_seed(Key(node))? {
+            m.next_value_seed(Field(slot))?;
+        }
+        Ok(())
+    }
+
+    /// A field name: resolves to its slot without allocating the name
+    /// (unless the field is new).
+    struct Key<'a>(&'a mut Node);
+
+    impl<'de, 'a> DeserializeSeed<'de> for Key<'a> {
+        type Value = &'a mut Slot;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'a mut Slot, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de, 'a> Visitor<'de> for Key<'a> {
+        type Value = &'a mut Slot;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E>(self, k: &str) -> Result<&'a mut Slot, E> {
+            Ok(self.0.slot(k))
+        }
+    }
+
+    /// A field's value, folded into its slot.
+    struct Field<'a>(&'a mut Slot);
+
+    impl<'de> DeserializeSeed<'de> for Field<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl Field<'_> {
+        fn leaf(self, v: Value) {
+            match self.0 {
+                Slot::Leaf(a) => a.fold(v),
+                // A field that was an object takes no leaf value.
+                Slot::Obj(_) => {}
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+            self.leaf(Value::Bool(b));
+            Ok(())
+        }
+        fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+            self.leaf(Value::Number(n.into()));
+            Ok(())
+        }
+        fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+            self.leaf(Value::Number(n.into()));
+            Ok(())
+        }
+        fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+            self.leaf(Number::from_f64(n).map_or(Value::Null, Value::Number));
+            Ok(())
+        }
+        fn visit_str<E>(self, s: &str) -> Result<(), E> {
+            self.leaf(Value::String(s.to_string()));
+            Ok(())
+        }
+        fn visit_string<E>(self, s: String) -> Result<(), E> {
+            self.leaf(Value::String(s));
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            self.leaf(Value::Null);
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            self.leaf(Value::Null);
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, s: A) -> Result<(), A::Error> {
+            let v = Value::deserialize(de::value::SeqAccessDeserializer::new(s))?;
+            self.leaf(v);
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<(), A::Error> {
+            // An object where the field was first seen as an object (or is
+            // new) is folded field by field; where it was a leaf, it is
+            // one more (non-numeric) value of that leaf.
+            if let Slot::Leaf(a) = &*self.0 {
+                if a.seen == 0 {
+                    *self.0 = Slot::Obj(Node::default());
+                }
+            }
+            match self.0 {
+                Slot::Obj(n) => fold_fields(n, m),
+                Slot::Leaf(a) => {
+                    a.fold(Value::deserialize(de::value::MapAccessDeserializer::new(
+                        m,
+                    ))?);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    use serde::Deserialize as _;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,10 +666,7 @@ mod tests {
     /// Feeds every reading, then finishes at `hi`.
     fn run(spec: Arc<Spec>, lo: i64, hi: i64, readings: &[(i64, Value)]) -> Vec<Window> {
         let mut a = Aggregator::new(spec, lo);
-        let mut out: Vec<Window> = readings
-            .iter()
-            .filter_map(|(t, v)| a.push(*t, v.clone()))
-            .collect();
+        let mut out: Vec<Window> = readings.iter().filter_map(|(t, v)| a.push(*t, v)).collect();
         out.extend(a.finish(hi));
         out
     }
@@ -552,12 +719,12 @@ mod tests {
             (400 * S, json!({"v": 7})),
         ];
         let mut a = Aggregator::new(spec("90s", None, Some("sum")), i64::MIN);
-        assert_eq!(a.push(r[0].0, r[0].1.clone()), None);
-        assert_eq!(a.push(r[1].0, r[1].1.clone()), None);
-        let w1 = a.push(r[2].0, r[2].1.clone()).unwrap();
+        assert_eq!(a.push(r[0].0, &r[0].1), None);
+        assert_eq!(a.push(r[1].0, &r[1].1), None);
+        let w1 = a.push(r[2].0, &r[2].1).unwrap();
         assert_eq!((w1.end, w1.count, w1.partial), (180 * S, 2, false));
         assert_eq!(w1.data["v"], json!(3));
-        let w2 = a.push(r[3].0, r[3].1.clone()).unwrap();
+        let w2 = a.push(r[3].0, &r[3].1).unwrap();
         assert_eq!((w2.end, w2.count), (270 * S, 1));
         let w3 = a.finish(i64::MAX).unwrap();
         assert_eq!((w3.end, w3.count, w3.partial), (450 * S, 1, false));
@@ -671,6 +838,49 @@ mod tests {
         ];
         let w = run(spec("1m", None, Some("sum")), 0, i64::MAX, &r);
         assert_eq!(w[0].data["v"], json!(9007199254740993_i64));
+    }
+
+    /// The parser walk (`push_json`) and the `Value` walk (`push`) agree,
+    /// on escaped names, arrays, and fields that change shape.
+    #[test]
+    fn text_and_values_fold_alike() {
+        let r = [
+            (
+                0,
+                json!({"a\"b": 1, "arr": [1, {"x": 2}], "shape": 1, "obj": {"v": 1}}),
+            ),
+            (
+                S,
+                json!({"a\"b": 2.5, "arr": [], "shape": {"v": 2}, "obj": 7}),
+            ),
+            (
+                2 * S,
+                json!({"shape": 3, "obj": {"v": 5, "w": "x"}, "u": 18446744073709551615_u64}),
+            ),
+            (3 * S, json!([1, 2])),
+            (4 * S, json!("bare")),
+        ];
+        let sp = spec("1m", Some("shape:count,shape:last"), Some("sum,first"));
+        let mut by_value = Aggregator::new(sp.clone(), 0);
+        let mut by_text = Aggregator::new(sp, 0);
+        for (t, v) in &r {
+            assert_eq!(by_value.push(*t, v), None);
+            assert_eq!(by_text.push_json(*t, v.to_string().as_bytes()), None);
+        }
+        let (a, b) = (by_value.finish(i64::MAX), by_text.finish(i64::MAX));
+        assert_eq!(a, b);
+        let w = a.unwrap();
+        assert_eq!(w.count, 5);
+        assert_eq!(
+            Value::Object(w.data),
+            json!({
+                "a\"b_sum": 3.5, "a\"b_first": 1,
+                "arr": [],
+                "shape_count": 3, "shape_last": 3,
+                "obj": {"v_sum": 6, "v_first": 1, "w": "x"},
+                "u_sum": 18446744073709551615_u64 as f64, "u_first": 18446744073709551615_u64,
+            })
+        );
     }
 
     #[test]
