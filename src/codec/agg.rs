@@ -170,8 +170,9 @@ impl Spec {
     }
 
     /// Start of the window holding `ts`.
+    /// Saturates at `i64::MIN` instead of overflowing there.
     pub fn window_start(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.window_ns) * self.window_ns
+        ts.saturating_sub(ts.rem_euclid(self.window_ns))
     }
 
     /// How many windows `[lo, hi]` touches (0 when empty).
@@ -950,10 +951,19 @@ mod tests {
         let s = spec("1m", None, None);
         assert_eq!(s.window_start(119 * S), 60 * S);
         assert_eq!(s.window_start(-1), -60 * S);
+        assert_eq!(s.window_start(i64::MIN + 1), i64::MIN);
+        assert_eq!(s.window_start(i64::MAX), i64::MAX - i64::MAX % (60 * S));
         assert_eq!(s.windows_in(0, 0), 1);
         assert_eq!(s.windows_in(59 * S, 60 * S), 2);
         assert_eq!(s.windows_in(0, 86_400 * S - 1), 1440);
         assert_eq!(s.windows_in(1, 0), 0);
+        // The extremes neither overflow nor panic.
+        let mut a = Aggregator::new(s.clone(), i64::MIN);
+        assert_eq!(a.push(i64::MIN, &json!({"v": 1})), None);
+        let first = a.push(i64::MAX, &json!({"v": 2})).unwrap();
+        assert_eq!((first.end, first.count), (i64::MIN + 60 * S, 1));
+        let last = a.finish(i64::MAX).unwrap();
+        assert_eq!((last.end, last.partial), (i64::MAX, false));
         assert_eq!(
             spec("1ns", None, None).windows_in(i64::MIN, i64::MAX),
             u64::MAX
