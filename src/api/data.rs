@@ -187,6 +187,19 @@ impl Params {
         Ok(Some(spec))
     }
 
+    /// Refuses the agg_* parameters where aggregation does not apply.
+    fn no_agg(&self) -> ApiResult<()> {
+        let given = [&self.agg_window, &self.agg_fields, &self.agg_default]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(|s| !s.trim().is_empty()));
+        if given {
+            return Err(ApiError::bad_request(
+                "aggregation applies to data/range and data/newest",
+            ));
+        }
+        Ok(())
+    }
+
     fn since(&self) -> ApiResult<Option<Duration>> {
         match self.since.as_deref() {
             None | Some("") => Ok(None),
@@ -259,109 +272,245 @@ fn list(state: &AppState, store: &Store, q: &Query, p: &Params) -> ApiResult<Res
     Ok(json_text(body))
 }
 
-/// An aggregated list, `{"objects":[window...],"count":N}`: the windows of
-/// the objects in `[q.start, q.end]` (scanned oldest first), at most
-/// `q.limit` of them, oldest first or, with `newest_first`, reversed.
-/// Partial windows are judged against `[lo, min(q.end, now)]`.
-fn agg_list(
-    state: &AppState,
-    store: &Store,
-    spec: Spec,
-    q: &Query,
+/// Most readings one aggregated request may read; past it, a 400.
+pub const MAX_AGG_SCAN: u64 = 10_000_000;
+/// Readings read per hold of the store's read lock at most: an
+/// aggregated scan releases it between batches, so writers never wait for
+/// a whole scan.
+const AGG_BATCH: usize = 4096;
+/// A batch also ends past this much time holding the lock (large readings
+/// make a batch slow long before [`AGG_BATCH`] of them).
+const AGG_BATCH_TIME: Duration = Duration::from_millis(5);
+
+/// One aggregated request: what to scan and how to answer.
+struct AggScan {
+    spec: Arc<Spec>,
+    /// The readings scanned, `[start, end]`, oldest first.
+    start: i64,
+    end: i64,
+    /// Windows reaching outside `[lo, hi]` are partial (`hi` is at most now).
     lo: i64,
+    hi: i64,
+    filter: Option<Filter>,
+    /// Windows answered at most.
+    limit: usize,
     newest_first: bool,
-) -> ApiResult<Response> {
-    use std::fmt::Write as _;
-    let limit = q.limit.max(1);
-    let schema = store.config().data_type == DataType::Schema;
-    let hi = q.end.min(now_ns());
-    let mut agg = Aggregator::new(Arc::new(spec), lo);
-    // Each window as its JSON text: far smaller than its map, and newest
-    // needs them all before it can write them newest first.
-    let mut windows: Vec<String> = Vec::new();
-    let text = |w: agg::Window| {
-        let mut s = String::with_capacity(128);
-        w.write_json(&mut s);
-        s
-    };
-    let mut fold = |ts: i64, d: &[u8]| {
-        let closed = if schema {
-            match store.decode_value(d, false) {
-                Ok(full) => agg.push_json(ts, &full),
-                Err(_) => agg.push(ts, &Value::Null),
+    /// Readings read at most ([`MAX_AGG_SCAN`]; smaller in tests).
+    max_scan: u64,
+}
+
+/// Walks the readings of `[start, end]` in `order`, in batches of
+/// [`AGG_BATCH`] with the store's lock released between them (timestamps
+/// strictly increase, so each batch resumes past the last one seen).
+/// `f` sees each reading that passes `filter`; `Break` stops the walk.
+fn walk_batches(
+    store: &Store,
+    start: i64,
+    end: i64,
+    order: Order,
+    filter: Option<&Filter>,
+    with_data: bool,
+    mut f: impl FnMut(&ObjectHandle, &[u8]) -> std::ops::ControlFlow<()>,
+) -> ApiResult<()> {
+    use std::ops::ControlFlow;
+    let (mut lo, mut hi) = (start, end);
+    while lo <= hi {
+        let q = Query::range(lo, hi, 0).order(order);
+        let (mut n, mut last, mut stop, mut full) = (0usize, None, false, false);
+        let began = std::time::Instant::now();
+        let mut step = |h: &ObjectHandle, d: &[u8]| {
+            n += 1;
+            last = Some(h.timestamp);
+            if filter.is_none_or(|fl| fl.matches(d)) && f(h, d).is_break() {
+                stop = true;
+                return ControlFlow::Break(());
             }
-        } else {
-            agg.push_json(ts, d)
+            if n >= AGG_BATCH || (n % 16 == 0 && began.elapsed() >= AGG_BATCH_TIME) {
+                full = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         };
-        windows.extend(closed.map(text));
-        if windows.len() >= limit {
-            std::ops::ControlFlow::Break(())
+        if with_data || filter.is_some() {
+            store.visit(&q, &mut step)?;
         } else {
-            std::ops::ControlFlow::Continue(())
+            store.visit_handles(&q, |h| step(h, &[]))?;
         }
+        if stop || !full {
+            break;
+        }
+        match (order, last) {
+            (Order::OldestFirst, Some(t)) if t < hi => lo = t + 1,
+            (Order::NewestFirst, Some(t)) if t > lo => hi = t - 1,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// The body of an aggregated list, `{"objects":[window...],"count":N}`:
+/// the windows of the readings in `[a.start, a.end]`, at most `a.limit`,
+/// oldest first or, with `newest_first`, reversed. Windows without
+/// readings are left out. Blocking: run it off the async workers.
+fn agg_body(store: &Store, a: AggScan) -> ApiResult<String> {
+    use std::fmt::Write as _;
+    use std::ops::ControlFlow;
+    let schema = store.config().data_type == DataType::Schema;
+    let mut agg = Aggregator::new(a.spec.clone(), a.lo, a.hi);
+    let mut out = AggOut {
+        body: String::with_capacity(256),
+        held: Vec::new(),
+        count: 0,
+        newest_first: a.newest_first,
     };
-    let mut scan = Query::range(q.start, q.end, 0);
-    scan.filter = q.filter.clone();
-    store.visit(&scan, |h, d| fold(h.timestamp, d))?;
-    if windows.len() < limit {
-        windows.extend(agg.finish(hi).map(text));
+    out.body.push_str(r#"{"objects":["#);
+    let mut scanned = 0u64;
+    let mut failed: Option<ApiError> = None;
+    walk_batches(
+        store,
+        a.start,
+        a.end,
+        Order::OldestFirst,
+        a.filter.as_ref(),
+        true,
+        |h, d| {
+            scanned += 1;
+            if scanned > a.max_scan {
+                failed = Some(ApiError::bad_request(format!(
+                    "aggregation reads at most {} readings per request: narrow the time range",
+                    a.max_scan
+                )));
+                return ControlFlow::Break(());
+            }
+            let closed = if schema {
+                match store.decode_value(d, false) {
+                    Ok(full) => agg.push_json(h.timestamp, &full),
+                    Err(_) => agg.push(h.timestamp, &Value::Null),
+                }
+            } else {
+                agg.push_json(h.timestamp, d)
+            };
+            match closed {
+                Err(e) => {
+                    failed = Some(ApiError::bad_request(e.to_string()));
+                    ControlFlow::Break(())
+                }
+                Ok(Some(w)) => {
+                    out.emit(w);
+                    if out.count >= a.limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                Ok(None) => ControlFlow::Continue(()),
+            }
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    if newest_first {
-        windows.reverse();
+    if out.count < a.limit {
+        if let Some(w) = agg
+            .finish()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+        {
+            out.emit(w);
+        }
     }
-    let mut body = String::with_capacity(64 + windows.iter().map(|w| w.len() + 1).sum::<usize>());
-    body.push_str(r#"{"objects":["#);
-    body.push_str(&windows.join(","));
-    let _ = write!(body, r#"],"count":{}}}"#, windows.len());
+    let AggOut {
+        mut body,
+        held,
+        count,
+        ..
+    } = out;
+    for (i, w) in held.iter().rev().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(w);
+    }
+    let _ = write!(body, r#"],"count":{count}}}"#);
+    Ok(body)
+}
+
+/// Windows on their way out: range writes each into the body as it
+/// closes; newest holds them (as text) to write them newest first.
+struct AggOut {
+    body: String,
+    held: Vec<String>,
+    count: usize,
+    newest_first: bool,
+}
+
+impl AggOut {
+    fn emit(&mut self, w: agg::Window) {
+        if self.newest_first {
+            let mut s = String::with_capacity(128);
+            w.write_json(&mut s);
+            self.held.push(s);
+        } else {
+            if self.count > 0 {
+                self.body.push(',');
+            }
+            w.write_json(&mut self.body);
+        }
+        self.count += 1;
+    }
+}
+
+/// Answers an aggregated request: the scan runs on a blocking thread, not
+/// on an async worker.
+async fn agg_list(state: &AppState, store: &Arc<Store>, a: AggScan) -> ApiResult<Response> {
+    let s = store.clone();
+    let body = tokio::task::spawn_blocking(move || agg_body(&s, a))
+        .await
+        .map_err(ApiError::internal)??;
     state.metrics.query();
     Ok(json_text(body))
 }
 
-/// The time bounds of the `limit` newest windows of the objects in
-/// `[start, end]`: from the start of the oldest of them. One walk over
-/// the index, newest first, reading no data (unless filtered).
-fn newest_windows_start(
+/// The time bounds of the `limit` newest windows of the readings in
+/// `[start, end]`: from the start of the oldest of them to the newest
+/// reading seen (the scan that follows ends there, so readings written
+/// in between do not change the answer). One walk over the index, newest
+/// first, in batches, reading no data (unless filtered).
+fn newest_windows_bounds(
     store: &Store,
     spec: &Spec,
     start: i64,
     end: i64,
-    filter: Option<Filter>,
+    filter: Option<&Filter>,
     limit: usize,
-) -> ApiResult<i64> {
-    let mut q = Query::range(start, end, 0).order(Order::NewestFirst);
-    q.filter = filter;
+) -> ApiResult<(i64, i64)> {
     let mut seen = 0usize;
     let mut current: Option<i64> = None;
-    store.visit_handles(&q, |h| {
-        let ws = spec.window_start(h.timestamp);
-        if current != Some(ws) {
-            if seen == limit {
-                return std::ops::ControlFlow::Break(());
+    let mut newest: Option<i64> = None;
+    walk_batches(
+        store,
+        start,
+        end,
+        Order::NewestFirst,
+        filter,
+        false,
+        |h, _| {
+            newest.get_or_insert(h.timestamp);
+            let ws = spec.window_start(h.timestamp);
+            if current != Some(ws) {
+                if seen == limit {
+                    return std::ops::ControlFlow::Break(());
+                }
+                seen += 1;
+                current = Some(ws);
             }
-            seen += 1;
-            current = Some(ws);
-        }
-        std::ops::ControlFlow::Continue(())
-    })?;
-    Ok(current.map_or(start, |ws| ws.max(start)))
-}
-
-/// Refuses a range that spans more than [`agg::MAX_WINDOWS`] windows,
-/// counted over the part of `[start, end]` that holds data.
-fn check_window_count(store: &Store, spec: &Spec, start: i64, end: i64) -> ApiResult<()> {
-    let (Some(oldest), Some(newest)) = (store.oldest_timestamp()?, store.newest_timestamp()?)
-    else {
-        return Ok(());
-    };
-    let n = spec.windows_in(start.max(oldest), end.min(newest));
-    if n > agg::MAX_WINDOWS {
-        return Err(ApiError::bad_request(format!(
-            "agg_window {} is too small for the range: {n} windows, at most {}",
-            duration::format(Duration::from_nanos(spec.window_ns as u64)),
-            agg::MAX_WINDOWS
-        )));
-    }
-    Ok(())
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
+    Ok((
+        current.map_or(start, |ws| ws.max(start)),
+        newest.unwrap_or(end),
+    ))
 }
 
 /// `[now - d, now]`: the window of `since`, as the original reads it.
@@ -376,6 +525,7 @@ async fn data_oldest(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
+    p.no_agg()?;
     let mut query = Query::oldest(p.limit()?);
     query.filter = p.filter();
     list(&state, &access.store, &query, &p)
@@ -393,12 +543,27 @@ async fn data_newest(
     }
     query.filter = p.filter();
     if let Some(spec) = p.agg(&access.store)? {
-        let store = &access.store;
-        let (lo, limit) = (query.start, query.limit);
-        query.start =
-            newest_windows_start(store, &spec, lo, query.end, query.filter.clone(), limit)?;
-        query.order = Order::OldestFirst;
-        return agg_list(&state, store, spec, &query, lo, true);
+        let (store, spec) = (access.store.clone(), Arc::new(spec));
+        let (lo, end, limit, filter) = (query.start, query.end, query.limit, query.filter);
+        let (sp, f) = (spec.clone(), filter.clone());
+        let s = store.clone();
+        let (start, newest) = tokio::task::spawn_blocking(move || {
+            newest_windows_bounds(&s, &sp, lo, end, f.as_ref(), limit)
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let scan = AggScan {
+            spec,
+            start,
+            end: newest,
+            lo,
+            hi: end.min(now_ns()),
+            filter,
+            limit,
+            newest_first: true,
+            max_scan: MAX_AGG_SCAN,
+        };
+        return agg_list(&state, &store, scan).await;
     }
     list(&state, &access.store, &query, &p)
 }
@@ -448,8 +613,18 @@ async fn data_range(
     let mut query = Query::range(start, end, limit).order(Order::OldestFirst);
     query.filter = p.filter();
     if let Some(spec) = p.agg(&access.store)? {
-        check_window_count(&access.store, &spec, start, end)?;
-        return agg_list(&state, &access.store, spec, &query, start, false);
+        let scan = AggScan {
+            spec: Arc::new(spec),
+            start,
+            end,
+            lo: start,
+            hi: end.min(now_ns()),
+            filter: query.filter,
+            limit,
+            newest_first: false,
+            max_scan: MAX_AGG_SCAN,
+        };
+        return agg_list(&state, &access.store, scan).await;
     }
     list(&state, &access.store, &query, &p)
 }
@@ -461,6 +636,7 @@ async fn data_get(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
+    p.no_agg()?;
     let ts = parse_ts("timestamp", &ts)?;
     let o = access.store.get_by_time(ts)?;
     state.metrics.query();
@@ -717,5 +893,80 @@ mod tests {
             ],
         };
         assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+    }
+
+    fn agg_store(n: i64) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = store::Config {
+            num_blocks: 256,
+            data_block_size: 4096,
+            index_block_size: 4096,
+            data_type: DataType::Json,
+            ..store::Config::default()
+        };
+        let s = Store::create(dir.path(), "a", cfg).unwrap();
+        for t in 1..=n {
+            s.insert(t * 1_000_000, format!("{{\"v\":{t}}}").as_bytes())
+                .unwrap();
+        }
+        (dir, Arc::new(s))
+    }
+
+    fn scan(spec: &str, limit: usize, max_scan: u64, newest_first: bool) -> AggScan {
+        AggScan {
+            spec: Arc::new(
+                Spec::parse(Some(spec), None, Some("sum,count"))
+                    .unwrap()
+                    .unwrap(),
+            ),
+            start: i64::MIN,
+            end: i64::MAX,
+            lo: i64::MIN,
+            hi: i64::MAX,
+            filter: None,
+            limit,
+            newest_first,
+            max_scan,
+        }
+    }
+
+    /// Review finding 2: the scan is cut into batches (of AGG_BATCH
+    /// readings at most) that resume past the last one read, and counts
+    /// every reading towards the cap of one request.
+    #[test]
+    fn aggregated_scans_resume_across_batches_and_stop_at_the_cap() {
+        let n = 3 * AGG_BATCH as i64 + 7;
+        let (_d, s) = agg_store(n);
+        // One window over everything: every reading, once, across batches.
+        let body = agg_body(&s, scan("1h", 10, MAX_AGG_SCAN, false)).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["objects"][0]["count"], json!(n));
+        assert_eq!(v["objects"][0]["data"]["v_sum"], json!(n * (n + 1) / 2));
+        // 1 s windows (1000 readings each), oldest first and newest first.
+        let v: Value =
+            serde_json::from_str(&agg_body(&s, scan("1s", 100, MAX_AGG_SCAN, false)).unwrap())
+                .unwrap();
+        assert_eq!(v["count"], json!(n / 1000 + 1));
+        let (st, end) = newest_windows_bounds(
+            &s,
+            &Spec::parse(Some("1s"), None, None).unwrap().unwrap(),
+            i64::MIN,
+            i64::MAX,
+            None,
+            2,
+        )
+        .unwrap();
+        assert_eq!((st, end), (11_000_000_000, n * 1_000_000));
+        // The cap: a 400 naming it, not a truncated answer.
+        let e = agg_body(&s, scan("1h", 10, n as u64 - 1, false)).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            format!(
+                "aggregation reads at most {} readings per request: narrow the time range",
+                n - 1
+            )
+        );
+        assert!(agg_body(&s, scan("1h", 10, n as u64, true)).is_ok());
     }
 }

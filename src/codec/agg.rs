@@ -19,6 +19,7 @@
 //!   window reads as a smaller value rather than as missing data.
 //! - Nothing here panics on any input: unknown shapes degrade to `last`.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -27,8 +28,20 @@ use serde_json::{Map, Number, Value};
 
 use crate::duration;
 
-/// Most windows one request may span.
+/// Most windows one request may answer (its `limit`).
 pub const MAX_WINDOWS: u64 = 100_000;
+/// Most outputs (leaf values) one window may hold.
+pub const MAX_OUTPUTS: usize = 1024;
+/// Shortest window: smaller ones make no sense for aggregation.
+pub const MIN_WINDOW_NS: i64 = 1_000_000;
+
+/// Why an aggregation stopped; the message is the client's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AggError {
+    #[error("aggregated windows are limited to {MAX_OUTPUTS} fields")]
+    TooManyFields,
+}
 /// Most entries `agg_fields` may list.
 pub const MAX_FIELDS: usize = 256;
 
@@ -100,7 +113,7 @@ pub enum SpecError {
 /// The parsed aggregation parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
-    /// Window length in nanoseconds, at least 1.
+    /// Window length in nanoseconds, at least [`MIN_WINDOW_NS`].
     pub window_ns: i64,
     /// Fields named in `agg_fields`: a dotted path split at the dots, and
     /// its functions in the order given.
@@ -127,8 +140,8 @@ impl Spec {
         let d = duration::parse(window).map_err(SpecError::BadWindow)?;
         let window_ns = i64::try_from(d.as_nanos())
             .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| SpecError::BadWindow(format!("{window} (must be at least 1ns)")))?;
+            .filter(|&n| n >= MIN_WINDOW_NS)
+            .ok_or_else(|| SpecError::BadWindow(format!("{window} (must be at least 1ms)")))?;
         let default = match default {
             None => vec![Func::Avg],
             Some(s) => parse_funcs(s)?,
@@ -173,16 +186,6 @@ impl Spec {
     /// Saturates at `i64::MIN` instead of overflowing there.
     pub fn window_start(&self, ts: i64) -> i64 {
         ts.saturating_sub(ts.rem_euclid(self.window_ns))
-    }
-
-    /// How many windows `[lo, hi]` touches (0 when empty).
-    pub fn windows_in(&self, lo: i64, hi: i64) -> u64 {
-        if lo > hi {
-            return 0;
-        }
-        let w = self.window_ns as i128;
-        u64::try_from((hi as i128).div_euclid(w) - (lo as i128).div_euclid(w) + 1)
-            .unwrap_or(u64::MAX)
     }
 
     /// The functions named for `path`, if `agg_fields` names it.
@@ -251,50 +254,114 @@ impl Window {
 /// The running state of one field path in the open window.
 #[derive(Debug, Default)]
 struct Acc {
-    /// Readings that held the field, whatever its value.
+    /// Readings that held the field with a non-null value (nulls are
+    /// ignored: one null does not make a numeric field non-numeric).
     seen: u64,
     /// Of those, the numeric ones, and their sum, min and max.
     nums: u64,
     sum: f64,
-    /// Exact sum while every number is an integer that fits.
-    int_sum: Option<i64>,
-    min: Option<(f64, Number)>,
-    max: Option<(f64, Number)>,
+    /// Running mean: the average when the sum overflows to infinity
+    /// (`x/n - mean/n` never overflows).
+    mean: f64,
+    /// Exact sum while every number is an integer (i64 or u64).
+    int_sum: Option<i128>,
+    /// Exact: integers compare as integers, not as f64.
+    min: Option<Number>,
+    max: Option<Number>,
     first: Option<Value>,
     last: Option<Value>,
 }
 
+/// A number as an exact integer, when it is one.
+fn int_of(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+/// Orders numbers exactly when both are integers, as f64 otherwise.
+fn num_cmp(a: &Number, b: &Number) -> std::cmp::Ordering {
+    match (int_of(a), int_of(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        _ => {
+            let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+            x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    }
+}
+
 impl Acc {
-    fn fold(&mut self, v: Value) {
+    fn fold_num(&mut self, n: Number) {
+        let Some(x) = n.as_f64() else {
+            return;
+        };
         self.seen += 1;
-        if let Value::Number(n) = &v {
-            if let Some(x) = n.as_f64() {
-                if self.nums == 0 {
-                    self.int_sum = Some(0);
-                }
-                self.nums += 1;
-                self.sum += x;
-                self.int_sum = match (self.int_sum, n.as_i64()) {
-                    (Some(s), Some(i)) => s.checked_add(i),
-                    _ => None,
-                };
-                if self.min.as_ref().is_none_or(|(m, _)| x < *m) {
-                    self.min = Some((x, n.clone()));
-                }
-                if self.max.as_ref().is_none_or(|(m, _)| x > *m) {
-                    self.max = Some((x, n.clone()));
-                }
-            }
+        if self.nums == 0 {
+            self.int_sum = Some(0);
+        }
+        self.nums += 1;
+        self.sum += x;
+        let k = self.nums as f64;
+        self.mean += x / k - self.mean / k;
+        self.int_sum = match (self.int_sum, int_of(&n)) {
+            (Some(s), Some(i)) => s.checked_add(i),
+            _ => None,
+        };
+        if self
+            .min
+            .as_ref()
+            .is_none_or(|m| num_cmp(&n, m) == std::cmp::Ordering::Less)
+        {
+            self.min = Some(n.clone());
+        }
+        if self
+            .max
+            .as_ref()
+            .is_none_or(|m| num_cmp(&n, m) == std::cmp::Ordering::Greater)
+        {
+            self.max = Some(n.clone());
         }
         if self.first.is_none() {
-            self.first = Some(v.clone());
+            self.first = Some(Value::Number(n.clone()));
         }
-        self.last = Some(v);
+        self.last = Some(Value::Number(n));
     }
 
-    /// Every value seen was a number.
+    /// A string: copied for `first` once, and into `last`'s buffer
+    /// (reused, so a run of strings allocates once).
+    fn fold_str(&mut self, s: &str) {
+        self.seen += 1;
+        if self.first.is_none() {
+            self.first = Some(Value::String(s.to_string()));
+        }
+        match &mut self.last {
+            Some(Value::String(b)) => {
+                b.clear();
+                b.push_str(s);
+            }
+            last => *last = Some(Value::String(s.to_string())),
+        }
+    }
+
+    /// Any value; nulls are ignored.
+    fn fold(&mut self, v: Value) {
+        match v {
+            Value::Null => {}
+            Value::Number(n) => self.fold_num(n),
+            Value::String(s) => self.fold_str(&s),
+            v => {
+                self.seen += 1;
+                if self.first.is_none() {
+                    self.first = Some(v.clone());
+                }
+                self.last = Some(v);
+            }
+        }
+    }
+
+    /// Some value was a number and every non-null value seen was one.
     fn numeric(&self) -> bool {
-        self.nums == self.seen
+        self.nums > 0 && self.nums == self.seen
     }
 
     fn out(&self, f: Func, partial: bool) -> Value {
@@ -304,20 +371,23 @@ impl Acc {
             Func::First => self.first.clone().unwrap_or(Value::Null),
             Func::Last => self.last.clone().unwrap_or(Value::Null),
             _ if self.nums == 0 => Value::Null,
-            Func::Avg => num(self.sum / self.nums as f64),
+            Func::Avg => match self.int_sum {
+                Some(s) => num(s as f64 / self.nums as f64),
+                None if self.sum.is_finite() => num(self.sum / self.nums as f64),
+                None => num(self.mean),
+            },
             Func::Sum if partial => Value::Null,
             Func::Sum => match self.int_sum {
-                Some(s) => s.into(),
+                Some(s) => match (i64::try_from(s), u64::try_from(s)) {
+                    (Ok(i), _) => i.into(),
+                    (_, Ok(u)) => u.into(),
+                    _ => num(s as f64),
+                },
+                // An overflow to infinity gives null (JSON has no inf).
                 None => num(self.sum),
             },
-            Func::Min => self
-                .min
-                .as_ref()
-                .map_or(Value::Null, |(_, n)| n.clone().into()),
-            Func::Max => self
-                .max
-                .as_ref()
-                .map_or(Value::Null, |(_, n)| n.clone().into()),
+            Func::Min => self.min.clone().map_or(Value::Null, Value::Number),
+            Func::Max => self.max.clone().map_or(Value::Null, Value::Number),
         }
     }
 }
@@ -332,45 +402,105 @@ enum Slot {
     Obj(Node),
 }
 
-/// The fields of an object, in the order they were first seen (the
-/// objects are small: a linear search beats hashing here).
+/// Fields past which a node looks names up in a hash index rather than
+/// by a linear search (small objects stay on the cheaper search).
+const INDEX_AT: usize = 16;
+
+/// The fields of an object, in the order they were first seen.
 #[derive(Debug, Default)]
 struct Node {
     fields: Vec<(String, Slot)>,
+    /// Name -> position in `fields`, once there are [`INDEX_AT`] fields:
+    /// keeps a reading with many distinct names linear, not quadratic.
+    index: Option<HashMap<String, usize>>,
 }
 
 impl Node {
-    /// The slot of field `k`, added (as a fresh leaf) when first seen.
-    fn slot(&mut self, k: &str) -> &mut Slot {
-        let i = match self.fields.iter().position(|(name, _)| name == k) {
+    /// The slot of field `k`, added (as a fresh leaf) when first seen and
+    /// `budget` (leaves left in the window) allows; `None` when it does not.
+    fn slot(&mut self, k: &str, budget: &mut usize) -> Option<&mut Slot> {
+        let found = match &self.index {
+            Some(ix) => ix.get(k).copied(),
+            None => self.fields.iter().position(|(name, _)| name == k),
+        };
+        let i = match found {
             Some(i) => i,
             None => {
+                if *budget == 0 {
+                    return None;
+                }
+                *budget -= 1;
+                let i = self.fields.len();
                 self.fields
                     .push((k.to_string(), Slot::Leaf(Acc::default())));
-                self.fields.len() - 1
+                match &mut self.index {
+                    Some(ix) => {
+                        ix.insert(k.to_string(), i);
+                    }
+                    None if self.fields.len() >= INDEX_AT => {
+                        self.index = Some(
+                            self.fields
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (n, _))| (n.clone(), i))
+                                .collect(),
+                        );
+                    }
+                    None => {}
+                }
+                i
             }
         };
-        &mut self.fields[i].1
+        Some(&mut self.fields[i].1)
     }
 
-    fn output(&self, spec: &Spec, path: &mut Vec<String>, partial: bool) -> Map<String, Value> {
+    /// The window's output of this object. An output `<field>_<fn>` of
+    /// functions asked for wins over a field of the same name, which is
+    /// left out. `n`: outputs so far, at most [`MAX_OUTPUTS`].
+    fn output(
+        &self,
+        spec: &Spec,
+        path: &mut Vec<String>,
+        partial: bool,
+        n: &mut usize,
+    ) -> Result<Map<String, Value>, AggError> {
+        let funcs_of = |a: &Acc, path: &[String]| -> Vec<Func> {
+            match spec.listed(path) {
+                Some(fs) => fs.to_vec(),
+                None if a.numeric() => spec.default.clone(),
+                None => vec![Func::Last],
+            }
+        };
+        let mut suffixed: HashSet<String> = HashSet::new();
+        for (name, slot) in &self.fields {
+            if let Slot::Leaf(a) = slot {
+                path.push(name.clone());
+                let fs = funcs_of(a, path);
+                path.pop();
+                if fs.len() > 1 {
+                    suffixed.extend(fs.iter().map(|f| format!("{name}_{}", f.name())));
+                }
+            }
+        }
         let mut out = Map::new();
         for (name, slot) in &self.fields {
             path.push(name.clone());
             match slot {
-                Slot::Obj(n) => {
-                    out.insert(name.clone(), Value::Object(n.output(spec, path, partial)));
+                _ if suffixed.contains(name) && !is_multi(slot, spec, path) => {}
+                Slot::Obj(node) => {
+                    let v = node.output(spec, path, partial, n)?;
+                    out.insert(name.clone(), Value::Object(v));
                 }
                 Slot::Leaf(a) => {
-                    let funcs: &[Func] = match spec.listed(path) {
-                        Some(fs) => fs,
-                        None if a.numeric() => &spec.default,
-                        None => &[Func::Last],
-                    };
-                    if let [f] = funcs {
+                    let funcs = funcs_of(a, path);
+                    *n += funcs.len();
+                    if *n > MAX_OUTPUTS {
+                        return Err(AggError::TooManyFields);
+                    }
+                    if let [f] = funcs.as_slice() {
                         out.insert(name.clone(), a.out(*f, partial));
                     } else {
-                        for f in funcs {
+                        for f in &funcs {
                             out.insert(format!("{name}_{}", f.name()), a.out(*f, partial));
                         }
                     }
@@ -378,7 +508,19 @@ impl Node {
             }
             path.pop();
         }
-        out
+        Ok(out)
+    }
+}
+
+/// A leaf whose outputs are suffixed `<field>_<fn>` (its own name is not
+/// an output, so it never collides).
+fn is_multi(slot: &Slot, spec: &Spec, path: &[String]) -> bool {
+    match slot {
+        Slot::Obj(_) => false,
+        Slot::Leaf(a) => match spec.listed(path) {
+            Some(fs) => fs.len() > 1,
+            None => a.numeric() && spec.default.len() > 1,
+        },
     }
 }
 
@@ -386,6 +528,10 @@ impl Node {
 struct Open {
     start: i64,
     count: u64,
+    /// New leaves the window may still take (of [`MAX_OUTPUTS`]).
+    budget: usize,
+    /// A reading had more fields than the budget.
+    over: bool,
     root: Node,
 }
 
@@ -395,6 +541,10 @@ pub struct Aggregator {
     /// Lower bound of the readings fed: a window that begins before it is
     /// partial.
     lo: i64,
+    /// Upper bound (the query's end, or now when earlier): a window that
+    /// ends after it is partial, whatever readings come later (a reading
+    /// stamped in the future does not complete the current window).
+    hi: i64,
     open: Option<Open>,
 }
 
@@ -403,18 +553,21 @@ impl fmt::Debug for Aggregator {
         f.debug_struct("Aggregator")
             .field("spec", &self.spec)
             .field("lo", &self.lo)
+            .field("hi", &self.hi)
             .field("open", &self.open.as_ref().map(|o| (o.start, o.count)))
             .finish()
     }
 }
 
 impl Aggregator {
-    /// `lo`: the first timestamp the caller may feed (`i64::MIN` when
-    /// unbounded); the first window is partial when it begins before it.
-    pub fn new(spec: Arc<Spec>, lo: i64) -> Aggregator {
+    /// `lo`, `hi`: the first and last timestamps whose windows count as
+    /// covered (`i64::MIN` / `i64::MAX` when unbounded; `hi` is at most
+    /// now for a window to be over). A window reaching outside is partial.
+    pub fn new(spec: Arc<Spec>, lo: i64, hi: i64) -> Aggregator {
         Aggregator {
             spec,
             lo,
+            hi,
             open: None,
         }
     }
@@ -426,58 +579,69 @@ impl Aggregator {
     /// Folds one reading. Returns the previous window when `ts` falls in a
     /// later one. A reading older than the open window (out of order)
     /// is folded into the open window rather than reopening a closed one.
-    pub fn push(&mut self, ts: i64, data: &Value) -> Option<Window> {
-        let (closed, root) = self.enter(ts);
-        // Folding a `Value` cannot fail: it is well-formed JSON already.
-        let _ = fold::Reading(root).deserialize(data);
-        closed
+    pub fn push(&mut self, ts: i64, data: &Value) -> Result<Option<Window>, AggError> {
+        let (closed, o) = self.enter(ts)?;
+        // Folding a `Value` fails only on the field budget.
+        let _ = fold::Reading(&mut o.root, &mut o.budget, &mut o.over).deserialize(data);
+        Self::checked(closed, o)
     }
 
     /// [`Aggregator::push`] of stored JSON text, parsed and folded in one
     /// walk without building the value. Text that does not parse counts
     /// as a reading, with the fields read before the error.
-    pub fn push_json(&mut self, ts: i64, bytes: &[u8]) -> Option<Window> {
-        let (closed, root) = self.enter(ts);
+    pub fn push_json(&mut self, ts: i64, bytes: &[u8]) -> Result<Option<Window>, AggError> {
+        let (closed, o) = self.enter(ts)?;
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let _ = fold::Reading(root).deserialize(&mut de);
-        closed
+        let _ = fold::Reading(&mut o.root, &mut o.budget, &mut o.over).deserialize(&mut de);
+        Self::checked(closed, o)
+    }
+
+    fn checked(closed: Option<Window>, o: &Open) -> Result<Option<Window>, AggError> {
+        if o.over {
+            return Err(AggError::TooManyFields);
+        }
+        Ok(closed)
     }
 
     /// Counts a reading at `ts`: closes the open window if `ts` lies past
-    /// it, and returns the fields of the window `ts` is folded into.
-    fn enter(&mut self, ts: i64) -> (Option<Window>, &mut Node) {
+    /// it, and returns the window `ts` is folded into.
+    fn enter(&mut self, ts: i64) -> Result<(Option<Window>, &mut Open), AggError> {
         let ws = self.spec.window_start(ts);
         let closed = match &self.open {
-            Some(o) if ws > o.start => self.close(i64::MAX),
+            Some(o) if ws > o.start => self.close()?,
             _ => None,
         };
         let o = self.open.get_or_insert_with(|| Open {
             start: ws,
             count: 0,
+            budget: MAX_OUTPUTS,
+            over: false,
             root: Node::default(),
         });
         o.count += 1;
-        (closed, &mut o.root)
+        Ok((closed, o))
     }
 
-    /// The open window, if any: partial when it began before `lo` or ends
-    /// after `hi` (the last timestamp its readings could have had: the
-    /// query's end, or now when that is earlier).
-    pub fn finish(mut self, hi: i64) -> Option<Window> {
-        self.close(hi)
+    /// The open window, if any.
+    pub fn finish(mut self) -> Result<Option<Window>, AggError> {
+        self.close()
     }
 
-    fn close(&mut self, hi: i64) -> Option<Window> {
-        let o = self.open.take()?;
+    fn close(&mut self) -> Result<Option<Window>, AggError> {
+        let Some(o) = self.open.take() else {
+            return Ok(None);
+        };
         let end = o.start.saturating_add(self.spec.window_ns);
-        let partial = o.start < self.lo || end - 1 > hi;
-        let data = o.root.output(&self.spec, &mut Vec::new(), partial);
-        Some(Window {
+        let partial = o.start < self.lo || end - 1 > self.hi;
+        let data = o
+            .root
+            .output(&self.spec, &mut Vec::new(), partial, &mut 0)?;
+        Ok(Some(Window {
             end,
             count: o.count,
             partial,
             data,
-        })
+        }))
     }
 }
 
@@ -498,7 +662,7 @@ mod fold {
 
     /// A whole reading: an object's fields are folded; anything else (a
     /// json store may hold bare values) has no fields.
-    pub struct Reading<'a>(pub &'a mut Node);
+    pub struct Reading<'a>(pub &'a mut Node, pub &'a mut usize, pub &'a mut bool);
 
     impl<'de> DeserializeSeed<'de> for Reading<'_> {
         type Value = ();
@@ -513,7 +677,7 @@ mod fold {
             f.write_str("a JSON value")
         }
         fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<(), A::Error> {
-            fold_fields(self.0, m)
+            fold_fields(self.0, self.1, self.2, m)
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
             while s.next_element::<IgnoredAny>()?.is_some() {}
@@ -539,36 +703,47 @@ mod fold {
         }
     }
 
-    fn fold_fields<'de, A: MapAccess<'de>>(node: &mut Node, mut m: A) -> Result<(), A::Error> {
-        while let Some(slot) = m.next_key_seed(Key(node))? {
-            m.next_value_seed(Field(slot))?;
+    /// Folds an object's fields; stops (an error, `over` set) at the
+    /// first new field past the window's budget.
+    fn fold_fields<'de, A: MapAccess<'de>>(
+        node: &mut Node,
+        budget: &mut usize,
+        over: &mut bool,
+        mut m: A,
+    ) -> Result<(), A::Error> {
+        while let Some(slot) = m.next_key_seed(Key(node, budget))? {
+            let Some(slot) = slot else {
+                *over = true;
+                return Err(de::Error::custom("too many fields"));
+            };
+            m.next_value_seed(Field(slot, budget, over))?;
         }
         Ok(())
     }
 
     /// A field name: resolves to its slot without allocating the name
     /// (unless the field is new).
-    struct Key<'a>(&'a mut Node);
+    struct Key<'a, 'b>(&'a mut Node, &'b mut usize);
 
-    impl<'de, 'a> DeserializeSeed<'de> for Key<'a> {
-        type Value = &'a mut Slot;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'a mut Slot, D::Error> {
+    impl<'de, 'a> DeserializeSeed<'de> for Key<'a, '_> {
+        type Value = Option<&'a mut Slot>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<&'a mut Slot>, D::Error> {
             d.deserialize_str(self)
         }
     }
 
-    impl<'de, 'a> Visitor<'de> for Key<'a> {
-        type Value = &'a mut Slot;
+    impl<'de, 'a> Visitor<'de> for Key<'a, '_> {
+        type Value = Option<&'a mut Slot>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a field name")
         }
-        fn visit_str<E>(self, k: &str) -> Result<&'a mut Slot, E> {
-            Ok(self.0.slot(k))
+        fn visit_str<E>(self, k: &str) -> Result<Option<&'a mut Slot>, E> {
+            Ok(self.0.slot(k, self.1))
         }
     }
 
     /// A field's value, folded into its slot.
-    struct Field<'a>(&'a mut Slot);
+    struct Field<'a>(&'a mut Slot, &'a mut usize, &'a mut bool);
 
     impl<'de> DeserializeSeed<'de> for Field<'_> {
         type Value = ();
@@ -583,6 +758,12 @@ mod fold {
                 Slot::Leaf(a) => a.fold(v),
                 // A field that was an object takes no leaf value.
                 Slot::Obj(_) => {}
+            }
+        }
+
+        fn leaf_str(self, s: &str) {
+            if let Slot::Leaf(a) = self.0 {
+                a.fold_str(s);
             }
         }
     }
@@ -609,11 +790,7 @@ mod fold {
             Ok(())
         }
         fn visit_str<E>(self, s: &str) -> Result<(), E> {
-            self.leaf(Value::String(s.to_string()));
-            Ok(())
-        }
-        fn visit_string<E>(self, s: String) -> Result<(), E> {
-            self.leaf(Value::String(s));
+            self.leaf_str(s);
             Ok(())
         }
         fn visit_unit<E>(self) -> Result<(), E> {
@@ -639,7 +816,7 @@ mod fold {
                 }
             }
             match self.0 {
-                Slot::Obj(n) => fold_fields(n, m),
+                Slot::Obj(n) => fold_fields(n, self.1, self.2, m),
                 Slot::Leaf(a) => {
                     a.fold(Value::deserialize(de::value::MapAccessDeserializer::new(
                         m,
@@ -666,9 +843,12 @@ mod tests {
 
     /// Feeds every reading, then finishes at `hi`.
     fn run(spec: Arc<Spec>, lo: i64, hi: i64, readings: &[(i64, Value)]) -> Vec<Window> {
-        let mut a = Aggregator::new(spec, lo);
-        let mut out: Vec<Window> = readings.iter().filter_map(|(t, v)| a.push(*t, v)).collect();
-        out.extend(a.finish(hi));
+        let mut a = Aggregator::new(spec, lo, hi);
+        let mut out: Vec<Window> = readings
+            .iter()
+            .filter_map(|(t, v)| a.push(*t, v).unwrap())
+            .collect();
+        out.extend(a.finish().unwrap());
         out
     }
 
@@ -719,15 +899,15 @@ mod tests {
             (180 * S, json!({"v": 10})),
             (400 * S, json!({"v": 7})),
         ];
-        let mut a = Aggregator::new(spec("90s", None, Some("sum")), i64::MIN);
-        assert_eq!(a.push(r[0].0, &r[0].1), None);
-        assert_eq!(a.push(r[1].0, &r[1].1), None);
-        let w1 = a.push(r[2].0, &r[2].1).unwrap();
+        let mut a = Aggregator::new(spec("90s", None, Some("sum")), i64::MIN, i64::MAX);
+        assert_eq!(a.push(r[0].0, &r[0].1).unwrap(), None);
+        assert_eq!(a.push(r[1].0, &r[1].1).unwrap(), None);
+        let w1 = a.push(r[2].0, &r[2].1).unwrap().unwrap();
         assert_eq!((w1.end, w1.count, w1.partial), (180 * S, 2, false));
         assert_eq!(w1.data["v"], json!(3));
-        let w2 = a.push(r[3].0, &r[3].1).unwrap();
+        let w2 = a.push(r[3].0, &r[3].1).unwrap().unwrap();
         assert_eq!((w2.end, w2.count), (270 * S, 1));
-        let w3 = a.finish(i64::MAX).unwrap();
+        let w3 = a.finish().unwrap().unwrap();
         assert_eq!((w3.end, w3.count, w3.partial), (450 * S, 1, false));
     }
 
@@ -822,9 +1002,9 @@ mod tests {
         let w = run(spec("1m", Some("a:count"), None), 0, i64::MAX, &r);
         assert_eq!(w[0].count, 3);
         assert_eq!(Value::Object(w[0].data.clone()), json!({"a": 1, "b": 2.5}));
-        let mut a = Aggregator::new(spec("1m", None, None), 0);
-        assert_eq!(a.push_json(0, b"not json"), None);
-        let w = a.finish(i64::MAX).unwrap();
+        let mut a = Aggregator::new(spec("1m", None, None), 0, i64::MAX);
+        assert_eq!(a.push_json(0, b"not json").unwrap(), None);
+        let w = a.finish().unwrap().unwrap();
         assert_eq!((w.count, w.data.len()), (1, 0));
     }
 
@@ -832,7 +1012,10 @@ mod tests {
     fn integer_sums_stay_exact_and_overflow_to_float() {
         let r = [(0, json!({"v": i64::MAX})), (S, json!({"v": 1}))];
         let w = run(spec("1m", None, Some("sum")), 0, i64::MAX, &r);
-        assert_eq!(w[0].data["v"], json!(i64::MAX as f64 + 1.0));
+        assert_eq!(w[0].data["v"], json!(i64::MAX as u64 + 1));
+        let r = [(0, json!({"v": u64::MAX})), (S, json!({"v": u64::MAX}))];
+        let w = run(spec("1m", None, Some("sum")), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v"], json!(u64::MAX as f64 * 2.0));
         let r = [
             (0, json!({"v": 9007199254740993_i64})),
             (S, json!({"v": 0})),
@@ -862,13 +1045,16 @@ mod tests {
             (4 * S, json!("bare")),
         ];
         let sp = spec("1m", Some("shape:count,shape:last"), Some("sum,first"));
-        let mut by_value = Aggregator::new(sp.clone(), 0);
-        let mut by_text = Aggregator::new(sp, 0);
+        let mut by_value = Aggregator::new(sp.clone(), 0, i64::MAX);
+        let mut by_text = Aggregator::new(sp, 0, i64::MAX);
         for (t, v) in &r {
-            assert_eq!(by_value.push(*t, v), None);
-            assert_eq!(by_text.push_json(*t, v.to_string().as_bytes()), None);
+            assert_eq!(by_value.push(*t, v).unwrap(), None);
+            assert_eq!(
+                by_text.push_json(*t, v.to_string().as_bytes()).unwrap(),
+                None
+            );
         }
-        let (a, b) = (by_value.finish(i64::MAX), by_text.finish(i64::MAX));
+        let (a, b) = (by_value.finish().unwrap(), by_text.finish().unwrap());
         assert_eq!(a, b);
         let w = a.unwrap();
         assert_eq!(w.count, 5);
@@ -879,7 +1065,7 @@ mod tests {
                 "arr": [],
                 "shape_count": 3, "shape_last": 3,
                 "obj": {"v_sum": 6, "v_first": 1, "w": "x"},
-                "u_sum": 18446744073709551615_u64 as f64, "u_first": 18446744073709551615_u64,
+                "u_sum": 18446744073709551615_u64, "u_first": 18446744073709551615_u64,
             })
         );
     }
@@ -924,7 +1110,13 @@ mod tests {
         assert!(err(Some("abc"), None, None).starts_with("invalid agg_window: "));
         assert!(err(Some("0s"), None, None).starts_with("invalid agg_window: "));
         assert!(err(Some("-1m"), None, None).starts_with("invalid agg_window: "));
-        assert!(err(Some("0.1ns"), None, None).contains("at least 1ns"));
+        assert!(err(Some("0.1ns"), None, None).contains("at least 1ms"));
+        // Under 1 ms is refused, with the window as the client wrote it.
+        assert_eq!(
+            err(Some("999us"), None, None),
+            "invalid agg_window: 999us (must be at least 1ms)"
+        );
+        assert!(Spec::parse(Some("1ms"), None, None).is_ok());
         assert_eq!(
             err(Some("1m"), Some("a:median"), None),
             "unknown aggregation function \"median\": expected one of avg, sum, min, max, \
@@ -953,20 +1145,139 @@ mod tests {
         assert_eq!(s.window_start(-1), -60 * S);
         assert_eq!(s.window_start(i64::MIN + 1), i64::MIN);
         assert_eq!(s.window_start(i64::MAX), i64::MAX - i64::MAX % (60 * S));
-        assert_eq!(s.windows_in(0, 0), 1);
-        assert_eq!(s.windows_in(59 * S, 60 * S), 2);
-        assert_eq!(s.windows_in(0, 86_400 * S - 1), 1440);
-        assert_eq!(s.windows_in(1, 0), 0);
         // The extremes neither overflow nor panic.
-        let mut a = Aggregator::new(s.clone(), i64::MIN);
-        assert_eq!(a.push(i64::MIN, &json!({"v": 1})), None);
-        let first = a.push(i64::MAX, &json!({"v": 2})).unwrap();
+        let mut a = Aggregator::new(s.clone(), i64::MIN, i64::MAX);
+        assert_eq!(a.push(i64::MIN, &json!({"v": 1})).unwrap(), None);
+        let first = a.push(i64::MAX, &json!({"v": 2})).unwrap().unwrap();
         assert_eq!((first.end, first.count), (i64::MIN + 60 * S, 1));
-        let last = a.finish(i64::MAX).unwrap();
+        let last = a.finish().unwrap().unwrap();
         assert_eq!((last.end, last.partial), (i64::MAX, false));
-        assert_eq!(
-            spec("1ns", None, None).windows_in(i64::MIN, i64::MAX),
-            u64::MAX
+    }
+
+    /// Review finding 1: a reading with tens of thousands of distinct
+    /// names made the fold quadratic and the window unbounded. Names are
+    /// hashed past a few fields, and a window holds at most MAX_OUTPUTS.
+    #[test]
+    fn many_fields_are_indexed_and_capped() {
+        let obj =
+            |n: usize, v: i64| Value::Object((0..n).map(|i| (format!("k{i}"), json!(v))).collect());
+        // Under the cap: every field found again through the index.
+        let w = run(
+            spec("1m", None, Some("sum")),
+            0,
+            i64::MAX,
+            &[(0, obj(MAX_OUTPUTS, 1)), (S, obj(MAX_OUTPUTS, 2))],
         );
+        assert_eq!(w[0].data.len(), MAX_OUTPUTS);
+        assert!(w[0].data.values().all(|v| *v == json!(3)));
+        // Over it, on one reading (text or value), and in the outputs.
+        let msg = "aggregated windows are limited to 1024 fields";
+        let mut a = Aggregator::new(spec("1m", None, None), 0, i64::MAX);
+        let big = obj(30_000, 1).to_string();
+        let t = std::time::Instant::now();
+        assert_eq!(a.push_json(0, big.as_bytes()).unwrap_err().to_string(), msg);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        let mut a = Aggregator::new(spec("1m", None, None), 0, i64::MAX);
+        assert_eq!(
+            a.push(0, &obj(MAX_OUTPUTS + 1, 1)),
+            Err(AggError::TooManyFields)
+        );
+        let mut a = Aggregator::new(spec("1m", None, Some("min,max")), 0, i64::MAX);
+        assert_eq!(a.push(0, &obj(600, 1)), Ok(None));
+        assert_eq!(a.finish(), Err(AggError::TooManyFields));
+    }
+
+    /// Review finding 3: `<field>_<fn>` outputs overwrote a data field of
+    /// the same name, depending on order. The outputs asked for win, and
+    /// the data field is left out, in either order.
+    #[test]
+    fn asked_outputs_win_over_a_field_of_the_same_name() {
+        let sp = spec("1m", Some("t:avg,t:max"), None);
+        for r in [
+            [
+                (0, json!({"t": 1, "t_avg": 100})),
+                (S, json!({"t": 3, "t_avg": 100})),
+            ],
+            [
+                (0, json!({"t_avg": 100, "t": 1})),
+                (S, json!({"t_avg": 100, "t": 3})),
+            ],
+        ] {
+            let w = run(sp.clone(), 0, i64::MAX, &r);
+            assert_eq!(w[0].data.len(), 2, "{:?}", w[0].data);
+            assert_eq!(w[0].data["t_avg"], json!(2.0));
+            assert_eq!(w[0].data["t_max"], json!(3));
+        }
+        // From agg_default too; a field with one output keeps its name.
+        let w = run(
+            spec("1m", None, Some("avg,min")),
+            0,
+            i64::MAX,
+            &[(0, json!({"v_min": "x", "v": 5}))],
+        );
+        assert_eq!(
+            Value::Object(w[0].data.clone()),
+            json!({"v_avg": 5.0, "v_min": 5})
+        );
+    }
+
+    /// Review finding 5: a reading stamped in the future (allowed up to
+    /// max_future) closed the current window as complete.
+    #[test]
+    fn a_window_ending_after_the_bound_stays_partial() {
+        let now = 100 * S;
+        let r = [(90 * S, json!({"v": 1})), (130 * S, json!({"v": 2}))];
+        let w = run(spec("1m", None, Some("sum")), 0, now, &r);
+        assert_eq!(
+            w.iter().map(|w| (w.end, w.partial)).collect::<Vec<_>>(),
+            vec![(120 * S, true), (180 * S, true)]
+        );
+        assert_eq!(w[0].data["v"], Value::Null);
+    }
+
+    /// Review finding 6: min and max compared as f64, so integers past
+    /// 2^53 came out wrong.
+    #[test]
+    fn big_integers_compare_exactly() {
+        let (a, b) = (9007199254740993_i64, 9007199254740992_i64);
+        let r = [
+            (0, json!({"v": b})),
+            (S, json!({"v": a})),
+            (2 * S, json!({"v": b})),
+        ];
+        let w = run(spec("1m", None, Some("min,max")), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v_max"], json!(a));
+        assert_eq!(w[0].data["v_min"], json!(b));
+        let r = [(0, json!({"v": u64::MAX})), (S, json!({"v": u64::MAX - 1}))];
+        let w = run(spec("1m", None, Some("min,max")), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v_min"], json!(u64::MAX - 1));
+        assert_eq!(w[0].data["v_max"], json!(u64::MAX));
+    }
+
+    /// Review finding 7: two 1e308 gave a null average; the average is
+    /// kept finite, and only an overflowing sum is null.
+    #[test]
+    fn float_overflow_keeps_the_average() {
+        let r = [(0, json!({"v": 1e308})), (S, json!({"v": 1e308}))];
+        let w = run(spec("1m", None, Some("avg,sum,max")), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v_avg"], json!(1e308));
+        assert_eq!(w[0].data["v_sum"], Value::Null);
+        assert_eq!(w[0].data["v_max"], json!(1e308));
+    }
+
+    /// Review finding 8: one null turned a numeric field's avg into last.
+    #[test]
+    fn nulls_are_ignored() {
+        let r = [
+            (0, json!({"v": 1})),
+            (S, json!({"v": null})),
+            (2 * S, json!({"v": 3})),
+        ];
+        let w = run(spec("1m", None, None), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v"], json!(2.0));
+        let w = run(spec("1m", Some("v:count,v:last"), None), 0, i64::MAX, &r);
+        assert_eq!(w[0].data["v_count"], json!(2));
+        assert_eq!(w[0].data["v_last"], json!(3));
+        assert_eq!(w[0].count, 3);
     }
 }
