@@ -8,7 +8,9 @@
 //!
 //! With `agg_window`, range and newest answer time windows instead of
 //! objects ([`crate::codec::agg`]): one pass over the range, each stored
-//! object parsed, folded into its window's accumulators and dropped.
+//! object parsed, folded into its window's accumulators and dropped. The
+//! pass runs on a blocking thread, in short batches that release the
+//! store's lock between them, and reads at most [`MAX_AGG_SCAN`] readings.
 
 use std::sync::Arc;
 use std::time::Duration;

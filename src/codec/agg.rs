@@ -12,7 +12,11 @@
 //!   `timestamp` is its end, `(k+1)*w`.
 //! - One window is open at a time; its state is one accumulator per field
 //!   path seen in it, never the readings themselves, so memory is bounded
-//!   by the shape of the data, not by the number of readings.
+//!   by the shape of the data, not by the number of readings; a window
+//!   takes at most [`MAX_OUTPUTS`] fields ([`AggError::TooManyFields`]
+//!   beyond), and a node past a few fields finds names by hash, so a
+//!   reading with many names folds in linear time.
+//! - Nulls are ignored; integers stay exact (min, max, sum in i128).
 //! - A window is partial when it is not wholly inside the bounds it was
 //!   computed under (cut by the start, by the end, or not over yet); a
 //!   partial window's `sum` outputs are `null`, since a sum of part of a
