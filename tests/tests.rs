@@ -39,6 +39,7 @@ mod engine {
 
 #[cfg(feature = "server")]
 mod server {
+    mod agg;
     mod busy;
     mod cli;
     mod common;

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::reject::Reason;
 use crate::store::{now_ns, DataType, Store};
 
+pub mod agg;
 pub mod frames;
 
 /// The media type a store's data must be sent as.
