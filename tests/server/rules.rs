@@ -1,8 +1,9 @@
 //! Store-level alert rules through the real binary: the REST resource
 //! (create, list, get, delete, persistence across a restart, every refusal
 //! with its message), firing on each ingest path (HTTP, NDJSON, the Unix
-//! socket, `/ws/write`), cooldown, the alerts ring's `limit`, `/metrics`,
-//! and a deleted store taking its rules with it.
+//! socket, `/ws/write`, an MQTT subscription), schema stores, cooldown, the
+//! alerts ring's `limit`, `/metrics`, and a deleted store taking its rules
+//! with it.
 
 use std::time::Duration;
 
@@ -414,4 +415,46 @@ fn deleting_a_store_removes_its_rules_and_alerts() {
         .send()
         .text()
         .contains("store=\"gone\",rule"));
+}
+
+#[test]
+fn rules_fire_on_mqtt_subscription_ingest() {
+    let m = super::mosquitto::Mosquitto::start();
+    let srv = Server::builder()
+        .config(&super::outbound::loopback_allowed(""))
+        .start();
+    let s = srv.json_store("mq");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    let r = srv
+        .post(&s.path("/mqtt/subscriptions"))
+        .key(&s.key)
+        .json(&json!({ "broker_url": m.url(), "topics": ["sensors/#"] }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let status = || {
+        srv.get(&s.path(&format!("/mqtt/subscriptions/{id}")))
+            .key(&s.key)
+            .send()
+            .json()
+    };
+    assert!(super::common::eventually(
+        Duration::from_secs(20),
+        || status()["status"] == "connected"
+    ));
+    for v in [10, 40, 20, 50] {
+        m.publish("sensors/a", json!({ "temp": v }).to_string().as_bytes(), 1);
+    }
+    assert!(super::common::eventually(
+        Duration::from_secs(20),
+        || status()["messages_stored"] == 4
+    ));
+    let a = alerts(&srv, &s, "");
+    let temps: Vec<Value> = a["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["data"]["temp"].clone())
+        .collect();
+    assert_eq!(temps, [json!(50), json!(40)], "{a}");
 }
