@@ -18,7 +18,8 @@
 //!   restart. Edits of one store are serialized; other stores never wait.
 //! - Everything a client controls is bounded: [`MAX_RULES`] per store,
 //!   names of at most [`MAX_NAME`] characters, conditions by
-//!   [`condition`]'s bounds, [`MAX_ALERTS`] alerts kept per store.
+//!   [`condition`]'s bounds, [`MAX_ALERTS`] alerts kept per store, holding
+//!   at most [`MAX_ALERT_BYTES`] of objects, none over [`MAX_ALERT_DATA`].
 //! - Counters (`alerts_fired`, `last_fired`) and alerts live in memory only.
 
 pub mod condition;
@@ -43,6 +44,12 @@ pub const MAX_RULES: usize = 32;
 pub const MAX_NAME: usize = 64;
 /// The alerts kept per store (the newest).
 pub const MAX_ALERTS: usize = 1000;
+/// The largest object an alert carries: a larger one's alert has `data`
+/// null and `data_omitted` true (objects may be megabytes).
+pub const MAX_ALERT_DATA: usize = 64 * 1024;
+/// The most object bytes the alerts of one store hold together: the oldest
+/// alerts go first.
+pub const MAX_ALERT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A rule as a client sends it and as it is persisted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -154,19 +161,28 @@ pub struct Alert {
     pub data: Value,
     /// When the rule fired (Unix nanoseconds).
     pub fired_at: i64,
+    /// The object was over [`MAX_ALERT_DATA`]: `data` is null.
+    pub data_omitted: bool,
+    /// The stored size of `data` (what the ring's byte bound counts).
+    #[serde(skip)]
+    size: usize,
 }
 
 impl Alert {
     /// The alert as a message: `{"type":"alert","rule":..,"timestamp":..,"data":..}`,
     /// plus `fired_at`.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "type": "alert",
             "rule": self.rule,
             "timestamp": self.timestamp,
             "data": self.data,
             "fired_at": self.fired_at,
-        })
+        });
+        if self.data_omitted {
+            v["data_omitted"] = Value::Bool(true);
+        }
+        v
     }
 }
 
@@ -174,9 +190,29 @@ impl Alert {
 pub struct StoreRules {
     dir: PathBuf,
     list: RwLock<Arc<[Arc<Rule>]>>,
-    alerts: Mutex<VecDeque<Alert>>,
+    alerts: Mutex<Ring>,
     /// Serializes edits (and their file writes) of this store only.
     edit: Mutex<()>,
+}
+
+/// The newest alerts, and the object bytes they hold.
+#[derive(Default)]
+struct Ring {
+    alerts: VecDeque<Alert>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, a: Alert) {
+        self.bytes += a.size;
+        self.alerts.push_back(a);
+        while self.alerts.len() > MAX_ALERTS || self.bytes > MAX_ALERT_BYTES {
+            match self.alerts.pop_front() {
+                Some(old) => self.bytes -= old.size,
+                None => break,
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -216,7 +252,7 @@ impl StoreRules {
         StoreRules {
             dir: dir.to_path_buf(),
             list: RwLock::new(list.into()),
-            alerts: Mutex::new(VecDeque::new()),
+            alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
         }
     }
@@ -226,7 +262,7 @@ impl StoreRules {
         StoreRules {
             dir: dir.to_path_buf(),
             list: RwLock::new(Vec::new().into()),
-            alerts: Mutex::new(VecDeque::new()),
+            alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
         }
     }
@@ -284,7 +320,7 @@ impl StoreRules {
     /// The newest `limit` alerts, newest first.
     pub fn alerts(&self, limit: usize) -> Vec<Alert> {
         let a = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
-        a.iter().rev().take(limit).cloned().collect()
+        a.alerts.iter().rev().take(limit).cloned().collect()
     }
 
     /// Evaluates the rules on one stored object of `store` (its stored
@@ -316,16 +352,19 @@ impl StoreRules {
             }
             let at = *now.get_or_insert_with(store::now_ns);
             if r.fire(at) {
-                let mut a = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
-                if a.len() == MAX_ALERTS {
-                    a.pop_front();
-                }
-                a.push_back(Alert {
+                let omitted = stored.len() > MAX_ALERT_DATA;
+                let alert = Alert {
                     rule: r.spec.name.clone(),
                     timestamp,
-                    data: value.clone(),
+                    data: if omitted { Value::Null } else { value.clone() },
                     fired_at: at,
-                });
+                    data_omitted: omitted,
+                    size: if omitted { 0 } else { stored.len() },
+                };
+                self.alerts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(alert);
             }
         }
     }
@@ -411,6 +450,32 @@ mod tests {
         ));
     }
 
+    fn alert(size: usize) -> Alert {
+        Alert {
+            rule: "r".into(),
+            timestamp: 0,
+            data: Value::Null,
+            fired_at: 0,
+            data_omitted: false,
+            size,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_within_its_count_and_bytes() {
+        let mut r = Ring::default();
+        for _ in 0..MAX_ALERTS + 5 {
+            r.push(alert(10));
+        }
+        assert_eq!((r.alerts.len(), r.bytes), (MAX_ALERTS, MAX_ALERTS * 10));
+        let mut r = Ring::default();
+        for _ in 0..70 {
+            r.push(alert(MAX_ALERT_DATA));
+        }
+        assert_eq!(r.alerts.len(), MAX_ALERT_BYTES / MAX_ALERT_DATA);
+        assert!(r.bytes <= MAX_ALERT_BYTES);
+    }
+
     #[test]
     fn cooldown_spaces_firings() {
         let r = Rule::new(spec("r", "a > 1", Some("10s"))).unwrap();
@@ -430,7 +495,7 @@ mod tests {
                 dir.path(),
                 "s",
                 store::Config {
-                    num_blocks: 8,
+                    num_blocks: 64,
                     data_type: DataType::Json,
                     ..store::Config::default()
                 },
