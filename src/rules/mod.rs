@@ -23,6 +23,7 @@
 //! - Counters (`alerts_fired`, `last_fired`) and alerts live in memory only.
 
 pub mod condition;
+mod pick;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -189,10 +190,31 @@ impl Alert {
 /// The rules and alerts of one store.
 pub struct StoreRules {
     dir: PathBuf,
-    list: RwLock<Arc<[Arc<Rule>]>>,
+    list: RwLock<Arc<Set>>,
     alerts: Mutex<Ring>,
     /// Serializes edits (and their file writes) of this store only.
     edit: Mutex<()>,
+}
+
+/// A store's rules, and the top-level fields they name (sorted).
+struct Set {
+    rules: Arc<[Arc<Rule>]>,
+    fields: Vec<String>,
+}
+
+impl Set {
+    fn new(rules: Vec<Arc<Rule>>) -> Set {
+        let mut fields = Vec::new();
+        for r in &rules {
+            r.condition.top_fields(&mut fields);
+        }
+        fields.sort();
+        fields.dedup();
+        Set {
+            rules: rules.into(),
+            fields,
+        }
+    }
 }
 
 /// The newest alerts, and the object bytes they hold.
@@ -251,7 +273,7 @@ impl StoreRules {
             .collect();
         StoreRules {
             dir: dir.to_path_buf(),
-            list: RwLock::new(list.into()),
+            list: RwLock::new(Arc::new(Set::new(list))),
             alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
         }
@@ -261,13 +283,17 @@ impl StoreRules {
     pub fn empty(dir: &Path) -> StoreRules {
         StoreRules {
             dir: dir.to_path_buf(),
-            list: RwLock::new(Vec::new().into()),
+            list: RwLock::new(Arc::new(Set::new(Vec::new()))),
             alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
         }
     }
 
     pub fn list(&self) -> Arc<[Arc<Rule>]> {
+        self.set().rules.clone()
+    }
+
+    fn set(&self) -> Arc<Set> {
         self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -284,7 +310,7 @@ impl StoreRules {
         text.push(b'\n');
         store::fs::replace(&store::fs::RealFs, &self.dir, FILE, &text, 0o600)
             .map_err(RuleError::Io)?;
-        *self.list.write().unwrap_or_else(|e| e.into_inner()) = list.into();
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Set::new(list));
         Ok(())
     }
 
@@ -326,37 +352,48 @@ impl StoreRules {
     /// Evaluates the rules on one stored object of `store` (its stored
     /// bytes: JSON text, or compact schema bytes, expanded here).
     pub fn evaluate(&self, store: &Store, timestamp: i64, stored: &[u8]) {
-        let rules = self.list();
-        if rules.is_empty() {
+        let set = self.set();
+        if set.rules.is_empty() {
             return;
         }
-        let value: Value = match store.config().data_type {
-            DataType::Json => match serde_json::from_slice(stored) {
-                Ok(v) => v,
+        let expanded;
+        let json: &[u8] = match store.config().data_type {
+            DataType::Json => stored,
+            DataType::Schema => match store.decode_value(stored, false) {
+                Ok(b) => {
+                    expanded = b;
+                    &expanded
+                }
                 Err(_) => return,
-            },
-            DataType::Schema => match store
-                .decode_value(stored, false)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                Some(v) => v,
-                None => return,
             },
             _ => return,
         };
+        // Only the fields the rules name are built; the whole object only
+        // when a rule fires (its alert carries it).
+        let Ok(picked) = pick::fields(json, &set.fields) else {
+            return;
+        };
+        let mut whole: Option<Value> = None;
+        let rules = &set.rules;
         let mut now = None;
         for r in rules.iter() {
-            if !r.condition.eval(&value) {
+            if !r.condition.eval(&picked) {
                 continue;
             }
             let at = *now.get_or_insert_with(store::now_ns);
             if r.fire(at) {
                 let omitted = stored.len() > MAX_ALERT_DATA;
+                let data = if omitted {
+                    Value::Null
+                } else {
+                    whole
+                        .get_or_insert_with(|| serde_json::from_slice(json).unwrap_or(Value::Null))
+                        .clone()
+                };
                 let alert = Alert {
                     rule: r.spec.name.clone(),
                     timestamp,
-                    data: if omitted { Value::Null } else { value.clone() },
+                    data,
                     fired_at: at,
                     data_omitted: omitted,
                     size: if omitted { 0 } else { stored.len() },
