@@ -24,7 +24,8 @@
 //!   WebSocket), [`metrics`], [`throttle`] (failed authentications), [`session`]
 //!   (console sessions and scopes), [`duration`], [`units`], [`shutdown`],
 //!   [`config`] (layered configuration), [`notify`] (systemd readiness and
-//!   watchdog), [`redact`] (secrets out of logged URLs);
+//!   watchdog), [`redact`] (secrets out of logged URLs); [`rules`] (store-level alert
+//!   rules: the condition language, evaluation on insert, the alert ring);
 //! - below them: [`registry`] (the one owner of the stores' lifecycle),
 //!   [`keys`] (store API keys), [`clock`];
 //! - at the bottom, [`store`]: the storage engine (synchronous, no async
@@ -76,6 +77,8 @@ pub mod redact;
 pub mod registry;
 #[cfg(feature = "server")]
 pub mod reject;
+#[cfg(feature = "server")]
+pub mod rules;
 #[cfg(feature = "server")]
 pub mod session;
 #[cfg(feature = "server")]

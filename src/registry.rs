@@ -133,6 +133,9 @@ impl Error {
     }
 }
 
+/// The `opened` hook of [`Hooks`]: a store's name, directory and the store.
+pub type OpenedHook = Box<dyn Fn(&str, &Path, &Arc<Store>) + Send + Sync>;
+
 /// Side effects of the lifecycle that belong to other parts of the server,
 /// wired in once at start-up (so no caller can forget one).
 pub struct Hooks {
@@ -143,6 +146,10 @@ pub struct Hooks {
     pub deleted: Box<dyn Fn(&str) + Send + Sync>,
     /// Runs once a store was created (`/metrics` counts it).
     pub created: Box<dyn Fn(&str) + Send + Sync>,
+    /// Runs on the operation's thread when a store was opened or created,
+    /// before it is published (no lock held): its name, directory and the
+    /// store. Loads its alert rules and hooks them to its inserts.
+    pub opened: OpenedHook,
 }
 
 /// The state of one store name.
@@ -337,6 +344,13 @@ impl Registry {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs the `opened` hook on a store an operation opened or created.
+    fn run_opened(&self, name: &str, store: &Arc<Store>) {
+        if let Some(h) = self.hooks.get() {
+            (h.opened)(name, &self.dir(name), store);
+        }
+    }
+
     /// Hooks a newly opened store's writes to its watch counter.
     fn attach(&self, name: &str, store: &Store) {
         let tx = Arc::new(watch::channel(0u64).0);
@@ -523,7 +537,9 @@ impl Registry {
                 Ok(s) => {
                     let ms = started.elapsed().as_millis() as u64;
                     tracing::info!(store = %op.name, ms, "store opened");
-                    op.opened(Arc::new(s));
+                    let s = Arc::new(s);
+                    op.reg.run_opened(&op.name, &s);
+                    op.opened(s);
                 }
                 Err(e) => {
                     if !matches!(e, store::Error::NotFound { .. }) {
@@ -648,6 +664,7 @@ impl Registry {
                     // A new key file: nothing cached under this name
                     // applies to it.
                     op.reg.keys.forget(&op.name);
+                    op.reg.run_opened(&op.name, &s);
                     op.opened(s.clone());
                     Ok((s, key))
                 }

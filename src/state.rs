@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::outbound::mqtt::Mqtt;
 use crate::outbound::{self, Outbound};
 use crate::registry::{Hooks, Registry};
+use crate::rules::Rules;
 use crate::session::Console;
 use crate::store;
 use crate::throttle::Throttle;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub console: Arc<Console>,
     /// Failed authentications per client.
     pub throttle: Arc<Throttle>,
+    /// The alert rules of every open store.
+    pub rules: Arc<Rules>,
 }
 
 impl AppState {
@@ -63,7 +66,10 @@ impl AppState {
             config.max_future,
         ));
         let console = Arc::new(Console::new());
-        stores.set_hooks(lifecycle_hooks(&outbound, &mqtt, &console, &metrics));
+        let rules = Arc::new(Rules::new());
+        stores.set_hooks(lifecycle_hooks(
+            &outbound, &mqtt, &console, &metrics, &rules,
+        ));
         AppState {
             throttle: Arc::new(Throttle::new(config.auth_limit)),
             stores,
@@ -74,6 +80,7 @@ impl AppState {
             mqtt,
             console,
             config,
+            rules,
         }
     }
 }
@@ -125,11 +132,13 @@ fn lifecycle_hooks(
     mqtt: &Arc<Mqtt>,
     console: &Arc<Console>,
     metrics: &Arc<Metrics>,
+    rules: &Arc<Rules>,
 ) -> Hooks {
     // Weak: the outbound connections hold the registry.
     let outbound = Arc::downgrade(outbound);
     let mqtt = Arc::downgrade(mqtt);
     let (console, metrics) = (console.clone(), metrics.clone());
+    let (opened_rules, deleted_rules) = (rules.clone(), rules.clone());
     Hooks {
         before_delete: Box::new(move |name| {
             let (outbound, mqtt) = (outbound.clone(), mqtt.clone());
@@ -142,7 +151,11 @@ fn lifecycle_hooks(
                 }
             })
         }),
-        deleted: Box::new(move |name| console.sessions.remove_store(name)),
+        deleted: Box::new(move |name| {
+            console.sessions.remove_store(name);
+            deleted_rules.remove(name);
+        }),
+        opened: Box::new(move |name, dir, store| opened_rules.attach(name, dir, store)),
         created: Box::new(move |_| metrics.store_created()),
     }
 }

@@ -55,6 +55,7 @@ mod server {
     mod notify;
     mod openapi;
     mod outbound;
+    mod rules;
     mod security_limits;
     mod security_outbound;
     mod unix;

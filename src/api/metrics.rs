@@ -124,6 +124,21 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     }
     let _ = writeln!(
         out,
+        "# HELP tsstore_alerts_fired_total Alerts fired by a store's rule since the server started.\n# TYPE tsstore_alerts_fired_total counter"
+    );
+    // Store names and rule names are both [A-Za-z0-9_.-]: no escaping.
+    for (name, rules) in state.rules.all() {
+        for r in rules.list().iter() {
+            let _ = writeln!(
+                out,
+                "tsstore_alerts_fired_total{{store=\"{name}\",rule=\"{}\"}} {}",
+                r.spec.name,
+                r.alerts_fired()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP tsstore_ws_clients Connected WebSocket clients.\n# TYPE tsstore_ws_clients gauge\ntsstore_ws_clients {}",
         m.ws_clients.load(Ordering::Relaxed)
     );

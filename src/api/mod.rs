@@ -20,5 +20,6 @@ pub mod mqtt_connections;
 pub mod mqtt_links;
 pub mod mqtt_subscriptions;
 pub mod openapi;
+pub mod rules;
 pub mod schema;
 pub mod stores;

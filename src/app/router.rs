@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::mqtt_connections::routes())
         .merge(api::mqtt_subscriptions::routes())
         .merge(api::schema::routes())
+        .merge(api::rules::routes())
         .merge(api::metrics::routes())
         .merge(api::openapi::routes())
         .merge(console::routes())

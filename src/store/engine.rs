@@ -148,6 +148,9 @@ impl Store {
         )?;
         let r = self.shared.after_write(lsn);
         self.shared.notify();
+        if r.is_ok() {
+            self.shared.inserted(h.timestamp, data);
+        }
         r.map(|()| h)
     }
 
@@ -159,6 +162,9 @@ impl Store {
         let (h, lsn) = self.append_one(&|sh, st| sh.now_after(st), data)?;
         let r = self.shared.after_write(lsn);
         self.shared.notify();
+        if r.is_ok() {
+            self.shared.inserted(h.timestamp, data);
+        }
         r.map(|()| h)
     }
 
@@ -170,6 +176,8 @@ impl Store {
         I: IntoIterator<Item = (Option<i64>, &'a [u8])>,
     {
         let sh = &self.shared;
+        let hooked = sh.on_insert.get().is_some();
+        let mut stored: Vec<(i64, &'a [u8])> = Vec::new();
         let mut out = Vec::new();
         let mut st = wr(&sh.state);
         for (ts, data) in items {
@@ -182,6 +190,9 @@ impl Store {
                 match appended {
                     Ok(Appended::Done(h)) => {
                         sh.lsn.fetch_add(1, Ordering::AcqRel);
+                        if hooked {
+                            stored.push((h.timestamp, data));
+                        }
                         break Ok(h);
                     }
                     Ok(Appended::NeedLease(seq)) => {
@@ -209,6 +220,10 @@ impl Store {
                     *r = Err(Error::Poisoned {
                         reason: msg.clone(),
                     });
+                }
+            } else {
+                for (t, d) in stored {
+                    sh.inserted(t, d);
                 }
             }
         }
@@ -495,6 +510,15 @@ impl Store {
     /// one was already set.
     pub fn on_write(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
         self.shared.on_write.set(Box::new(f)).is_ok()
+    }
+
+    /// Sets the hook called with each inserted object (its timestamp and
+    /// stored bytes) once its insert is acknowledged, with no lock held:
+    /// the one place every ingest path goes through after a successful
+    /// insert. Same rules as [`Store::on_write`]; only the first hook set
+    /// is kept.
+    pub fn on_insert(&self, f: impl Fn(i64, &[u8]) + Send + Sync + 'static) -> bool {
+        self.shared.on_insert.set(Box::new(f)).is_ok()
     }
 
     /// Sets the clock that inserts without a timestamp read "now" from

@@ -198,6 +198,7 @@ impl Store {
             schema: RwLock::new(schema),
             delete_lock: Mutex::new(()),
             on_write: std::sync::OnceLock::new(),
+            on_insert: std::sync::OnceLock::new(),
             clock: std::sync::OnceLock::new(),
             _lock: lock,
         });

@@ -40,6 +40,9 @@ use super::object::now_ns;
 use super::ring::Ring;
 use super::schema::Schema;
 
+/// The insert hook: an object's timestamp and stored bytes.
+pub type InsertHook = Box<dyn Fn(i64, &[u8]) + Send + Sync>;
+
 /// File names inside a store's directory.
 pub const DATA_FILE: &str = "data.tsdb";
 pub const INDEX_FILE: &str = "index.tsdb";
@@ -177,6 +180,9 @@ pub(crate) struct Shared {
     pub delete_lock: Mutex<()>,
     /// Called after every acknowledged write (see [`Store::on_write`](super::Store::on_write)).
     pub on_write: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Called with each acknowledged inserted object (see
+    /// [`Store::on_insert`](super::Store::on_insert)).
+    pub on_insert: std::sync::OnceLock<InsertHook>,
     /// Where "now" comes from for inserts without a timestamp (see
     /// [`Store::set_clock`](super::Store::set_clock)); the system clock when unset.
     pub clock: std::sync::OnceLock<Clock>,
@@ -300,6 +306,13 @@ impl Shared {
         st.poisoned
             .get_or_insert_with(|| format!("{what} failed: {e}"));
         Error::Io(e)
+    }
+
+    /// Runs the insert hook on each acknowledged object, if one is set.
+    pub(crate) fn inserted(&self, timestamp: i64, data: &[u8]) {
+        if let Some(f) = self.on_insert.get() {
+            f(timestamp, data);
+        }
     }
 
     /// Runs the write hook, if one is set.

@@ -861,3 +861,35 @@ fn a_create_survives_sweeps_running_beside_it() {
         );
     }
 }
+
+/// The insert hook sees each acknowledged object once, with its stored
+/// bytes, from every insert call, and never a rejected one (the alert
+/// rules of the server hang on it).
+#[test]
+fn the_insert_hook_sees_each_acknowledged_object_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::create(dir.path(), "h", small(16, 4096)).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(i64, Vec<u8>)>::new()));
+    let log = seen.clone();
+    assert!(s.on_insert(move |t, d| log.lock().unwrap().push((t, d.to_vec()))));
+    assert!(!s.on_insert(|_, _| {}));
+    s.insert(10, b"a").unwrap();
+    assert!(s.insert(5, b"late").is_err());
+    let r = s.insert_batch([
+        (Some(20), &b"b"[..]),
+        (Some(15), &b"out of order"[..]),
+        (Some(30), &b"c"[..]),
+    ]);
+    assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 2);
+    let now = s.insert_now(b"d").unwrap().timestamp;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            (10, b"a".to_vec()),
+            (20, b"b".to_vec()),
+            (30, b"c".to_vec()),
+            (now, b"d".to_vec()),
+        ]
+    );
+}

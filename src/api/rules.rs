@@ -1,0 +1,169 @@
+//! `/api/stores/:store/rules` (create, list, get, delete) and
+//! `/api/stores/:store/alerts`: a store's alert rules and the alerts they
+//! fired (see [`crate::rules`]). Store key or admin key.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::StoreAccess;
+use crate::rules::{Rule, RuleError, Spec, StoreRules, MAX_ALERTS};
+use crate::store::DataType;
+use std::sync::Arc;
+
+/// Alerts answered when `limit` is not given.
+pub const DEFAULT_ALERTS: usize = 100;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/stores/{store}/rules",
+            get(rules_list).post(rules_create),
+        )
+        .route(
+            "/api/stores/{store}/rules/{name}",
+            get(rules_get).delete(rules_delete),
+        )
+        .route("/api/stores/{store}/alerts", get(alerts_list))
+}
+
+fn rule_error(e: RuleError) -> ApiError {
+    match e {
+        RuleError::Duplicate(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        RuleError::Io(e) => ApiError::internal(e),
+        RuleError::NotOpen => ApiError::unavailable("store is not open, retry later"),
+        e => ApiError::bad_request(e.to_string()),
+    }
+}
+
+/// The rules of the store `access` opened.
+fn store_rules(state: &AppState, access: &StoreAccess) -> ApiResult<Arc<StoreRules>> {
+    state
+        .rules
+        .get(&access.name)
+        .ok_or_else(|| rule_error(RuleError::NotOpen))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("rule not found")
+}
+
+async fn rules_list(access: StoreAccess, State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let rules = store_rules(&state, &access)?;
+    let list: Vec<Value> = rules.list().iter().map(|r| r.status()).collect();
+    Ok(Json(json!({ "rules": list, "count": list.len() })))
+}
+
+async fn rules_get(
+    access: StoreAccess,
+    State(state): State<AppState>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let rule = store_rules(&state, &access)?
+        .get(&name)
+        .ok_or_else(not_found)?;
+    Ok(Json(rule.status()))
+}
+
+async fn rules_delete(
+    access: StoreAccess,
+    State(state): State<AppState>,
+    Path((_, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let rules = store_rules(&state, &access)?;
+    let gone = tokio::task::spawn_blocking(move || rules.remove(&name))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(rule_error)?;
+    if gone {
+        Ok(Json(json!({ "message": "rule deleted" })))
+    } else {
+        Err(not_found())
+    }
+}
+
+/// The body of a create, checked: one rule, no webhook.
+fn parse_create(body: &[u8]) -> Result<Spec, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Some(obj) = v.as_object() else {
+        return Err("invalid rule: expected a JSON object".into());
+    };
+    if obj.contains_key("webhook") || obj.contains_key("webhook_headers") {
+        return Err("webhook delivery is not implemented yet".into());
+    }
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "name" | "condition" | "cooldown") {
+            return Err(format!(
+                "invalid rule: unknown field '{}'",
+                k.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    let text = |k: &str| -> Result<Option<String>, String> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("invalid rule: {k} must be a string")),
+        }
+    };
+    Ok(Spec {
+        name: text("name")?.ok_or("invalid rule: name is required")?,
+        condition: text("condition")?.ok_or("invalid rule: condition is required")?,
+        cooldown: text("cooldown")?,
+    })
+}
+
+async fn rules_create(
+    access: StoreAccess,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !matches!(
+        access.store.config().data_type,
+        DataType::Json | DataType::Schema
+    ) {
+        return Err(rule_error(RuleError::DataType));
+    }
+    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let rule = Rule::new(spec).map_err(rule_error)?;
+    let rules = store_rules(&state, &access)?;
+    let rule = tokio::task::spawn_blocking(move || rules.add(rule))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(rule_error)?;
+    Ok((StatusCode::CREATED, Json(rule.status())))
+}
+
+#[derive(Deserialize)]
+struct AlertsParams {
+    limit: Option<String>,
+}
+
+async fn alerts_list(
+    access: StoreAccess,
+    State(state): State<AppState>,
+    Query(p): Query<AlertsParams>,
+) -> ApiResult<Json<Value>> {
+    let limit = match p.limit.as_deref() {
+        None => DEFAULT_ALERTS,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_ALERTS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid limit: an integer from 1 to {MAX_ALERTS}"
+                )))
+            }
+        },
+    };
+    let alerts: Vec<Value> = store_rules(&state, &access)?
+        .alerts(limit)
+        .iter()
+        .map(|a| a.to_json())
+        .collect();
+    Ok(Json(json!({ "count": alerts.len(), "alerts": alerts })))
+}

@@ -1,0 +1,579 @@
+//! Store-level alert rules: each store's rules (persisted in its
+//! directory as `rules.json`), their evaluation on every stored object, and
+//! the ring of alerts they fired.
+//!
+//! Invariants:
+//! - Evaluation runs from the engine's insert hook ([`Store::on_insert`]),
+//!   the one place every ingest path (HTTP, NDJSON, Unix socket,
+//!   `/ws/write`, pull connections, MQTT subscriptions) goes through after
+//!   an acknowledged insert; no ingest path calls it itself. The hook is
+//!   installed by the registry's `opened` hook when a store opens or is
+//!   created, which also loads its rules (on the operation's thread, never
+//!   under a lock of the registry).
+//! - A store's rules are an immutable list swapped whole on each change:
+//!   an insert takes one read lock and a reference count, and parses the
+//!   object only when the store has rules.
+//! - The file is written (temp, fsync, rename, mode 0600) before the list
+//!   in memory changes: what a client was told was created survives a
+//!   restart. Edits of one store are serialized; other stores never wait.
+//! - Everything a client controls is bounded: [`MAX_RULES`] per store,
+//!   names of at most [`MAX_NAME`] characters, conditions by
+//!   [`condition`]'s bounds, [`MAX_ALERTS`] alerts kept per store, holding
+//!   at most [`MAX_ALERT_BYTES`] of objects, none over [`MAX_ALERT_DATA`].
+//! - Counters (`alerts_fired`, `last_fired`) and alerts live in memory only.
+
+pub mod condition;
+mod pick;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use condition::{Condition, ParseError};
+
+use crate::store::{self, DataType, Store};
+
+/// The file of a store's rules, in its directory.
+pub const FILE: &str = "rules.json";
+/// The most rules one store has.
+pub const MAX_RULES: usize = 32;
+/// The longest rule name.
+pub const MAX_NAME: usize = 64;
+/// The alerts kept per store (the newest).
+pub const MAX_ALERTS: usize = 1000;
+/// The largest object an alert carries: a larger one's alert has `data`
+/// null and `data_omitted` true (objects may be megabytes).
+pub const MAX_ALERT_DATA: usize = 64 * 1024;
+/// The most object bytes the alerts of one store hold together: the oldest
+/// alerts go first.
+pub const MAX_ALERT_BYTES: usize = 4 * 1024 * 1024;
+
+/// A rule as a client sends it and as it is persisted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Spec {
+    pub name: String,
+    pub condition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+}
+
+/// Why a rule was refused (each a client fault; `Display` is the message).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuleError {
+    #[error("invalid rule name: 1 to {MAX_NAME} characters of A-Z, a-z, 0-9, '_', '.', '-'")]
+    Name,
+    #[error(transparent)]
+    Condition(#[from] ParseError),
+    #[error("invalid cooldown: {0}")]
+    Cooldown(String),
+    #[error("rule '{0}' already exists")]
+    Duplicate(String),
+    #[error("a store has at most {MAX_RULES} rules")]
+    TooMany,
+    #[error("rules are only available for json and schema stores")]
+    DataType,
+    #[error("no rules for this store (not open)")]
+    NotOpen,
+    #[error("saving the rules: {0}")]
+    Io(std::io::Error),
+}
+
+/// A parsed rule with its firing state.
+pub struct Rule {
+    pub spec: Spec,
+    condition: Condition,
+    cooldown_ns: i64,
+    fired: AtomicU64,
+    /// When it last fired (Unix nanoseconds).
+    last: Mutex<Option<i64>>,
+}
+
+impl Rule {
+    /// Parses and checks `spec`.
+    pub fn new(spec: Spec) -> Result<Rule, RuleError> {
+        let n = &spec.name;
+        if n.is_empty()
+            || n.len() > MAX_NAME
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(RuleError::Name);
+        }
+        let condition = Condition::parse(&spec.condition)?;
+        let cooldown_ns = match spec.cooldown.as_deref().map(str::trim) {
+            None | Some("0") | Some("") => 0,
+            Some(c) => {
+                let d = crate::duration::parse(c).map_err(RuleError::Cooldown)?;
+                i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+            }
+        };
+        Ok(Rule {
+            spec,
+            condition,
+            cooldown_ns,
+            fired: AtomicU64::new(0),
+            last: Mutex::new(None),
+        })
+    }
+
+    /// The rule as GET shows it.
+    pub fn status(&self) -> Value {
+        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({
+            "name": self.spec.name,
+            "condition": self.spec.condition,
+            "cooldown": self.spec.cooldown.clone().unwrap_or_else(|| "0".into()),
+            "alerts_fired": self.fired.load(Ordering::Relaxed),
+            "last_fired": last,
+        })
+    }
+
+    pub fn alerts_fired(&self) -> u64 {
+        self.fired.load(Ordering::Relaxed)
+    }
+
+    /// True if the rule fires now (`now` in Unix nanoseconds): its cooldown
+    /// since the last firing has passed. Records the firing.
+    fn fire(&self, now: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = *last {
+            if self.cooldown_ns > 0 && now.saturating_sub(l) < self.cooldown_ns {
+                return false;
+            }
+        }
+        *last = Some(now);
+        self.fired.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A fired alert.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub rule: String,
+    /// The object's timestamp (Unix nanoseconds).
+    pub timestamp: i64,
+    pub data: Value,
+    /// When the rule fired (Unix nanoseconds).
+    pub fired_at: i64,
+    /// The object was over [`MAX_ALERT_DATA`]: `data` is null.
+    pub data_omitted: bool,
+    /// The stored size of `data` (what the ring's byte bound counts).
+    #[serde(skip)]
+    size: usize,
+}
+
+impl Alert {
+    /// The alert as a message: `{"type":"alert","rule":..,"timestamp":..,"data":..}`,
+    /// plus `fired_at`.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "type": "alert",
+            "rule": self.rule,
+            "timestamp": self.timestamp,
+            "data": self.data,
+            "fired_at": self.fired_at,
+        });
+        if self.data_omitted {
+            v["data_omitted"] = Value::Bool(true);
+        }
+        v
+    }
+}
+
+/// The rules and alerts of one store.
+pub struct StoreRules {
+    dir: PathBuf,
+    list: RwLock<Arc<Set>>,
+    alerts: Mutex<Ring>,
+    /// Serializes edits (and their file writes) of this store only.
+    edit: Mutex<()>,
+}
+
+/// A store's rules, and the top-level fields they name (sorted).
+struct Set {
+    rules: Arc<[Arc<Rule>]>,
+    fields: Vec<String>,
+}
+
+impl Set {
+    fn new(rules: Vec<Arc<Rule>>) -> Set {
+        let mut fields = Vec::new();
+        for r in &rules {
+            r.condition.top_fields(&mut fields);
+        }
+        fields.sort();
+        fields.dedup();
+        Set {
+            rules: rules.into(),
+            fields,
+        }
+    }
+}
+
+/// The newest alerts, and the object bytes they hold.
+#[derive(Default)]
+struct Ring {
+    alerts: VecDeque<Alert>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, a: Alert) {
+        self.bytes += a.size;
+        self.alerts.push_back(a);
+        while self.alerts.len() > MAX_ALERTS || self.bytes > MAX_ALERT_BYTES {
+            match self.alerts.pop_front() {
+                Some(old) => self.bytes -= old.size,
+                None => break,
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    rules: Vec<Spec>,
+}
+
+impl StoreRules {
+    /// Loads the rules of the store in `dir` (none if it has no file). A
+    /// rule that no longer parses is logged and skipped.
+    fn load(dir: &Path) -> StoreRules {
+        let specs = match std::fs::read(dir.join(FILE)) {
+            Ok(b) => match serde_json::from_slice::<File>(&b) {
+                Ok(f) => f.rules,
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "unreadable rules file: no rules loaded");
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the rules file");
+                Vec::new()
+            }
+        };
+        let list: Vec<Arc<Rule>> = specs
+            .into_iter()
+            .take(MAX_RULES)
+            .filter_map(|s| match Rule::new(s) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "skipping a stored rule");
+                    None
+                }
+            })
+            .collect();
+        StoreRules {
+            dir: dir.to_path_buf(),
+            list: RwLock::new(Arc::new(Set::new(list))),
+            alerts: Mutex::new(Ring::default()),
+            edit: Mutex::new(()),
+        }
+    }
+
+    /// An empty set (tests and benches).
+    pub fn empty(dir: &Path) -> StoreRules {
+        StoreRules {
+            dir: dir.to_path_buf(),
+            list: RwLock::new(Arc::new(Set::new(Vec::new()))),
+            alerts: Mutex::new(Ring::default()),
+            edit: Mutex::new(()),
+        }
+    }
+
+    pub fn list(&self) -> Arc<[Arc<Rule>]> {
+        self.set().rules.clone()
+    }
+
+    fn set(&self) -> Arc<Set> {
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Rule>> {
+        self.list().iter().find(|r| r.spec.name == name).cloned()
+    }
+
+    /// Writes `list` to the file, then publishes it.
+    fn save(&self, list: Vec<Arc<Rule>>) -> Result<(), RuleError> {
+        let file = File {
+            rules: list.iter().map(|r| r.spec.clone()).collect(),
+        };
+        let mut text = serde_json::to_vec_pretty(&file).map_err(|e| RuleError::Io(e.into()))?;
+        text.push(b'\n');
+        store::fs::replace(&store::fs::RealFs, &self.dir, FILE, &text, 0o600)
+            .map_err(RuleError::Io)?;
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Set::new(list));
+        Ok(())
+    }
+
+    /// Adds a rule. Blocking (writes the file).
+    pub fn add(&self, rule: Rule) -> Result<Arc<Rule>, RuleError> {
+        let _one = self.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.list().to_vec();
+        if list.iter().any(|r| r.spec.name == rule.spec.name) {
+            return Err(RuleError::Duplicate(rule.spec.name));
+        }
+        if list.len() >= MAX_RULES {
+            return Err(RuleError::TooMany);
+        }
+        let rule = Arc::new(rule);
+        list.push(rule.clone());
+        self.save(list)?;
+        Ok(rule)
+    }
+
+    /// Removes rule `name`; false if there is none. Blocking.
+    pub fn remove(&self, name: &str) -> Result<bool, RuleError> {
+        let _one = self.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.list().to_vec();
+        let before = list.len();
+        list.retain(|r| r.spec.name != name);
+        if list.len() == before {
+            return Ok(false);
+        }
+        self.save(list)?;
+        Ok(true)
+    }
+
+    /// The newest `limit` alerts, newest first.
+    pub fn alerts(&self, limit: usize) -> Vec<Alert> {
+        let a = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        a.alerts.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// Evaluates the rules on one stored object of `store` (its stored
+    /// bytes: JSON text, or compact schema bytes, expanded here).
+    pub fn evaluate(&self, store: &Store, timestamp: i64, stored: &[u8]) {
+        let set = self.set();
+        if set.rules.is_empty() {
+            return;
+        }
+        let expanded;
+        let json: &[u8] = match store.config().data_type {
+            DataType::Json => stored,
+            DataType::Schema => match store.decode_value(stored, false) {
+                Ok(b) => {
+                    expanded = b;
+                    &expanded
+                }
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        // Only the fields the rules name are built; the whole object only
+        // when a rule fires (its alert carries it).
+        let Ok(picked) = pick::fields(json, &set.fields) else {
+            return;
+        };
+        let mut whole: Option<Value> = None;
+        let rules = &set.rules;
+        let mut now = None;
+        for r in rules.iter() {
+            if !r.condition.eval(&picked) {
+                continue;
+            }
+            let at = *now.get_or_insert_with(store::now_ns);
+            if r.fire(at) {
+                let omitted = stored.len() > MAX_ALERT_DATA;
+                let data = if omitted {
+                    Value::Null
+                } else {
+                    whole
+                        .get_or_insert_with(|| serde_json::from_slice(json).unwrap_or(Value::Null))
+                        .clone()
+                };
+                let alert = Alert {
+                    rule: r.spec.name.clone(),
+                    timestamp,
+                    data,
+                    fired_at: at,
+                    data_omitted: omitted,
+                    size: if omitted { 0 } else { stored.len() },
+                };
+                self.alerts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(alert);
+            }
+        }
+    }
+}
+
+/// The rules of every open store, by name.
+#[derive(Default)]
+pub struct Rules {
+    stores: Mutex<HashMap<String, Arc<StoreRules>>>,
+}
+
+impl Rules {
+    pub fn new() -> Rules {
+        Rules::default()
+    }
+
+    /// Loads the rules of store `name` (directory `dir`), just opened or
+    /// created, and hooks their evaluation to its inserts. Blocking (reads
+    /// the file): runs on the registry operation's thread.
+    pub fn attach(&self, name: &str, dir: &Path, store: &Arc<Store>) {
+        let rules = Arc::new(StoreRules::load(dir));
+        let (hooked, weak): (Arc<StoreRules>, Weak<Store>) = (rules.clone(), Arc::downgrade(store));
+        store.on_insert(move |t, d| {
+            if let Some(s) = weak.upgrade() {
+                hooked.evaluate(&s, t, d);
+            }
+        });
+        self.lock().insert(name.to_string(), rules);
+    }
+
+    /// Forgets store `name` (deleted: its file went with its directory).
+    pub fn remove(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// The rules of open store `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<StoreRules>> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Every store's rules, sorted by store name (for `/metrics`).
+    pub fn all(&self) -> Vec<(String, Arc<StoreRules>)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<StoreRules>>> {
+        self.stores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(name: &str, cond: &str, cooldown: Option<&str>) -> Spec {
+        Spec {
+            name: name.into(),
+            condition: cond.into(),
+            cooldown: cooldown.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn names_and_cooldowns_are_checked() {
+        for bad in ["", "a b", "x/y", "é", &"a".repeat(65)] {
+            assert!(
+                matches!(Rule::new(spec(bad, "a > 1", None)), Err(RuleError::Name)),
+                "{bad}"
+            );
+        }
+        assert!(Rule::new(spec(&"a".repeat(64), "a > 1", None)).is_ok());
+        assert!(Rule::new(spec("A-z_0.9", "a > 1", Some("1m"))).is_ok());
+        assert!(matches!(
+            Rule::new(spec("r", "a > 1", Some("soon"))),
+            Err(RuleError::Cooldown(_))
+        ));
+    }
+
+    fn alert(size: usize) -> Alert {
+        Alert {
+            rule: "r".into(),
+            timestamp: 0,
+            data: Value::Null,
+            fired_at: 0,
+            data_omitted: false,
+            size,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_within_its_count_and_bytes() {
+        let mut r = Ring::default();
+        for _ in 0..MAX_ALERTS + 5 {
+            r.push(alert(10));
+        }
+        assert_eq!((r.alerts.len(), r.bytes), (MAX_ALERTS, MAX_ALERTS * 10));
+        let mut r = Ring::default();
+        for _ in 0..70 {
+            r.push(alert(MAX_ALERT_DATA));
+        }
+        assert_eq!(r.alerts.len(), MAX_ALERT_BYTES / MAX_ALERT_DATA);
+        assert!(r.bytes <= MAX_ALERT_BYTES);
+    }
+
+    #[test]
+    fn cooldown_spaces_firings() {
+        let r = Rule::new(spec("r", "a > 1", Some("10s"))).unwrap();
+        assert!(r.fire(0));
+        assert!(!r.fire(9_999_999_999));
+        assert!(r.fire(10_000_000_000));
+        assert_eq!(r.alerts_fired(), 2);
+        let r = Rule::new(spec("r", "a > 1", None)).unwrap();
+        assert!(r.fire(5) && r.fire(5));
+    }
+
+    #[test]
+    fn rules_persist_and_fire_into_the_ring() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(
+            Store::create(
+                dir.path(),
+                "s",
+                store::Config {
+                    num_blocks: 64,
+                    data_type: DataType::Json,
+                    ..store::Config::default()
+                },
+            )
+            .unwrap(),
+        );
+        let sdir = dir.path().join("s");
+        let rules = Rules::new();
+        rules.attach("s", &sdir, &s);
+        let sr = rules.get("s").unwrap();
+        sr.add(Rule::new(spec("hot", "t > 30", None)).unwrap())
+            .unwrap();
+        assert!(matches!(
+            sr.add(Rule::new(spec("hot", "t > 1", None)).unwrap()),
+            Err(RuleError::Duplicate(_))
+        ));
+        s.insert(1, br#"{"t": 31}"#).unwrap();
+        s.insert(2, br#"{"t": 20}"#).unwrap();
+        s.insert_batch([
+            (Some(3), &br#"{"t": 40}"#[..]),
+            (Some(4), &br#"{"t": 1}"#[..]),
+        ]);
+        let a = sr.alerts(10);
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].timestamp, &a[0].data), (3, &json!({"t": 40})));
+        assert_eq!(a[1].timestamp, 1);
+        let mode =
+            std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(sdir.join(FILE)).unwrap());
+        assert_eq!(mode & 0o777, 0o600);
+        let again = StoreRules::load(&sdir);
+        assert_eq!(again.list().len(), 1);
+        assert!(sr.remove("hot").unwrap());
+        assert!(!sr.remove("hot").unwrap());
+        assert!(StoreRules::load(&sdir).list().is_empty());
+        for i in 0..MAX_RULES {
+            sr.add(Rule::new(spec(&format!("r{i}"), "t > 1", None)).unwrap())
+                .unwrap();
+        }
+        assert!(matches!(
+            sr.add(Rule::new(spec("one-more", "t > 1", None)).unwrap()),
+            Err(RuleError::TooMany)
+        ));
+    }
+}

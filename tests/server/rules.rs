@@ -1,0 +1,460 @@
+//! Store-level alert rules through the real binary: the REST resource
+//! (create, list, get, delete, persistence across a restart, every refusal
+//! with its message), firing on each ingest path (HTTP, NDJSON, the Unix
+//! socket, `/ws/write`, an MQTT subscription), schema stores, cooldown, the
+//! alerts ring's `limit`, `/metrics`, and a deleted store taking its rules
+//! with it.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::common::{Server, Store};
+use super::unix::Client;
+
+fn add(srv: &Server, s: &Store, rule: Value) -> (u16, Value) {
+    let r = srv.post(&s.path("/rules")).key(&s.key).json(&rule).send();
+    (r.status, r.json())
+}
+
+fn add_ok(srv: &Server, s: &Store, name: &str, condition: &str) {
+    let (st, v) = add(srv, s, json!({ "name": name, "condition": condition }));
+    assert_eq!(st, 201, "{v}");
+}
+
+fn insert(srv: &Server, s: &Store, t: i64, data: Value) {
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .json(&json!({ "timestamp": t, "data": data }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn alerts(srv: &Server, s: &Store, query: &str) -> Value {
+    let r = srv
+        .get(&s.path(&format!("/alerts{query}")))
+        .key(&s.key)
+        .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// (rule, timestamp) of each alert, newest first.
+fn fired(srv: &Server, s: &Store) -> Vec<(String, i64)> {
+    alerts(srv, s, "")["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap().to_string(),
+                a["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rules_are_created_listed_fetched_deleted_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::builder().data_dir(&data).start();
+    let s = srv.json_store("crud");
+    let (st, v) = add(
+        &srv,
+        &s,
+        json!({ "name": "hot", "condition": "temp > 30 AND room == \"lab\"", "cooldown": "1m" }),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v,
+        json!({ "name": "hot", "condition": "temp > 30 AND room == \"lab\"", "cooldown": "1m",
+                "alerts_fired": 0, "last_fired": null })
+    );
+    add_ok(&srv, &s, "cold", "temp < 0");
+    let (st, v) = add(&srv, &s, json!({ "name": "hot", "condition": "temp > 1" }));
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (409, "rule 'hot' already exists")
+    );
+    let list = srv.get(&s.path("/rules")).key(&s.key).send().json();
+    assert_eq!(list["count"], 2);
+    assert_eq!(list["rules"][1]["name"], "cold");
+    assert_eq!(list["rules"][1]["cooldown"], "0");
+    let one = srv.get(&s.path("/rules/cold")).key(&s.key).send();
+    assert_eq!(
+        (one.status, one.json()["condition"].clone()),
+        (200, json!("temp < 0"))
+    );
+    assert_eq!(
+        srv.get(&s.path("/rules/none")).key(&s.key).send().status,
+        404
+    );
+    let file = data.join("crud").join("rules.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let del = srv.delete(&s.path("/rules/cold")).key(&s.key).send();
+    assert_eq!(del.status, 200, "{}", del.text());
+    assert_eq!(
+        srv.delete(&s.path("/rules/cold")).key(&s.key).send().status,
+        404
+    );
+    // The admin key works too.
+    assert_eq!(srv.get(&s.path("/rules")).admin().send().status, 200);
+    drop(srv);
+
+    let srv = Server::builder().data_dir(&data).start();
+    let list = srv.get(&s.path("/rules")).key(&s.key).send();
+    assert_eq!(list.status, 200, "{}", list.text());
+    let names: Vec<Value> = list.json()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("hot")]);
+    // And the reloaded rule fires.
+    insert(&srv, &s, 10, json!({ "temp": 31, "room": "lab" }));
+    assert_eq!(fired(&srv, &s), [("hot".to_string(), 10)]);
+}
+
+#[test]
+fn bad_rules_are_refused_with_their_message() {
+    let srv = Server::start();
+    let s = srv.json_store("bad");
+    let long = format!("a == \"{}\"", "x".repeat(1100));
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "name": "r", "condition": "temperature > " }),
+            "condition: expected a value at position 15",
+        ),
+        (
+            json!({ "name": "r", "condition": "(a > 1" }),
+            "condition: expected ')' at position 7",
+        ),
+        (
+            json!({ "name": "r", "condition": long }),
+            "condition: longer than 1024 characters",
+        ),
+        (
+            json!({ "name": "r", "condition": "" }),
+            "condition: is empty",
+        ),
+        (
+            json!({ "name": "a b", "condition": "a > 1" }),
+            "invalid rule name: 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'",
+        ),
+        (
+            json!({ "name": "x".repeat(65), "condition": "a > 1" }),
+            "invalid rule name: 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'",
+        ),
+        (
+            json!({ "name": "", "condition": "a > 1" }),
+            "invalid rule name: 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'",
+        ),
+        (
+            json!({ "condition": "a > 1" }),
+            "invalid rule: name is required",
+        ),
+        (
+            json!({ "name": "r" }),
+            "invalid rule: condition is required",
+        ),
+        (
+            json!({ "name": 5, "condition": "a > 1" }),
+            "invalid rule: name must be a string",
+        ),
+        (
+            json!({ "name": "r", "condition": "a > 1", "cooldown": "soon" }),
+            "invalid cooldown: time: invalid duration \"soon\"",
+        ),
+        (
+            json!({ "name": "r", "condition": "a > 1", "webhook": "http://127.0.0.1:1/" }),
+            "webhook delivery is not implemented yet",
+        ),
+        (
+            json!({ "name": "r", "condition": "a > 1", "webhook_headers": {"a": "b"} }),
+            "webhook delivery is not implemented yet",
+        ),
+        (
+            json!({ "name": "r", "condition": "a > 1", "colour": "red" }),
+            "invalid rule: unknown field 'colour'",
+        ),
+        (json!([1]), "invalid rule: expected a JSON object"),
+    ];
+    for (body, want) in cases {
+        let (st, v) = add(&srv, &s, body.clone());
+        assert_eq!(
+            (st, v["error"].as_str().unwrap_or("")),
+            (400, want),
+            "{body}"
+        );
+    }
+    let r = srv
+        .post(&s.path("/rules"))
+        .key(&s.key)
+        .body("application/json", "{not json")
+        .send();
+    assert_eq!(r.status, 400);
+    assert!(r.error().starts_with("invalid JSON"), "{}", r.error());
+    for i in 0..32 {
+        add_ok(&srv, &s, &format!("r{i}"), "a > 1");
+    }
+    let (st, v) = add(&srv, &s, json!({ "name": "r32", "condition": "a > 1" }));
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (400, "a store has at most 32 rules")
+    );
+    // Unknown store, wrong key.
+    let r = srv
+        .post("/api/stores/nosuch/rules")
+        .admin()
+        .json(&json!({ "name": "r", "condition": "a > 1" }))
+        .send();
+    assert_eq!(r.status, 404);
+    let r = srv
+        .post(&s.path("/rules"))
+        .key("wrong")
+        .json(&json!({ "name": "r", "condition": "a > 1" }))
+        .send();
+    assert_eq!(r.status, 401);
+    assert_eq!(srv.get(&s.path("/alerts")).key("wrong").send().status, 401);
+    assert_eq!(
+        srv.get("/api/stores/nosuch/alerts").admin().send().status,
+        404
+    );
+    for bad in ["0", "1001", "x", "-1"] {
+        let r = srv
+            .get(&s.path(&format!("/alerts?limit={bad}")))
+            .key(&s.key)
+            .send();
+        assert_eq!(r.status, 400, "limit={bad}");
+        assert_eq!(r.error(), "invalid limit: an integer from 1 to 1000");
+    }
+    // A text store has no rules.
+    let t = srv.create_store("txt", json!({ "num_blocks": 64, "data_type": "text" }));
+    let (st, v) = add(&srv, &t, json!({ "name": "r", "condition": "a > 1" }));
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (400, "rules are only available for json and schema stores")
+    );
+}
+
+#[test]
+fn rules_fire_on_http_and_ndjson_inserts_with_metrics_and_status() {
+    let srv = Server::start();
+    let s = srv.json_store("fire");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    add_ok(
+        &srv,
+        &s,
+        "north",
+        "site.zone == \"north\" OR tags contains \"x\"",
+    );
+    insert(
+        &srv,
+        &s,
+        1,
+        json!({ "temp": 20, "site": { "zone": "south" } }),
+    );
+    assert!(fired(&srv, &s).is_empty());
+    insert(
+        &srv,
+        &s,
+        2,
+        json!({ "temp": 31, "site": { "zone": "north" } }),
+    );
+    let body = "{\"timestamp\":3,\"data\":{\"temp\":35}}\n{\"timestamp\":4,\"data\":{\"temp\":1,\"tags\":[\"x\"]}}\n{\"timestamp\":5,\"data\":{\"temp\":2}}\n";
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .body("application/x-ndjson", body)
+        .send();
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    assert_eq!(
+        fired(&srv, &s),
+        [
+            ("north".to_string(), 4),
+            ("hot".to_string(), 3),
+            ("north".to_string(), 2),
+            ("hot".to_string(), 2),
+        ]
+    );
+    let a = alerts(&srv, &s, "");
+    assert_eq!(a["count"], 4);
+    assert_eq!(a["alerts"][0]["type"], "alert");
+    assert_eq!(a["alerts"][0]["data"], json!({ "temp": 1, "tags": ["x"] }));
+    assert!(a["alerts"][0]["fired_at"].as_i64().unwrap() > 0);
+    let hot = srv.get(&s.path("/rules/hot")).key(&s.key).send().json();
+    assert_eq!(hot["alerts_fired"], 2);
+    assert!(hot["last_fired"].as_i64().unwrap() > 0);
+    let m = srv.get("/metrics").send().text();
+    assert!(
+        m.contains("tsstore_alerts_fired_total{store=\"fire\",rule=\"hot\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("tsstore_alerts_fired_total{store=\"fire\",rule=\"north\"} 2"));
+}
+
+#[test]
+fn schema_stores_evaluate_the_expanded_object() {
+    let srv = Server::start();
+    let s = srv.create_store("sch", json!({ "num_blocks": 64, "data_type": "schema" }));
+    let schema = json!({ "fields": [
+        { "index": 1, "name": "temp", "type": "float64" },
+        { "index": 2, "name": "room", "type": "string" } ] });
+    let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    add_ok(&srv, &s, "lab", "room == \"lab\" AND temp >= 20.5");
+    insert(&srv, &s, 1, json!({ "temp": 20.5, "room": "lab" }));
+    insert(&srv, &s, 2, json!({ "temp": 25.0, "room": "hall" }));
+    assert_eq!(fired(&srv, &s), [("lab".to_string(), 1)]);
+    assert_eq!(
+        alerts(&srv, &s, "")["alerts"][0]["data"],
+        json!({ "temp": 20.5, "room": "lab" })
+    );
+}
+
+#[test]
+fn rules_fire_on_unix_socket_ingest() {
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("tsstore.sock");
+    let srv = Server::builder().socket(&sock).start();
+    let s = srv.json_store("sock");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    let mut c = Client::auth(&sock, &s);
+    let cold = c.store(r#"{"temp": 3}"#);
+    let hot = c.store(r#"{"temp": 33}"#);
+    assert!(hot > cold);
+    assert_eq!(fired(&srv, &s), [("hot".to_string(), hot)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_fire_on_ws_write_ingest() {
+    let srv = Server::start();
+    let s = srv.json_store("wsw");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    let url = format!("ws://{}{}?api_key={}", srv.addr, s.path("/ws/write"), s.key);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    for (t, v) in [(1, 40), (2, 10), (3, 50)] {
+        let m = json!({ "timestamp": t, "data": { "temp": v } }).to_string();
+        ws.send(Message::Text(m.into())).await.unwrap();
+    }
+    let mut acks = 0;
+    while acks < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("ack within 10 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["type"], "ack", "{v}");
+            acks += 1;
+        }
+    }
+    let got = tokio::task::spawn_blocking(move || {
+        let f = fired(&srv, &s);
+        drop(srv);
+        f
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, [("hot".to_string(), 3), ("hot".to_string(), 1)]);
+}
+
+#[test]
+fn cooldown_holds_back_a_rule_and_limit_caps_the_answer() {
+    let srv = Server::start();
+    let s = srv.json_store("cool");
+    let (st, v) = add(
+        &srv,
+        &s,
+        json!({ "name": "slow", "condition": "v > 0", "cooldown": "1h" }),
+    );
+    assert_eq!(st, 201, "{v}");
+    add_ok(&srv, &s, "every", "v > 0");
+    for t in 1..=5 {
+        insert(&srv, &s, t, json!({ "v": t }));
+    }
+    let f = fired(&srv, &s);
+    assert_eq!(f.iter().filter(|(r, _)| r == "slow").count(), 1);
+    assert_eq!(f.iter().filter(|(r, _)| r == "every").count(), 5);
+    assert!(f.contains(&("slow".to_string(), 1)));
+    let a = alerts(&srv, &s, "?limit=2");
+    assert_eq!(a["count"], 2);
+    assert_eq!(a["alerts"][0]["timestamp"], 5);
+    assert_eq!(a["alerts"][1]["timestamp"], 4);
+    assert_eq!(alerts(&srv, &s, "?limit=1000")["count"], 6);
+}
+
+#[test]
+fn deleting_a_store_removes_its_rules_and_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let srv = Server::builder().data_dir(&data).start();
+    let s = srv.json_store("gone");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    insert(&srv, &s, 1, json!({ "temp": 40 }));
+    assert_eq!(fired(&srv, &s).len(), 1);
+    let r = srv.delete(&s.path("")).admin().send();
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    assert_eq!(srv.get(&s.path("/rules")).admin().send().status, 404);
+    let again = srv.json_store("gone");
+    let list = srv.get(&again.path("/rules")).key(&again.key).send().json();
+    assert_eq!(list["count"], 0, "{list}");
+    assert_eq!(alerts(&srv, &again, "")["count"], 0);
+    insert(&srv, &again, 1, json!({ "temp": 40 }));
+    assert!(fired(&srv, &again).is_empty());
+    assert!(!srv
+        .get("/metrics")
+        .send()
+        .text()
+        .contains("store=\"gone\",rule"));
+}
+
+#[test]
+fn rules_fire_on_mqtt_subscription_ingest() {
+    let m = super::mosquitto::Mosquitto::start();
+    let srv = Server::builder()
+        .config(&super::outbound::loopback_allowed(""))
+        .start();
+    let s = srv.json_store("mq");
+    add_ok(&srv, &s, "hot", "temp > 30");
+    let r = srv
+        .post(&s.path("/mqtt/subscriptions"))
+        .key(&s.key)
+        .json(&json!({ "broker_url": m.url(), "topics": ["sensors/#"] }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let status = || {
+        srv.get(&s.path(&format!("/mqtt/subscriptions/{id}")))
+            .key(&s.key)
+            .send()
+            .json()
+    };
+    assert!(super::common::eventually(
+        Duration::from_secs(20),
+        || status()["status"] == "connected"
+    ));
+    for v in [10, 40, 20, 50] {
+        m.publish("sensors/a", json!({ "temp": v }).to_string().as_bytes(), 1);
+    }
+    assert!(super::common::eventually(
+        Duration::from_secs(20),
+        || status()["messages_stored"] == 4
+    ));
+    let a = alerts(&srv, &s, "");
+    let temps: Vec<Value> = a["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["data"]["temp"].clone())
+        .collect();
+    assert_eq!(temps, [json!(50), json!(40)], "{a}");
+}
