@@ -35,6 +35,11 @@ pub fn routes() -> Router<AppState> {
 fn rule_error(e: RuleError) -> ApiError {
     match e {
         RuleError::Duplicate(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        // The store's directory went away under the write: the store was
+        // deleted meanwhile.
+        RuleError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ApiError::not_found("store not found")
+        }
         RuleError::Io(e) => ApiError::internal(e),
         RuleError::NotOpen => ApiError::unavailable("store is not open, retry later"),
         e => ApiError::bad_request(e.to_string()),
@@ -166,4 +171,17 @@ async fn alerts_list(
         .map(|a| a.to_json())
         .collect();
     Ok(Json(json!({ "count": alerts.len(), "alerts": alerts })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_deleted_under_a_rule_write_is_a_404() {
+        let gone = RuleError::Io(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(rule_error(gone).status, StatusCode::NOT_FOUND);
+        let full = RuleError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(rule_error(full).status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
