@@ -15,18 +15,17 @@
 //! a failure. The machine-readable line starts with `bench-agg: `.
 
 use std::error::Error;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 #[path = "common/env.rs"]
 mod env;
+#[path = "common/server.rs"]
+mod server;
+use server::{json_store, BenchServer};
 
-type Res<T> = Result<T, Box<dyn Error>>;
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-const ADMIN: &str = "bench-admin-key-0123456789";
 const SEC: i64 = 1_000_000_000;
 const READINGS: i64 = 86_400;
 const BATCH: i64 = 2_000;
@@ -39,8 +38,13 @@ fn main() -> Res<()> {
     let tmp = tempfile::Builder::new()
         .prefix("agg-bench-")
         .tempdir_in(&target)?;
-    let srv = BenchServer::start(tmp.path())?;
-    let key = srv.create_store("bench")?;
+    let srv = BenchServer::start(
+        Path::new(env!("CARGO_BIN_EXE_tsstore")),
+        tmp.path(),
+        None,
+        &[],
+    )?;
+    let key = srv.create_store(&json_store("bench"))?;
 
     println!("== environment");
     println!(
@@ -51,7 +55,7 @@ fn main() -> Res<()> {
             .unwrap_or_default()
             .trim()
     );
-    println!("kernel: {}; server: {}", env::kernel(), srv.addr);
+    println!("kernel: {}; server: {}", env::kernel(), srv.addr());
 
     // A whole UTC day, two days ago, so that no window is partial.
     let now = std::time::SystemTime::now()
@@ -77,7 +81,7 @@ fn main() -> Res<()> {
             }
             body.push_str(&line);
         }
-        let (status, resp) = srv.request("POST", "/api/stores/bench/data", &key, Some(&body))?;
+        let (status, resp) = request(&srv, "POST", "/api/stores/bench/data", &key, Some(&body))?;
         if status != 200 || !resp.contains("\"failed\":0") {
             return Err(format!("insert batch at {b}: {status} {}", head(&resp)).into());
         }
@@ -140,7 +144,7 @@ fn main() -> Res<()> {
 /// objects.
 fn query(srv: &BenchServer, key: &str, path: &str, count: usize) -> Res<(f64, usize)> {
     let start = Instant::now();
-    let (status, body) = srv.request("GET", path, key, None)?;
+    let (status, body) = request(srv, "GET", path, key, None)?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let want = format!("],\"count\":{count}}}");
     if status != 200 || !body.ends_with(&want) {
@@ -166,108 +170,23 @@ fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// A `tsstore serve` of the bench profile on a loopback port; killed on
-/// drop.
-struct BenchServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BenchServer {
-    fn start(dir: &Path) -> Res<BenchServer> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsstore"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TSSTORE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .current_dir(dir)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--no-socket"])
-            .arg("--data-path")
-            .arg(dir.join("data"))
-            .env("TSSTORE_ADMIN_KEY", ADMIN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                let _ = child.kill();
-                return Err("server exited before it started".into());
-            };
-            let line = line?;
-            if let Some(i) = line.find("Starting tsstore server on ") {
-                let rest = &line[i + "Starting tsstore server on ".len()..];
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .ok_or("no address")?
-                    .parse()?;
-            }
-        };
-        // Keep draining the log so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(BenchServer { child, addr })
-    }
-
-    /// Creates a json store of 64 MiB; returns its API key.
-    fn create_store(&self, name: &str) -> Res<String> {
-        let body = format!(r#"{{"name":"{name}","data_type":"json","num_blocks":16384}}"#);
-        let (status, resp) = self.request("POST", "/api/stores", "", Some(&body))?;
-        let v: serde_json::Value = serde_json::from_str(&resp)
-            .map_err(|e| format!("create store: {status} {e}: {resp}"))?;
-        Ok(v["api_key"]
-            .as_str()
-            .ok_or_else(|| format!("create store: {resp}"))?
-            .to_string())
-    }
-
-    /// One request on a fresh connection (`Connection: close`): the status
-    /// and the body. An empty `key` sends the admin key.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        key: &str,
-        body: Option<&str>,
-    ) -> Res<(u16, String)> {
-        let mut tcp = TcpStream::connect(self.addr)?;
-        tcp.set_nodelay(true)?;
-        let auth = if key.is_empty() {
-            format!("X-Admin-Key: {ADMIN}")
-        } else {
-            format!("X-API-Key: {key}")
-        };
-        let (ct, body) = match body {
-            Some(b) if key.is_empty() => ("application/json", b),
-            Some(b) => ("application/x-ndjson", b),
-            None => ("application/json", ""),
-        };
-        write!(
-            tcp,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}\r\n\
-             Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut resp = Vec::new();
-        tcp.read_to_end(&mut resp)?;
-        let resp = String::from_utf8(resp)?;
-        let (head, body) = resp.split_once("\r\n\r\n").ok_or("no header end")?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("no status")?;
-        Ok((status, body.to_string()))
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One request with a store's key on a fresh connection (an NDJSON body
+/// if any): the status and the body.
+fn request(
+    srv: &BenchServer,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+) -> Res<(u16, String)> {
+    let (ct, body) = match body {
+        Some(b) => ("application/x-ndjson", b),
+        None => ("application/json", ""),
+    };
+    srv.exchange(
+        method,
+        path,
+        &[("X-API-Key", key), ("Content-Type", ct)],
+        body,
+    )
 }

@@ -28,28 +28,27 @@
 
 use std::error::Error;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
-/// Send: results cross the load generator's tasks.
 #[path = "common/env.rs"]
 mod env;
 #[path = "common/fmt.rs"]
 mod fmt;
 use fmt::fmt_int;
+#[path = "common/server.rs"]
+mod server;
+use server::BenchServer;
 
+/// Send: results cross the load generator's tasks.
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-/// Admin key of the bench's server (the server wants at least 20 characters).
-const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 const STORE: &str = "bench";
 const BLOCK_SIZE: u32 = 4096;
 /// 2 GiB of data file (fallocated, under `target/`): about 36 million
@@ -73,20 +72,6 @@ const BATCH_CONNS: usize = 4;
 const RSS_EVERY: Duration = Duration::from_millis(10);
 const SINGLE_BODY: &str = r#"{"data":{"temp":21.5,"sensor":"s-01"}}"#;
 
-/// Variables the binary reads; none may leak in from the caller's shell.
-const TSSTORE_VARS: &[&str] = &[
-    "TSSTORE_ADMIN_KEY",
-    "TSSTORE_CONFIG",
-    "TSSTORE_DATA_PATH",
-    "TSSTORE_HOST",
-    "TSSTORE_LOG",
-    "TSSTORE_MODE",
-    "TSSTORE_PORT",
-    "TSSTORE_SOCKET_PATH",
-    "TSSTORE_TLS_CERT",
-    "TSSTORE_TLS_KEY",
-];
-
 fn main() {
     // The error is printed by `run`, with the server's log.
     if run().is_err() {
@@ -100,13 +85,18 @@ fn run() -> Res<()> {
     let tmp = tempfile::Builder::new()
         .prefix("http-bench-")
         .tempdir_in(&target)?;
-    let server = Server::start(tmp.path())?;
+    let mut server = BenchServer::start(
+        Path::new(env!("CARGO_BIN_EXE_tsstore")),
+        tmp.path(),
+        None,
+        &[],
+    )?;
     let result = bench(&server, tmp.path());
     if let Err(e) = &result {
         eprintln!("bench-http failed: {e}");
         eprintln!("--- server log ---\n{}", server.log());
     }
-    let stopped = server.stop();
+    let stopped = stop(&mut server);
     match (result, stopped) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(e)) => {
@@ -117,18 +107,13 @@ fn run() -> Res<()> {
     }
 }
 
-fn bench(server: &Server, dir: &Path) -> Res<()> {
+fn bench(server: &BenchServer, dir: &Path) -> Res<()> {
     println!("== environment");
     print_environment(dir);
-    let key = create_store(server.addr)?;
+    let key = create_store(server)?;
     // Verifying a key the first time costs an argon2 hash (about 19 MiB of
     // memory); that happens here, before the peak RSS is reset.
-    let stats = http_once(
-        server.addr,
-        "GET",
-        &format!("/api/stores/{STORE}/stats"),
-        &key,
-    )?;
+    let stats = http_once(server, "GET", &format!("/api/stores/{STORE}/stats"), &key)?;
     if stats.0 != 200 {
         return Err(format!("GET stats: status {} {}", stats.0, stats.1).into());
     }
@@ -137,8 +122,8 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         "server: {} serve on {} (pid {}), bench profile; store {STORE:?}: {} blocks of {} \
          bytes, data type {}, durability {} (the default)",
         env!("CARGO_BIN_EXE_tsstore"),
-        server.addr,
-        server.pid,
+        server.addr(),
+        server.pid(),
         st["num_blocks"],
         st["data_block_size"],
         st["data_type"],
@@ -158,12 +143,12 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         MEASURE.as_secs()
     );
 
-    let startup_hwm = proc_kb(server.pid, "VmHWM:");
-    let hwm_reset = fs::write(format!("/proc/{}/clear_refs", server.pid), "5").is_ok();
+    let startup_hwm = proc_kb(server.pid(), "VmHWM:");
+    let hwm_reset = fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").is_ok();
     println!(
         "server RSS before the load: {} (peak since start, incl. the store's creation and the \
          first key check: {}){}",
-        fmt_mib(proc_kb(server.pid, "VmRSS:")),
+        fmt_mib(proc_kb(server.pid(), "VmRSS:")),
         fmt_mib(startup_hwm),
         if hwm_reset {
             "; peak reset now (clear_refs 5)"
@@ -172,8 +157,8 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         }
     );
 
-    let sampler = RssSampler::start(server.pid);
-    let addr = server.addr;
+    let sampler = RssSampler::start(server.pid());
+    let addr = server.addr();
     let health = Scenario {
         title: format!("GET /health, {HIGH} connections (baseline)"),
         label: "health c32",
@@ -272,7 +257,7 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
     println!("== checks and memory");
     // Every acknowledged object must be one the server counted, and none
     // may have been rejected.
-    let metrics = http_once(server.addr, "GET", "/metrics", "")?;
+    let metrics = http_once(server, "GET", "/metrics", "")?;
     let counted = metrics
         .1
         .lines()
@@ -291,12 +276,7 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         )
         .into());
     }
-    let stats = http_once(
-        server.addr,
-        "GET",
-        &format!("/api/stores/{STORE}/stats"),
-        &key,
-    )?;
+    let stats = http_once(server, "GET", &format!("/api/stores/{STORE}/stats"), &key)?;
     let active = serde_json::from_str::<serde_json::Value>(&stats.1)?["active_blocks"]
         .as_u64()
         .unwrap_or(0);
@@ -309,7 +289,7 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
             " (no wrap)"
         }
     );
-    let hwm = proc_kb(server.pid, "VmHWM:");
+    let hwm = proc_kb(server.pid(), "VmHWM:");
     let rss_kb = if hwm_reset { hwm } else { rss_sampled };
     println!(
         "server RSS under load: peak {} (VmHWM{}), highest VmRSS sampled every {} ms {}, \
@@ -322,9 +302,9 @@ fn bench(server: &Server, dir: &Path) -> Res<()> {
         },
         RSS_EVERY.as_millis(),
         fmt_mib(rss_sampled),
-        fmt_mib(proc_kb(server.pid, "VmRSS:")),
-        fmt_mib(proc_kb(server.pid, "RssAnon:")),
-        fmt_mib(proc_kb(server.pid, "RssFile:"))
+        fmt_mib(proc_kb(server.pid(), "VmRSS:")),
+        fmt_mib(proc_kb(server.pid(), "RssAnon:")),
+        fmt_mib(proc_kb(server.pid(), "RssFile:"))
     );
 
     println!();
@@ -472,8 +452,8 @@ fn print_outcome(sc: &Scenario, o: &Outcome, base: Option<&Outcome>) {
 }
 
 /// Runs one scenario: connects, warms up, measures, stops.
-async fn drive(sc: &Scenario, server: &Server, rss: &RssSampler) -> Res<Outcome> {
-    let (addr, server_pid) = (server.addr, server.pid);
+async fn drive(sc: &Scenario, server: &BenchServer, rss: &RssSampler) -> Res<Outcome> {
+    let (addr, server_pid) = (server.addr(), server.pid());
     let mut streams = Vec::with_capacity(sc.conns);
     for _ in 0..sc.conns {
         let s = tokio::net::TcpStream::connect(addr).await?;
@@ -687,188 +667,36 @@ fn ndjson_batch() -> Vec<u8> {
 
 // ================================================================ the server
 
-/// The `tsstore serve` child process.
-struct Server {
-    child: Option<Child>,
-    pid: u32,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts the server on an ephemeral loopback port with data under
-    /// `dir` and waits for its `Starting tsstore server on` line.
-    fn start(dir: &Path) -> Res<Server> {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_tsstore"));
-        for v in TSSTORE_VARS {
-            c.env_remove(v);
-        }
-        let mut child = c
-            .current_dir(dir)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--no-socket"])
-            .arg("--data-path")
-            .arg(dir.join("data"))
-            .env("TSSTORE_ADMIN_KEY", ADMIN_KEY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let pid = child.id();
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        // Drains the log for the server's whole life (a full pipe would
-        // block its writes).
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
-                l.push_str(&line);
-                l.push('\n');
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child: Some(child),
-            pid,
-            addr: "127.0.0.1:0".parse()?,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let log = server.log();
-                return Err(format!("the server did not start; log:\n{log}").into());
-            };
-            let line = strip_ansi(&line);
-            if let Some((_, rest)) = line.split_once("Starting tsstore server on ") {
-                let addr = rest.split_whitespace().next().unwrap_or("");
-                server.addr = addr.parse()?;
-                return Ok(server);
-            }
-        }
+/// SIGTERM, then waits for a clean exit (stores synced and closed).
+fn stop(server: &mut BenchServer) -> Res<()> {
+    let st = server.stop()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("the server exited with {st}; log:\n{}", server.log()).into())
     }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// SIGTERM, then waits for a clean exit (stores synced and closed).
-    fn stop(mut self) -> Res<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        kill(self.pid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait()? {
-                return if st.success() {
-                    Ok(())
-                } else {
-                    Err(format!("the server exited with {st}; log:\n{}", self.log()).into())
-                };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err("the server did not stop within 20 s of SIGTERM".into())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Creates the bench's store with the admin key; returns its API key.
-fn create_store(addr: SocketAddr) -> Res<String> {
-    let body = serde_json::json!({
+fn create_store(server: &BenchServer) -> Res<String> {
+    let spec = serde_json::json!({
         "name": STORE,
         "num_blocks": NUM_BLOCKS,
         "data_block_size": BLOCK_SIZE,
         "data_type": "json",
-    })
-    .to_string();
-    let req = request(
-        addr,
-        "POST",
-        "/api/stores",
-        &[
-            ("X-Admin-Key", ADMIN_KEY),
-            ("Content-Type", "application/json"),
-            ("Connection", "close"),
-        ],
-        body.as_bytes(),
-    );
-    let (status, text) = exchange_once(addr, &req)?;
-    if status != 201 {
-        return Err(format!("creating the store: status {status}: {text}").into());
-    }
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(v["api_key"]
-        .as_str()
-        .ok_or("no api_key in the create response")?
-        .to_string())
+    });
+    server.create_store(&spec.to_string())
 }
 
 /// One request without a body, on a connection of its own (`key`: the
 /// store key, if not empty).
-fn http_once(addr: SocketAddr, method: &str, path: &str, key: &str) -> Res<(u16, String)> {
-    let mut headers = vec![("Connection", "close")];
-    if !key.is_empty() {
-        headers.push(("X-API-Key", key));
-    }
-    exchange_once(addr, &request(addr, method, path, &headers, b""))
-}
-
-/// Sends a `Connection: close` request and reads to the end of the stream.
-fn exchange_once(addr: SocketAddr, req: &[u8]) -> Res<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(req)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no response head")?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
-    Ok((status, body.to_string()))
+fn http_once(server: &BenchServer, method: &str, path: &str, key: &str) -> Res<(u16, String)> {
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("X-API-Key", key)]
+    };
+    server.exchange(method, path, headers, "")
 }
 
 // ================================================================ /proc

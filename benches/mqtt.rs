@@ -61,19 +61,21 @@
 
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "common/fmt.rs"]
 mod fmt;
 use fmt::{fmt_int, fmt_rounds};
+#[path = "common/server.rs"]
+mod server;
+use server::{json_store, BenchServer, ADMIN};
 
-type Res<T> = Result<T, Box<dyn Error>>;
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-const ADMIN: &str = "bench-admin-key-0123456789";
 /// Messages per round.
 const N: usize = 100_000;
 const ROUNDS: usize = 3;
@@ -96,7 +98,13 @@ fn main() -> Res<()> {
         .tempdir_in(&target)?;
     // Dropped in reverse order: the server, the broker, then the directory.
     let broker = Broker::start(tmp.path())?;
-    let srv = BenchServer::start(tmp.path())?;
+    let socket = tmp.path().join("tsstore.sock");
+    let srv = BenchServer::start(
+        Path::new(env!("CARGO_BIN_EXE_tsstore")),
+        tmp.path(),
+        Some(&socket),
+        &[],
+    )?;
     let lines: Vec<String> = (0..N).map(payload).collect();
 
     println!("== environment");
@@ -109,8 +117,8 @@ fn main() -> Res<()> {
     );
     println!(
         "server: {} (pid {}); mosquitto on 127.0.0.1:{} (pid {})",
-        srv.addr,
-        srv.child.0.id(),
+        srv.addr(),
+        srv.pid(),
         broker.port,
         broker.child.0.id()
     );
@@ -119,8 +127,8 @@ fn main() -> Res<()> {
         lines[7]
     );
 
-    let key = srv.create_store("bench")?;
-    insert(&srv.socket, &key, &lines)?;
+    let key = srv.create_store(&json_store("bench"))?;
+    insert(&socket, &key, &lines)?;
     // What the broker must have received after each publishing round
     // (more when the sink resent some: at least once).
     let mut expected = broker.received(0)?;
@@ -247,11 +255,13 @@ fn sink_round(srv: &BenchServer, broker: &Broker, round: usize) -> Res<f64> {
     );
     let path = "/api/stores/bench/mqtt/connections";
     let t = Instant::now();
-    let id = srv.create(path, &body)?;
+    let id = create(srv, path, &body)?;
     let path = format!("{path}/{id}");
-    srv.wait(&path, |v| v["messages_sent"].as_u64() >= Some(N as u64))?;
+    wait(srv, &path, |v| {
+        v["messages_sent"].as_u64() >= Some(N as u64)
+    })?;
     let rate = N as f64 / t.elapsed().as_secs_f64();
-    srv.http("DELETE", &path, "")?;
+    http(srv, "DELETE", &path, "")?;
     Ok(rate)
 }
 
@@ -338,24 +348,24 @@ fn packet(w: &mut impl Write, first: u8, body: &[u8]) -> std::io::Result<()> {
 /// until all are stored.
 fn sub_round(srv: &BenchServer, broker: &Broker, lines: &[String], round: usize) -> Res<f64> {
     let store = format!("sub{round}");
-    srv.create_store(&store)?;
+    srv.create_store(&json_store(&store))?;
     let topic = format!("bench/sub/tsstore/{round}");
     let body = format!(
         r#"{{"broker_url":"tcp://127.0.0.1:{}","topics":["{topic}"],"client_id":"bench-tsstore-{round}"}}"#,
         broker.port
     );
     let path = format!("/api/stores/{store}/mqtt/subscriptions");
-    let id = srv.create(&path, &body)?;
-    srv.wait(&format!("{path}/{id}"), |v| v["status"] == "connected")?;
-    srv.http("DELETE", &format!("{path}/{id}"), "")?;
+    let id = create(srv, &path, &body)?;
+    wait(srv, &format!("{path}/{id}"), |v| v["status"] == "connected")?;
+    http(srv, "DELETE", &format!("{path}/{id}"), "")?;
     broker.publish(&topic, lines)?;
     let t = Instant::now();
-    let id = srv.create(&path, &body)?;
-    srv.wait(&format!("{path}/{id}"), |v| {
+    let id = create(srv, &path, &body)?;
+    wait(srv, &format!("{path}/{id}"), |v| {
         v["messages_stored"].as_u64() == Some(N as u64)
     })?;
     let rate = N as f64 / t.elapsed().as_secs_f64();
-    srv.http("DELETE", &format!("/api/stores/{store}"), "")?;
+    http(srv, "DELETE", &format!("/api/stores/{store}"), "")?;
     Ok(rate)
 }
 
@@ -502,117 +512,44 @@ impl Broker {
     }
 }
 
-/// The `tsstore` binary cargo built for this bench, on an ephemeral port
-/// and a Unix socket in the bench's directory.
-struct BenchServer {
-    child: Reaped,
-    addr: SocketAddr,
-    socket: PathBuf,
+/// One request with the admin key (which may dial loopback); the body as
+/// JSON (`null` when empty), an error for a status of 300 or more.
+fn http(srv: &BenchServer, method: &str, path: &str, body: &str) -> Res<serde_json::Value> {
+    let (status, json) = srv.exchange(
+        method,
+        path,
+        &[("X-Admin-Key", ADMIN), ("Content-Type", "application/json")],
+        body,
+    )?;
+    if status >= 300 {
+        return Err(format!("{method} {path}: {status} {json}").into());
+    }
+    if json.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&json).map_err(|e| format!("{method} {path}: {e}: {json}").into())
 }
 
-impl BenchServer {
-    fn start(dir: &Path) -> Res<BenchServer> {
-        let socket = dir.join("tsstore.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsstore"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TSSTORE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = Reaped(
-            cmd.current_dir(dir)
-                .args(["serve", "--host", "127.0.0.1", "--port", "0", "--socket"])
-                .arg(&socket)
-                .arg("--data-path")
-                .arg(dir.join("data"))
-                .env("TSSTORE_ADMIN_KEY", ADMIN)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()?,
-        );
-        let mut lines = BufReader::new(child.0.stderr.take().ok_or("no stderr")?).lines();
-        let addr = loop {
-            let line = lines.next().ok_or("server exited before it started")??;
-            if let Some(i) = line.find("Starting tsstore server on ") {
-                let rest = &line[i + "Starting tsstore server on ".len()..];
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .ok_or("no address")?
-                    .parse()?;
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Ok(BenchServer {
-            child,
-            addr,
-            socket,
-        })
-    }
+/// POSTs a sink or subscription; returns its id.
+fn create(srv: &BenchServer, path: &str, body: &str) -> Res<String> {
+    let v = http(srv, "POST", path, body)?;
+    Ok(v["id"]
+        .as_str()
+        .ok_or_else(|| format!("POST {path}: {v}"))?
+        .to_string())
+}
 
-    /// One request with the admin key (which may dial loopback); the body
-    /// as JSON (`null` when empty), an error for a status of 300 or more.
-    fn http(&self, method: &str, path: &str, body: &str) -> Res<serde_json::Value> {
-        let mut tcp = TcpStream::connect(self.addr)?;
-        write!(
-            tcp,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nX-Admin-Key: {ADMIN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut resp = String::new();
-        tcp.read_to_string(&mut resp)?;
-        let status: u16 = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{method} {path}: {resp}"))?;
-        let json = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        if status >= 300 {
-            return Err(format!("{method} {path}: {status} {json}").into());
+/// Polls the status object every 5 ms until `f` holds (300 s at most).
+fn wait(srv: &BenchServer, path: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let v = http(srv, "GET", path, "")?;
+        if f(&v) {
+            return Ok(());
         }
-        if json.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
+        if Instant::now() > deadline {
+            return Err(format!("GET {path}: timed out at {v}").into());
         }
-        serde_json::from_str(json).map_err(|e| format!("{method} {path}: {e}: {resp}").into())
-    }
-
-    /// Creates a json store; returns its API key.
-    fn create_store(&self, name: &str) -> Res<String> {
-        let v = self.http(
-            "POST",
-            "/api/stores",
-            &format!(r#"{{"name":"{name}","data_type":"json","num_blocks":16384}}"#),
-        )?;
-        Ok(v["api_key"]
-            .as_str()
-            .ok_or_else(|| format!("create store: {v}"))?
-            .to_string())
-    }
-
-    /// POSTs a sink or subscription; returns its id.
-    fn create(&self, path: &str, body: &str) -> Res<String> {
-        let v = self.http("POST", path, body)?;
-        Ok(v["id"]
-            .as_str()
-            .ok_or_else(|| format!("POST {path}: {v}"))?
-            .to_string())
-    }
-
-    /// Polls the status object every 5 ms until `f` holds (300 s at most).
-    fn wait(&self, path: &str, f: impl Fn(&serde_json::Value) -> bool) -> Res<()> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let v = self.http("GET", path, "")?;
-            if f(&v) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("GET {path}: timed out at {v}").into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -20,11 +20,9 @@
 //! machine-readable line starts with `bench-stream: `.
 
 use std::error::Error;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[path = "stream/ws.rs"]
@@ -33,10 +31,12 @@ mod ws;
 #[path = "common/fmt.rs"]
 mod fmt;
 use fmt::{fmt_int, fmt_rounds};
+#[path = "common/server.rs"]
+mod server;
+use server::{json_store, BenchServer};
 
-type Res<T> = Result<T, Box<dyn Error>>;
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-const ADMIN: &str = "bench-admin-key-0123456789";
 /// Lines of one pipelined round.
 const PIPELINED: usize = 1_000_000;
 /// Lines of one lock-step round.
@@ -55,8 +55,14 @@ fn main() -> Res<()> {
     let tmp = tempfile::Builder::new()
         .prefix("stream-bench-")
         .tempdir_in(&target)?;
-    let mut srv = BenchServer::start(tmp.path())?;
-    let key = srv.create_store("bench")?;
+    let socket = tmp.path().join("tsstore.sock");
+    let mut srv = BenchServer::start(
+        Path::new(env!("CARGO_BIN_EXE_tsstore")),
+        tmp.path(),
+        Some(&socket),
+        &[],
+    )?;
+    let key = srv.create_store(&json_store("bench"))?;
     let pool = payloads();
 
     println!("== environment");
@@ -69,9 +75,9 @@ fn main() -> Res<()> {
     );
     println!(
         "server: {} (pid {}), socket {}",
-        srv.addr,
+        srv.addr(),
         srv.pid(),
-        srv.socket.display()
+        socket.display()
     );
     println!(
         "workload: json store, 16,384 blocks of 4 KiB, durability interval; {}-byte lines, e.g. {}",
@@ -80,23 +86,23 @@ fn main() -> Res<()> {
     );
 
     // Warm-up: opens the store, caches the key, faults the ring in.
-    pipelined(&srv.socket, &key, &pool, 50_000)?;
+    pipelined(&socket, &key, &pool, 50_000)?;
 
     println!();
     println!("== Unix socket, one connection");
     let mut pipe = Vec::new();
     let mut cpu_pipe = Vec::new();
     for _ in 0..ROUNDS {
-        let cpu = srv.cpu_ticks();
-        pipe.push(pipelined(&srv.socket, &key, &pool, PIPELINED)?);
-        cpu_pipe.push(srv.cpu_ticks() - cpu);
+        let cpu = cpu_ticks(&srv);
+        pipe.push(pipelined(&socket, &key, &pool, PIPELINED)?);
+        cpu_pipe.push(cpu_ticks(&srv) - cpu);
     }
     let mut lock = Vec::new();
     let mut cpu_lock = Vec::new();
     for _ in 0..ROUNDS {
-        let cpu = srv.cpu_ticks();
-        lock.push(lockstep(&srv.socket, &key, &pool, LOCKSTEP)?);
-        cpu_lock.push(srv.cpu_ticks() - cpu);
+        let cpu = cpu_ticks(&srv);
+        lock.push(lockstep(&socket, &key, &pool, LOCKSTEP)?);
+        cpu_lock.push(cpu_ticks(&srv) - cpu);
     }
     let unix_pipelined = median(&pipe);
     let unix_lockstep = median(&lock);
@@ -258,120 +264,22 @@ fn lockstep(socket: &Path, key: &str, pool: &[Vec<u8>], n: usize) -> Res<f64> {
 
 // ================================================================ server
 
-/// A `tsstore serve` of the bench profile on a loopback port and a socket
-/// in the temp dir; SIGTERM on drop.
-struct BenchServer {
-    child: Child,
-    addr: SocketAddr,
-    socket: PathBuf,
-}
-
-impl BenchServer {
-    fn start(dir: &Path) -> Res<BenchServer> {
-        let socket = dir.join("tsstore.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsstore"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TSSTORE_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .current_dir(dir)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--socket"])
-            .arg(&socket)
-            .arg("--data-path")
-            .arg(dir.join("data"))
-            .env("TSSTORE_ADMIN_KEY", ADMIN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                let _ = child.kill();
-                return Err("server exited before it started".into());
-            };
-            let line = line?;
-            if let Some(i) = line.find("Starting tsstore server on ") {
-                let rest = &line[i + "Starting tsstore server on ".len()..];
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .ok_or("no address")?
-                    .parse()?;
-            }
-        };
-        // Keep draining the log so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(BenchServer {
-            child,
-            addr,
-            socket,
+/// CPU ticks (USER_HZ) the server used so far.
+fn cpu_ticks(srv: &BenchServer) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/stat", srv.pid()))
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // utime and stime: fields 14 and 15, 12 and 13 after the name
+            // and the state (which does not parse as a number).
+            Some(f.get(10)? + f.get(11)?)
         })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Creates a json store; returns its API key.
-    fn create_store(&self, name: &str) -> Res<String> {
-        let body = format!(r#"{{"name":"{name}","data_type":"json","num_blocks":16384}}"#);
-        let mut tcp = TcpStream::connect(self.addr)?;
-        write!(
-            tcp,
-            "POST /api/stores HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nX-Admin-Key: {ADMIN}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )?;
-        let mut resp = String::new();
-        tcp.read_to_string(&mut resp)?;
-        let json = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        let v: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| format!("create store: {e}: {resp}"))?;
-        Ok(v["api_key"]
-            .as_str()
-            .ok_or_else(|| format!("create store: {resp}"))?
-            .to_string())
-    }
-
-    /// CPU ticks (USER_HZ) the server used so far.
-    fn cpu_ticks(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|s| {
-                let f: Vec<u64> = s
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                // utime and stime: fields 14 and 15, 12 and 13 after the name
-                // and the state (which does not parse as a number).
-                Some(f.get(10)? + f.get(11)?)
-            })
-            .unwrap_or(0)
-    }
-
-    fn stop(&mut self) -> Res<()> {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+        .unwrap_or(0)
 }
 
 // ================================================================ output
