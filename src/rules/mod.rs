@@ -27,7 +27,7 @@ mod pick;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,9 @@ impl Alert {
 pub struct StoreRules {
     dir: PathBuf,
     list: RwLock<Arc<Set>>,
+    /// Whether `list` holds a rule: read on every insert, so a store
+    /// without rules pays one atomic load and nothing else.
+    any: AtomicBool,
     alerts: Mutex<Ring>,
     /// Serializes edits (and their file writes) of this store only.
     edit: Mutex<()>,
@@ -273,6 +276,7 @@ impl StoreRules {
             .collect();
         StoreRules {
             dir: dir.to_path_buf(),
+            any: AtomicBool::new(!list.is_empty()),
             list: RwLock::new(Arc::new(Set::new(list))),
             alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
@@ -283,6 +287,7 @@ impl StoreRules {
     pub fn empty(dir: &Path) -> StoreRules {
         StoreRules {
             dir: dir.to_path_buf(),
+            any: AtomicBool::new(false),
             list: RwLock::new(Arc::new(Set::new(Vec::new()))),
             alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
@@ -310,7 +315,9 @@ impl StoreRules {
         text.push(b'\n');
         store::fs::replace(&store::fs::RealFs, &self.dir, FILE, &text, 0o600)
             .map_err(RuleError::Io)?;
-        *self.list.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Set::new(list));
+        let mut cur = self.list.write().unwrap_or_else(|e| e.into_inner());
+        self.any.store(!list.is_empty(), Ordering::Release);
+        *cur = Arc::new(Set::new(list));
         Ok(())
     }
 
@@ -352,6 +359,9 @@ impl StoreRules {
     /// Evaluates the rules on one stored object of `store` (its stored
     /// bytes: JSON text, or compact schema bytes, expanded here).
     pub fn evaluate(&self, store: &Store, timestamp: i64, stored: &[u8]) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
         let set = self.set();
         if set.rules.is_empty() {
             return;
@@ -425,6 +435,9 @@ impl Rules {
         let rules = Arc::new(StoreRules::load(dir));
         let (hooked, weak): (Arc<StoreRules>, Weak<Store>) = (rules.clone(), Arc::downgrade(store));
         store.on_insert(move |t, d| {
+            if !hooked.any.load(Ordering::Acquire) {
+                return;
+            }
             if let Some(s) = weak.upgrade() {
                 hooked.evaluate(&s, t, d);
             }
