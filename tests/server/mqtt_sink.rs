@@ -524,9 +524,7 @@ fn a_killed_server_resumes_from_the_persisted_cursor() {
     assert_eq!(ns(&sub, 2000).len(), 2000);
     // Give the cursor one interval to reach the file, then kill -9.
     let file = data.join("s").join("mqtt_connections.json");
-    assert!(eventually(WAIT, || std::fs::read_to_string(&file)
-        .unwrap_or_default()
-        .contains(r#""last_timestamp": 2000"#)));
+    assert!(eventually(WAIT, || persisted_cursor(&file) == 2000));
     signal(srv.pid(), "KILL");
     srv.wait_exit();
     drop(srv);
