@@ -104,7 +104,6 @@ bench:
 	$(CARGO) bench --bench stream
 	$(CARGO) bench --bench mqtt
 	$(CARGO) bench --bench agg
-	$(CARGO) bench --bench rules
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60

@@ -358,14 +358,6 @@ impl Condition {
         Ok(c)
     }
 
-    /// Appends the first segment of every field path it names.
-    pub fn top_fields(&self, out: &mut Vec<String>) {
-        match self {
-            Condition::And(v) | Condition::Or(v) => v.iter().for_each(|c| c.top_fields(out)),
-            Condition::Compare { path, .. } => out.extend(path.first().cloned()),
-        }
-    }
-
     /// True if the condition holds on `object` (see the module's rules).
     pub fn eval(&self, object: &Value) -> bool {
         match self {

@@ -11,8 +11,10 @@
 //!   created, which also loads its rules (on the operation's thread, never
 //!   under a lock of the registry).
 //! - A store's rules are an immutable list swapped whole on each change:
-//!   an insert takes one read lock and a reference count, and parses the
-//!   object only when the store has rules.
+//!   an insert takes one read lock and a reference count, and reads the
+//!   object only when the store has rules: one pass over its bytes for the
+//!   values the conditions compare ([`pick`]), the whole object only for
+//!   an alert.
 //! - The file is written (temp, fsync, rename, mode 0600) before the list
 //!   in memory changes: what a client was told was created survives a
 //!   restart. Edits of one store are serialized; other stores never wait.
@@ -199,23 +201,22 @@ pub struct StoreRules {
     edit: Mutex<()>,
 }
 
-/// A store's rules, and the top-level fields they name (sorted).
+/// A store's rules, with their conditions compiled against one plan of
+/// the fields they read.
 struct Set {
     rules: Arc<[Arc<Rule>]>,
-    fields: Vec<String>,
+    plan: pick::Plan,
+    /// `rules[i]`'s condition is `checks[i]`.
+    checks: Vec<pick::Check>,
 }
 
 impl Set {
     fn new(rules: Vec<Arc<Rule>>) -> Set {
-        let mut fields = Vec::new();
-        for r in &rules {
-            r.condition.top_fields(&mut fields);
-        }
-        fields.sort();
-        fields.dedup();
+        let (plan, checks) = pick::Plan::new(rules.iter().map(|r| &r.condition));
         Set {
             rules: rules.into(),
-            fields,
+            plan,
+            checks,
         }
     }
 }
@@ -378,16 +379,17 @@ impl StoreRules {
             },
             _ => return,
         };
-        // Only the fields the rules name are built; the whole object only
-        // when a rule fires (its alert carries it).
-        let Ok(picked) = pick::fields(json, &set.fields) else {
+        // Only the values the conditions compare are read; the whole
+        // object is built only when a rule fires (its alert carries it).
+        let mut leaves = Vec::with_capacity(set.plan.slots());
+        if set.plan.read(json, &mut leaves).is_err() {
             return;
-        };
+        }
         let mut whole: Option<Value> = None;
         let rules = &set.rules;
         let mut now = None;
-        for r in rules.iter() {
-            if !r.condition.eval(&picked) {
+        for (r, check) in rules.iter().zip(&set.checks) {
+            if !check.eval(&leaves) {
                 continue;
             }
             let at = *now.get_or_insert_with(store::now_ns);
