@@ -56,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/stores/{name}/delete", post(store_pages::store_delete))
         .route("/stores/{name}/query", get(store_pages::query_show))
         .route("/stores/{name}/schema", get(store_pages::schema_show))
+        .route("/stores/{name}/alerts", get(store_pages::alerts_show))
         .route(
             "/stores/{name}/connections",
             get(store_pages::connections_show),

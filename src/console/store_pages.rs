@@ -21,6 +21,19 @@ pub struct Tabs {
     pub name: String,
     pub current: &'static str,
     pub schema: bool,
+    /// Alert rules apply (json and schema stores).
+    pub rules: bool,
+}
+
+impl Tabs {
+    pub fn new(name: String, current: &'static str, data_type: DataType) -> Tabs {
+        Tabs {
+            name,
+            current,
+            schema: data_type == DataType::Schema,
+            rules: matches!(data_type, DataType::Json | DataType::Schema),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -66,11 +79,7 @@ async fn store_page(
     };
     let page = StorePage {
         nav: viewer.nav(),
-        tabs: Tabs {
-            name: name.to_string(),
-            current: "store",
-            schema: st.data_type == DataType::Schema,
-        },
+        tabs: Tabs::new(name.to_string(), "store", st.data_type),
         data_type: st.data_type.as_str().to_string(),
         size: format::human_bytes(st.footprint_bytes),
         fill: format::percent(st.active_blocks as u64, st.num_blocks as u64),
@@ -240,11 +249,7 @@ pub async fn schema_show(
         .unwrap_or_default();
     render(&SchemaPage {
         nav: viewer.nav(),
-        tabs: Tabs {
-            name,
-            current: "schema",
-            schema: true,
-        },
+        tabs: Tabs::new(name, "schema", DataType::Schema),
         version: schema.map(|s| s.version).unwrap_or(0),
         fields,
         types: FIELD_TYPES.to_vec(),
@@ -270,6 +275,37 @@ pub async fn connections_show(
     .await
 }
 
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    nav: Nav,
+    tabs: Tabs,
+}
+
+/// `GET /stores/{name}/alerts`: the store's alert rules and the alerts
+/// they fired (json and schema stores; others have no rules: 404).
+pub async fn alerts_show(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(name): Path<String>,
+) -> Response {
+    let s = match open_for(&state, &viewer, &name).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tabs = Tabs::new(name, "alerts", s.config().data_type);
+    if !tabs.rules {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "alert rules are only available for json and schema stores",
+        );
+    }
+    render(&AlertsPage {
+        nav: viewer.nav(),
+        tabs,
+    })
+}
+
 /// A store's tab page that needs only its navigation: `page` builds it.
 async fn tab_page<T: Template>(
     state: &AppState,
@@ -282,10 +318,6 @@ async fn tab_page<T: Template>(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let tabs = Tabs {
-        name,
-        current,
-        schema: s.config().data_type == DataType::Schema,
-    };
+    let tabs = Tabs::new(name, current, s.config().data_type);
     render(&page(viewer.nav(), tabs))
 }

@@ -670,6 +670,68 @@ test('a store session sees the outbound policy refuse an MQTT broker on loopback
   await page.context().close();
 });
 
+test('alert rules: refused with the position, created, fired live, deleted', async () => {
+  const key = await createStore('alarms');
+  await createStore('alarmtext', { data_type: 'text' });
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/alarms');
+  await page.click('nav.tabs a:has-text("Alerts")');
+  await page.waitForURL(base + '/stores/alarms/alerts');
+  assert.equal(await page.getAttribute('nav.tabs a[aria-current=page]', 'href'), '/stores/alarms/alerts');
+  await page.locator('#alerts-status', { hasText: 'No alerts yet.' }).waitFor({ timeout: 3000 });
+
+  // A syntax error: the API's message, with its position, on the page.
+  await page.fill('#r-name', 'hot');
+  await page.fill('#r-condition', 'temp > AND');
+  await page.click('#rule-create button[type=submit]');
+  await page.locator('#rules-status.error', { hasText: /Refused: condition: .* at position 8/ }).waitFor({ timeout: 3000 });
+
+  await page.fill('#r-condition', 'temp > 30 AND room == "lab"');
+  await page.fill('#r-cooldown', '1h');
+  await page.click('#rule-create button[type=submit]');
+  const row = page.locator('#rules tbody tr[data-name=hot]');
+  await row.waitFor({ timeout: 3000 });
+  assert.match(await page.textContent('#rules-status'), /1 rule\(s\) · Rule hot created\./);
+  assert.equal(await row.locator('td').nth(2).textContent(), '1h');
+  assert.equal(await row.locator('td').nth(4).textContent(), 'never');
+
+  // Two readings through the API: one matches (with markup in it), one not.
+  for (const data of [{ temp: 20, room: 'lab' }, { temp: 35, room: 'lab', note: XSS_IMG }]) {
+    const r = await rest('POST', '/api/stores/alarms/data', { key, body: { data } });
+    assert.equal(r.status, 201, r.text);
+  }
+  const alert = page.locator('#alerts tbody tr', { hasText: 'hot' });
+  await alert.waitFor({ timeout: 4000 });
+  assert.equal(await page.locator('#alerts tbody tr').count(), 1);
+  const data = await alert.locator('td.data').textContent();
+  assert.ok(data.includes('"temp":35') && data.includes(XSS_IMG), data);
+  await page.locator('#rules tbody tr[data-name=hot] td.num', { hasText: '1' }).waitFor({ timeout: 3000 });
+  assert.match(await row.locator('td').nth(4).textContent(), /^\d{4}-\d\d-\d\dT/);
+  assert.equal(await page.locator('#alerts img').count(), 0, 'stored markup must stay text');
+
+  // No sideways scrolling on a phone.
+  await page.setViewportSize({ width: 390, height: 900 });
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'alerts page scrolls sideways at 390 px');
+  await shoot(page, 'alerts-390');
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  await row.locator('button', { hasText: 'Delete' }).click();
+  await row.waitFor({ state: 'detached', timeout: 3000 });
+  assert.equal(JSON.parse((await rest('GET', '/api/stores/alarms/rules', { key })).text).count, 0);
+
+  // A text store has no rules: no tab, and the page is a 404.
+  await page.goto(base + '/stores/alarmtext');
+  assert.equal(await page.locator('nav.tabs a:has-text("Alerts")').count(), 0);
+  const cookie = (await page.context().cookies()).map((c) => c.name + '=' + c.value).join('; ');
+  const r = await fetch(base + '/stores/alarmtext/alerts', { headers: { Cookie: cookie } });
+  assert.equal(r.status, 404);
+  assert.match(await r.text(), /alert rules are only available for json and schema stores/);
+  assert.deepEqual(page.dialogs, []);
+  assert.deepEqual(page.consoleErrors.filter((e) => !/\/rules( |$)/.test(e)), []);
+  await page.context().close();
+});
+
 test('XSS payloads in json and text stores render inert', async () => {
   const jkey = await createStore('xjson');
   const tkey = await createStore('xtext', { data_type: 'text' });
@@ -863,7 +925,7 @@ test('page weights and the embedded asset budget', async (t) => {
   const cookie = (await page.context().cookies()).map((c) => c.name + '=' + c.value).join('; ');
   await page.context().close();
   const report = ['embedded assets: ' + assets + ' bytes'];
-  for (const p of ['/login', '/', '/stores/weights', '/stores/weights/query', '/stores/weights/schema', '/stores/weights/connections', '/create']) {
+  for (const p of ['/login', '/', '/stores/weights', '/stores/weights/query', '/stores/weights/schema', '/stores/weights/connections', '/stores/weights/alerts', '/create']) {
     const r = await fetch(base + p, { headers: p === '/login' ? {} : { Cookie: cookie }, redirect: 'manual' });
     assert.equal(r.status, 200, p);
     const html = await r.text();

@@ -234,6 +234,7 @@ fn every_page_has_the_csp_and_no_inline_code() {
         "/stores/plain/query",
         "/stores/plain/connections",
         "/stores/typed/schema",
+        "/stores/typed/alerts",
         "/stores/nope",
     ] {
         let r = get_page(&srv, &s, path);
