@@ -6,6 +6,12 @@
 //! - `{"type":"data","timestamp":T,"block_num":B,"size":S,"data":D}`, `data`
 //!   encoded as the REST API encodes it (binary as base64, text as a
 //!   string, schema expanded unless `format=compact`);
+//! - with `agg_window`, a window instead:
+//!   `{"type":"data","timestamp":END,"count":N,"partial":P,"data":D}`, the
+//!   REST window object (`timestamp` the window's end) after its `type`;
+//!   with `format=compact` on a schema store, `D` keyed by the indices of
+//!   a `{"type":"schema","_schema":{"version","fields"}}` frame sent first
+//!   (see [`super::agg::Compact`]);
 //! - `{"type":"caught_up"}` once the stored objects have been sent;
 //! - `{"type":"gap","from":T1,"to":T2,"lost":N}` when the ring overwrote
 //!   `N` objects with timestamps in `T1..=T2` before the reader got them
@@ -18,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::agg::{Compact, Window};
 use super::{data_json, decode_message};
 use crate::error::ApiError;
 use crate::follow::{Gap, Start};
@@ -37,6 +44,37 @@ pub fn data_frame(store: &Store, o: &Object, compact: bool) -> String {
         h.size,
         data_json(store, &o.data, compact)
     )
+}
+
+/// A window's `data` frame, `compact` on a schema store with
+/// `format=compact`: then a `schema` frame comes first when the window
+/// holds an output the last one sent did not describe.
+pub fn window_frames(w: &Window, compact: Option<&mut Compact>) -> Vec<String> {
+    let mut out = Vec::with_capacity(1);
+    let mut s = String::with_capacity(128);
+    s.push_str(r#"{"type":"data","#);
+    match compact {
+        None => w.write_json(&mut s),
+        Some(c) => {
+            let (data, grown) = c.encode(&w.data);
+            if grown {
+                out.push(schema_frame(c));
+            }
+            Window { data, ..w.clone() }.write_json(&mut s);
+        }
+    }
+    // `write_json` opened its own object: splice it into the frame's.
+    s.replace_range(
+        r#"{"type":"data","#.len()..r#"{"type":"data","#.len() + 1,
+        "",
+    );
+    out.push(s);
+    out
+}
+
+/// The `schema` frame describing compact windows' indices.
+pub fn schema_frame(c: &Compact) -> String {
+    serde_json::json!({ "type": "schema", "_schema": c.schema() }).to_string()
 }
 
 /// A `gap` frame.

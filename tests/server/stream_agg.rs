@@ -1,0 +1,413 @@
+//! Aggregation on `/ws/read` (issue 15): the windows of the backlog and of
+//! live objects compared with the reference of `agg.rs`, windows closing
+//! when a reading at or after their end arrives, the open window sent
+//! partial at shutdown, a gap cutting the open window, the compact form
+//! of schema stores, and every refused parameter (a 400 before the
+//! upgrade, with REST's message).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
+
+use super::agg::{
+    assert_windows, insert_all, past_hour, readings, reference, reference_window, Column, MIN, SEC,
+};
+use super::common::{signal, Server, Store};
+use super::ws::{closed, connect, next_json, url, Ws};
+
+/// The next frame, which must be a window (`type` `data`), without its
+/// `type`: the REST window object.
+async fn next_window(ws: &mut Ws) -> Value {
+    let mut f = next_json(ws).await;
+    assert_eq!(f["type"], "data", "{f}");
+    let keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["type", "timestamp", "count", "partial", "data"],
+        "the REST window's keys after type: {f}"
+    );
+    f.as_object_mut().unwrap().remove("type");
+    f
+}
+
+/// Windows up to `caught_up`.
+async fn windows_until_caught_up(ws: &mut Ws) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let f = next_json(ws).await;
+        if f["type"] == "caught_up" {
+            return out;
+        }
+        assert_eq!(f["type"], "data", "{f}");
+        let mut f = f;
+        f.as_object_mut().unwrap().remove("type");
+        out.push(f);
+    }
+}
+
+/// Nothing arrives for a while (a window still open sends nothing).
+async fn quiet(ws: &mut Ws) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(400), ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected nothing, got {other:?}"),
+        }
+    }
+}
+
+fn insert(srv: &Server, s: &Store, t: i64, data: Value) {
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .json(&json!({"timestamp": t, "data": data}))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+/// The functions of the test's `agg_fields` and `agg_default` per field.
+fn named(path: &str, col: &Column) -> Vec<&'static str> {
+    match path {
+        "temp" => vec!["sum", "max"],
+        "sensor.v" => vec!["min"],
+        "sensor.state" => vec!["count"],
+        "status" => vec!["first"],
+        _ if col.iter().all(Value::is_number) => {
+            vec!["avg", "min", "max", "sum", "count", "first", "last"]
+        }
+        _ => vec!["last"],
+    }
+}
+
+const NAMED: &str = "agg_window=1m&agg_fields=temp:sum,temp:max,sensor.v:min,\
+                     sensor.state:count,status:first&agg_default=avg,min,max,sum,count,first,last";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_stream_windows_match_the_reference_close_live_and_end_partial() {
+    let srv = Server::start();
+    let s = srv.create_store("sagg", json!({"num_blocks": 256}));
+    let t0 = past_hour() + 17 * SEC;
+    let mut rs = readings(t0, 600, 7 * SEC);
+    insert_all(&srv, &s, &rs);
+
+    // From the oldest: every window of the backlog but the open one (the
+    // newest reading's), none partial, then caught_up.
+    let mut ws = connect(&url(&srv, &s, "read", &format!("&from=0&{NAMED}"))).await;
+    let want = reference(&rs, MIN, i64::MIN, i64::MAX, &named);
+    assert!(want.len() > 60, "{}", want.len());
+    let got = windows_until_caught_up(&mut ws).await;
+    assert_windows(&Value::Array(got), &want[..want.len() - 1]);
+    assert!(want[..want.len() - 1]
+        .iter()
+        .all(|w| w["partial"] == false && w["data"]["temp_sum"].is_number()));
+
+    // Live: a reading inside the open window closes nothing; one at the
+    // window's end closes it, with the live reading folded in.
+    let last = rs.last().unwrap().0;
+    let end = last - last.rem_euclid(MIN) + MIN;
+    let live =
+        json!({"temp": 30.5, "hum": 99, "sensor": {"v": -50, "state": "z"}, "status": "live"});
+    insert(&srv, &s, last + 1, live.clone());
+    rs.push((last + 1, live.clone()));
+    quiet(&mut ws).await;
+    let closing =
+        json!({"temp": 1.25, "hum": 3, "sensor": {"v": 4, "state": "y"}, "status": "next"});
+    insert(&srv, &s, end, closing.clone());
+    rs.push((end, closing.clone()));
+    let want = reference(&rs, MIN, i64::MIN, i64::MAX, &named);
+    let w = next_window(&mut ws).await;
+    assert_windows(
+        &Value::Array(vec![w]),
+        &want[want.len() - 2..want.len() - 1],
+    );
+    quiet(&mut ws).await;
+
+    // A second reader from an unaligned timestamp: its first window is cut
+    // by the start (partial, sums null), as on REST.
+    let lo = t0 + 95 * SEC;
+    let mut cut = connect(&url(
+        &srv,
+        &s,
+        "read",
+        &format!("&from={lo}&agg_window=5m&agg_default=sum"),
+    ))
+    .await;
+    let sums = |_: &str, col: &Column| {
+        if col.iter().all(Value::is_number) {
+            vec!["sum"]
+        } else {
+            vec!["last"]
+        }
+    };
+    let want5 = reference(&rs, 5 * MIN, lo, i64::MAX, &sums);
+    let got = windows_until_caught_up(&mut cut).await;
+    assert_windows(&Value::Array(got), &want5[..want5.len() - 1]);
+    assert_eq!(want5[0]["partial"], true);
+    assert_eq!(want5[0]["data"]["hum"], Value::Null);
+    assert!(want5[1]["data"]["hum"].is_i64());
+
+    // Shutdown: the open window goes out first, partial (sum null), then
+    // the 1001 close.
+    signal(srv.pid(), "TERM");
+    let w = next_window(&mut ws).await;
+    let want_open = reference_window(end + MIN, &[&closing], true, &named);
+    assert_windows(&Value::Array(vec![w]), &[want_open]);
+    assert_eq!(closed(&mut ws).await, Some(1001));
+    let w = next_window(&mut cut).await;
+    let open = &want5[want5.len() - 1];
+    assert_eq!(
+        (&w["timestamp"], &w["count"], &w["partial"]),
+        (&open["timestamp"], &open["count"], &json!(true)),
+        "{w}"
+    );
+    assert_eq!(closed(&mut cut).await, Some(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_sends_the_open_window_partial_and_counts_add_up() {
+    let srv = Server::start();
+    // 32 blocks of 4 KiB: each 3 KiB object takes a block of its own.
+    let s = srv.create_store("sgap", json!({ "num_blocks": 32 }));
+    // A reader that does not read: tiny receive buffer, then it waits.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(srv.addr).await.unwrap();
+    // 1 ms windows of readings 1 ms apart: one reading per window, each
+    // window ~3 KiB (its `pad` is `last`), so the reader falls behind.
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        url(&srv, &s, "read", "&agg_window=1ms&agg_default=sum"),
+        MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "caught_up");
+    const MS: i64 = 1_000_000;
+    const N: i64 = 3000;
+    let pad = "x".repeat(3000);
+    let srv = std::sync::Arc::new(srv);
+    let (writer, s2) = (srv.clone(), s.clone());
+    tokio::task::spawn_blocking(move || {
+        for chunk in (1..=N).collect::<Vec<_>>().chunks(100) {
+            let body: String = chunk
+                .iter()
+                .map(|t| {
+                    json!({ "timestamp": t * MS, "data": { "t": t, "pad": pad } }).to_string()
+                        + "\n"
+                })
+                .collect();
+            let r = writer
+                .post(&s2.path("/data"))
+                .key(&s2.key)
+                .body("application/x-ndjson", body)
+                .send();
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    })
+    .await
+    .unwrap();
+    // Windows and gaps account for every reading but the newest (its
+    // window is open); the window before each gap is cut, partial.
+    let (mut counted, mut lost, mut gaps, mut cut_before_gap) = (0i64, 0i64, 0, 0);
+    let mut prev: Option<Value> = None;
+    let mut last_t = 0i64;
+    while counted + lost < N - 1 {
+        let f = next_json(&mut ws).await;
+        match f["type"].as_str().unwrap() {
+            "data" => {
+                let t = f["timestamp"].as_i64().unwrap() / MS - 1;
+                assert!(t > last_t, "in order: {f}");
+                // `sum` of the one reading, or null when cut.
+                if f["partial"] == false {
+                    assert_eq!(f["data"]["t"], t, "{f}");
+                }
+                assert_eq!(f["count"], 1, "{f}");
+                counted += 1;
+                last_t = t;
+            }
+            "gap" => {
+                gaps += 1;
+                lost += f["lost"].as_i64().unwrap();
+                if let Some(p) = &prev {
+                    if p["type"] == "data" {
+                        assert_eq!(p["partial"], true, "the window before a gap: {p}");
+                        assert_eq!(p["data"]["t"], Value::Null, "no sum when cut: {p}");
+                        cut_before_gap += 1;
+                    }
+                }
+                last_t = f["to"].as_i64().unwrap() / MS;
+            }
+            other => panic!("unexpected frame {other}: {f}"),
+        }
+        prev = Some(f);
+    }
+    assert!(gaps >= 1, "the ring wrapped under the reader");
+    assert!(cut_before_gap >= 1, "a gap cut an open window");
+    assert_eq!(counted + lost, N - 1);
+    // The newest reading's window, at shutdown.
+    signal(srv.pid(), "TERM");
+    let f = next_json(&mut ws).await;
+    assert_eq!(f["timestamp"], (N + 1) * MS, "{f}");
+    assert_eq!(f["partial"], true, "{f}");
+    assert_eq!(closed(&mut ws).await, Some(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_windows_of_a_schema_store_come_after_their_schema() {
+    let srv = Server::start();
+    let s = srv.create_store("ssch", json!({"num_blocks": 64, "data_type": "schema"}));
+    let schema = json!({"fields": [
+        {"index": 1, "name": "temp", "type": "float64"},
+        {"index": 2, "name": "n", "type": "int32"},
+        {"index": 3, "name": "state", "type": "string"},
+    ]});
+    let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = past_hour();
+    let rs: Vec<(i64, Value)> = (0..200)
+        .map(|i| {
+            let d = json!({"temp": 20.0 + (i % 13) as f64 * 0.5, "n": (i * 7) % 11 - 5,
+                           "state": format!("s{}", i % 4)});
+            (t0 + i * 3 * SEC, d)
+        })
+        .collect();
+    insert_all(&srv, &s, &rs);
+    let funcs = |_: &str, col: &Column| {
+        if col.iter().all(Value::is_number) {
+            vec!["min", "max"]
+        } else {
+            vec!["last"]
+        }
+    };
+    let want = reference(&rs, MIN, i64::MIN, i64::MAX, &funcs);
+
+    // Expanded (the default): the REST windows of the full objects.
+    let q = "&from=0&agg_window=1m&agg_default=min,max";
+    let mut ws = connect(&url(&srv, &s, "read", q)).await;
+    let got = windows_until_caught_up(&mut ws).await;
+    assert_windows(&Value::Array(got), &want[..want.len() - 1]);
+
+    // Compact: the outputs' schema first, then windows keyed by index.
+    let mut ws = connect(&url(&srv, &s, "read", &format!("{q}&format=compact"))).await;
+    let first = next_json(&mut ws).await;
+    assert_eq!(
+        first,
+        json!({"type": "schema", "_schema": {"version": 1, "fields": [
+            {"index": 1, "name": "temp_min", "type": "float64"},
+            {"index": 2, "name": "temp_max", "type": "float64"},
+            {"index": 3, "name": "n_min", "type": "int32"},
+            {"index": 4, "name": "n_max", "type": "int32"},
+            {"index": 5, "name": "state", "type": "string"},
+        ]}})
+    );
+    let names: Vec<(String, String)> = first["_schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["index"].to_string(),
+                f["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let got = windows_until_caught_up(&mut ws).await;
+    assert_eq!(got.len(), want.len() - 1);
+    let expanded: Vec<Value> = got
+        .iter()
+        .map(|w| {
+            let data = w["data"].as_object().unwrap();
+            let keys: Vec<&String> = data.keys().collect();
+            assert_eq!(keys, ["1", "2", "3", "4", "5"], "{w}");
+            let mut full = serde_json::Map::new();
+            for (i, name) in &names {
+                full.insert(name.clone(), data[i.as_str()].clone());
+            }
+            let mut w = w.clone();
+            w["data"] = Value::Object(full);
+            w
+        })
+        .collect();
+    assert_windows(&Value::Array(expanded), &want[..want.len() - 1]);
+
+    // REST still refuses the compact form of windows.
+    let r = srv
+        .get(&s.path("/data/range?since=1h&agg_window=1m&format=compact"))
+        .key(&s.key)
+        .send();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.error(),
+        "format=compact does not apply to aggregated windows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_aggregation_parameters_are_refused_before_the_upgrade() {
+    let srv = Server::start();
+    let s = srv.json_store("sbad");
+    let bin = srv.create_store("sbin", json!({"num_blocks": 8, "data_type": "binary"}));
+    let text = srv.create_store("stext", json!({"num_blocks": 8, "data_type": "text"}));
+    let fn_list = "expected one of avg, sum, min, max, count, first, last";
+    let cases: Vec<(&Store, &str, String)> =
+        vec![
+        (&s, "agg_fields=temp:avg", "agg_fields and agg_default need agg_window".into()),
+        (&s, "agg_default=sum", "agg_fields and agg_default need agg_window".into()),
+        (&s, "agg_window=soon", "invalid agg_window: ".into()),
+        (&s, "agg_window=0s", "invalid agg_window: ".into()),
+        (
+            &s,
+            "agg_window=1m&agg_default=median",
+            format!("unknown aggregation function \"median\": {fn_list}"),
+        ),
+        (
+            &s,
+            "agg_window=1m&agg_fields=temp",
+            "invalid agg_fields entry \"temp\": expected field:function, fields as dotted paths"
+                .into(),
+        ),
+        (
+            &s,
+            "agg_window=1m&agg_fields=temp:avg,temp:avg",
+            "agg_fields names temp:avg twice".into(),
+        ),
+        (
+            &s,
+            "agg_window=1m&agg_default=avg,avg",
+            "invalid agg_default \"avg,avg\": expected a function or a comma list of functions"
+                .into(),
+        ),
+        (
+            &bin,
+            "agg_window=1m",
+            "aggregation needs a json or schema store; this store holds binary".into(),
+        ),
+        (
+            &text,
+            "agg_window=1m",
+            "aggregation needs a json or schema store; this store holds text".into(),
+        ),
+    ];
+    for (store, q, message) in cases {
+        match tokio_tungstenite::connect_async(url(&srv, store, "read", &format!("&{q}"))).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 400, "{q}");
+                let body: Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+                let got = body["error"].as_str().unwrap();
+                assert!(got.starts_with(&message), "{q}: {got}");
+                // The same message as REST.
+                let rest = srv
+                    .get(&store.path(&format!("/data/range?since=1h&{q}")))
+                    .key(&store.key)
+                    .send();
+                assert_eq!((rest.status, rest.error()), (400, got.to_string()), "{q}");
+            }
+            other => panic!("{q}: expected 400, got {other:?}"),
+        }
+    }
+    // Blank parameters are absent, as on REST: a plain stream.
+    let mut ws = connect(&url(&srv, &s, "read", "&agg_window=&agg_fields=")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "caught_up");
+}
