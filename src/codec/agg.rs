@@ -222,6 +222,68 @@ impl Spec {
     }
 }
 
+/// The three parameters as a connection or sink keeps them (create body,
+/// persisted file, status object): flattened into their specs, absent
+/// when not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Params {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_window: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_fields: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_default: Option<String>,
+}
+
+/// Longest value of one parameter a create body may give.
+pub const MAX_PARAM_LEN: usize = 16 * 1024;
+
+impl Params {
+    /// The parameters of a JSON create body, checked for a store of type
+    /// `dt` with REST's messages; blank values count as absent.
+    pub fn from_body(m: &Map<String, Value>, dt: DataType) -> Result<Params, String> {
+        let field = |name: &str| -> Result<Option<String>, String> {
+            match m.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.len() > MAX_PARAM_LEN => {
+                    Err(format!("invalid {name}: at most {MAX_PARAM_LEN} bytes"))
+                }
+                Some(Value::String(s)) => Ok(given(Some(s)).map(|s| s.trim().to_string())),
+                Some(_) => Err(format!("invalid {name}: must be a string")),
+            }
+        };
+        let p = Params {
+            agg_window: field("agg_window")?,
+            agg_fields: field("agg_fields")?,
+            agg_default: field("agg_default")?,
+        };
+        p.spec(dt).map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+
+    /// The aggregation they ask for, if any.
+    pub fn spec(&self, dt: DataType) -> Result<Option<Spec>, SpecError> {
+        Spec::parse_for(
+            dt,
+            self.agg_window.as_deref(),
+            self.agg_fields.as_deref(),
+            self.agg_default.as_deref(),
+        )
+    }
+
+    /// True when aggregation is asked for.
+    pub fn given(&self) -> bool {
+        self.agg_window.is_some()
+    }
+
+    /// Adds the three keys (`null` when not given) to a status object.
+    pub fn add_to(&self, v: &mut Value) {
+        v["agg_window"] = self.agg_window.clone().into();
+        v["agg_fields"] = self.agg_fields.clone().into();
+        v["agg_default"] = self.agg_default.clone().into();
+    }
+}
+
 /// A parameter's value, `None` when absent or blank.
 fn given(v: Option<&str>) -> Option<&str> {
     v.filter(|s| !s.trim().is_empty())

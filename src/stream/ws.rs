@@ -9,13 +9,13 @@
 //!
 //! With `agg_window` (and `agg_fields`, `agg_default`: the REST parameters
 //! and messages, checked before the upgrade) the objects go through one
-//! [`Aggregator`], backlog and live alike, and the stream sends each
+//! [`WindowFrames`], backlog and live alike, and the stream sends each
 //! window when it closes (a reading at or after its end arrives) instead
 //! of the objects: `{"type":"data","timestamp":END,"count","partial","data"}`.
 //! A gap sends the open window at once, partial; at shutdown the open
 //! window goes out, partial, before the 1001 close. With `format=compact`
 //! on a schema store a `schema` frame describing the windows' outputs
-//! comes first ([`Compact`]).
+//! comes first ([`crate::codec::agg::Compact`]).
 //!
 //! `GET /api/stores/:store/ws/write?format=` stores each
 //! `{"timestamp"?, "data"}` message and answers `ack` or `error` per
@@ -51,10 +51,10 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::auth::{url_pairs, StoreAccess};
-use crate::codec::agg::{AggError, Aggregator, Compact, Spec, SpecError, Window};
+use crate::codec::agg::{Spec, SpecError};
 use crate::codec::frames::{
-    ack_frame, data_frame, error_frame, gap_frame, ingest, parse_from, schema_frame,
-    store_error_message, window_frames, CAUGHT_UP,
+    ack_frame, data_frame, error_frame, first_covered, gap_frame, ingest, parse_from,
+    store_error_message, WindowFrames, CAUGHT_UP,
 };
 use crate::error::ApiError;
 use crate::follow::{self, Follower, Start};
@@ -422,50 +422,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The windows of a read stream with `agg_window`: one [`Aggregator`] fed
-/// the backlog and then the live objects, each window sent as it closes.
-struct Windows {
-    agg: Aggregator,
-    /// `format=compact` on a schema store.
-    compact: Option<Compact>,
-}
-
-impl Windows {
-    /// `lo`: the first timestamp the stream reads; a window beginning
-    /// before it is partial, as on REST.
-    fn new(spec: Arc<Spec>, store: &Store, compact: bool, lo: i64) -> Windows {
-        let compact = (compact && store.config().data_type == DataType::Schema)
-            .then(|| Compact::new(&spec, store.schema().as_ref()));
-        Windows {
-            agg: Aggregator::new(spec, lo, i64::MAX),
-            compact,
-        }
-    }
-
-    fn frames(&mut self, w: Option<Window>, out: &mut Vec<String>) {
-        if let Some(w) = w {
-            out.extend(window_frames(&w, self.compact.as_mut()));
-        }
-    }
-
-    /// The open window cut short (a gap, a shutdown), flagged partial.
-    fn cut(&mut self, out: &mut Vec<String>) -> Result<(), AggError> {
-        let w = self.agg.cut()?;
-        self.frames(w, out);
-        Ok(())
-    }
-}
-
-/// Where a read stream's windows count as cut by its start.
-fn first_covered(start: Start, cursor: i64) -> i64 {
-    match start {
-        Start::Oldest => i64::MIN,
-        Start::At(t) => t,
-        Start::After(t) => t.saturating_add(1),
-        Start::Now => cursor.saturating_add(1),
-    }
-}
-
 async fn read_session(
     socket: WebSocket,
     state: AppState,
@@ -486,7 +442,7 @@ async fn read_session(
     };
     let mut windows = spec.map(|spec| {
         let lo = first_covered(start, follower.cursor());
-        Windows::new(spec, &store, params.compact, lo)
+        WindowFrames::new(spec, &store, params.compact, lo)
     });
     // Client frames are read all along, backlog or not, so that a client
     // that answers pings is never taken for a silent one.
@@ -504,9 +460,7 @@ async fn read_session(
     };
     let mut caught_up_sent = false;
     let mut pending: Vec<String> = Vec::new();
-    if let Some(c) = windows.as_ref().and_then(|w| w.compact.as_ref()) {
-        pending.push(schema_frame(c));
-    }
+    pending.extend(windows.as_ref().and_then(WindowFrames::schema_frame));
     loop {
         written.borrow_and_update();
         let mut failed = None;
@@ -524,22 +478,20 @@ async fn read_session(
                 // goes out now, partial, and the window of the first
                 // reading after the gap is partial if it began before.
                 if let Some(w) = &mut windows {
-                    if let Err(e) = w.cut(&mut frames) {
-                        failed = Some(e.to_string());
+                    match w.gap(g) {
+                        Ok(cut) => frames.extend(cut.into_iter().flat_map(|w| w.frames)),
+                        Err(e) => failed = Some(e.to_string()),
                     }
-                    w.agg.set_lo(g.to.saturating_add(1));
                 }
                 frames.push(gap_frame(g));
             }
             for o in &batch.objects {
                 match &mut windows {
                     None => frames.push(data_frame(&store, o, params.compact)),
-                    Some(w) if failed.is_none() => {
-                        match w.agg.push_stored(&store, o.handle.timestamp, &o.data) {
-                            Ok(closed) => w.frames(closed, &mut frames),
-                            Err(e) => failed = Some(e.to_string()),
-                        }
-                    }
+                    Some(w) if failed.is_none() => match w.push(&store, o) {
+                        Ok(closed) => frames.extend(closed.into_iter().flat_map(|w| w.frames)),
+                        Err(e) => failed = Some(e.to_string()),
+                    },
                     Some(_) => {}
                 }
             }
@@ -594,10 +546,12 @@ async fn read_session(
 
 /// A read stream's end at shutdown: `rest` (frames not yet sent), then
 /// the open window, flagged partial, then the 1001 close.
-async fn stop(out: &mut Out, windows: Option<&mut Windows>, rest: &mut Vec<String>) {
+async fn stop(out: &mut Out, windows: Option<&mut WindowFrames>, rest: &mut Vec<String>) {
     if let Some(w) = windows {
         // Nothing to send instead of a window the field cap refused.
-        let _ = w.cut(rest);
+        if let Ok(Some(w)) = w.cut() {
+            rest.extend(w.frames);
+        }
     }
     out.stop(std::mem::take(rest)).await;
 }

@@ -16,6 +16,10 @@ use super::agg::{
     assert_windows, insert_all, past_hour, readings, reference, reference_window, Column, MIN, SEC,
 };
 use super::common::{signal, Server, Store};
+use super::outbound::{
+    create as create_conn, loopback_allowed, status as status_conn, wait_status as wait_conn,
+    Event as RemoteEvent, Remote,
+};
 use super::ws::{closed, connect, next_json, url, Ws};
 
 /// The next frame, which must be a window (`type` `data`), without its
@@ -410,4 +414,202 @@ async fn bad_aggregation_parameters_are_refused_before_the_upgrade() {
     // Blank parameters are absent, as on REST: a plain stream.
     let mut ws = connect(&url(&srv, &s, "read", "&agg_window=&agg_fields=")).await;
     assert_eq!(next_json(&mut ws).await["type"], "caught_up");
+}
+
+// ---------------------------------------------------------------------------
+// Push connections with aggregation.
+
+/// `n` readings `{"v": i}` for `i` in `from..from + n`, 100 ms apart from
+/// `t0`: ten per 1-second window when `t0` is on a second.
+fn tenths(t0: i64, from: i64, n: i64) -> Vec<(i64, Value)> {
+    (from..from + n)
+        .map(|i| (t0 + i * SEC / 10, json!({ "v": i })))
+        .collect()
+}
+
+/// The window of readings `first..first + count` of [`tenths`] as the
+/// test's `v:sum,v:count` asks for it.
+fn tenths_window(t0: i64, first: i64, count: i64, partial: bool) -> Value {
+    let end = t0 + (first / 10 + 1) * SEC;
+    let sum: i64 = (first..first + count).sum();
+    json!({"timestamp": end, "count": count, "partial": partial,
+           "data": {"v_sum": if partial { Value::Null } else { json!(sum) }, "v_count": count}})
+}
+
+fn ws_cursor(srv: &Server, s: &Store) -> i64 {
+    let file = srv.data().join(&s.name).join("ws_connections.json");
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    serde_json::from_str::<Value>(&text).map_or(0, |v| {
+        v["connections"][0]["last_timestamp"].as_i64().unwrap_or(0)
+    })
+}
+
+/// The next window frame the remote receives, without its `type`.
+async fn remote_window(remote: &mut Remote) -> Value {
+    match remote.next().await {
+        RemoteEvent::Frame(mut f) => {
+            assert_eq!(f["type"], "data", "{f}");
+            f.as_object_mut().unwrap().remove("type");
+            f
+        }
+        e => panic!("expected a window, got {e:?}"),
+    }
+}
+
+/// A push connection with `agg_window` through a `kill -9` in the middle
+/// of a window, a restart, a graceful stop in the middle of the next one
+/// and another restart: the cursor stays on raw readings (the newest
+/// reading of the last window sent), so each window arrives whole, once,
+/// after the partial one sent at the graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_windows_survive_kill_and_restart_without_lost_or_doubled_readings() {
+    let cfg = loopback_allowed("");
+    let mut srv = Server::builder().config(&cfg).start();
+    let s = srv.json_store("pagg");
+    let t0 = past_hour();
+    insert_all(&srv, &s, &tenths(t0, 0, 55));
+    let mut remote = Remote::start(0, false).await;
+    let c = create_conn(
+        &srv,
+        &s,
+        json!({"mode": "push", "url": remote.url(), "agg_window": "1s",
+               "agg_fields": "v:sum,v:count"}),
+    );
+    assert_eq!(
+        (&c["agg_window"], &c["agg_fields"], &c["agg_default"]),
+        (&json!("1s"), &json!("v:sum,v:count"), &Value::Null),
+        "{c}"
+    );
+    let id = c["id"].as_str().unwrap().to_string();
+    remote.connected().await;
+    // Windows 0..=4 are closed; window 5 (readings 50..=54) is open.
+    for k in 0..5 {
+        assert_windows(
+            &Value::Array(vec![remote_window(&mut remote).await]),
+            &[tenths_window(t0, k * 10, 10, false)],
+        );
+    }
+    // The cursor is the newest reading of window 4, not reading 54.
+    let last4 = t0 + 49 * SEC / 10;
+    wait_conn(&srv, &s, &id, "cursor", |v| v["last_timestamp"] == last4);
+    assert!(
+        super::common::eventually(Duration::from_secs(5), || ws_cursor(&srv, &s) == last4),
+        "persisted cursor {}",
+        ws_cursor(&srv, &s)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ws_cursor(&srv, &s), last4, "never past the sent windows");
+
+    // kill -9 in the middle of window 5.
+    signal(srv.pid(), "KILL");
+    srv.wait_exit();
+    let srv2 = Server::builder().data_dir(srv.data()).config(&cfg).start();
+    remote.connected_after_close().await;
+    insert_all(&srv2, &s, &tenths(t0, 55, 6));
+    // Window 5 whole: its readings before the kill were read again.
+    assert_windows(
+        &Value::Array(vec![remote_window(&mut remote).await]),
+        &[tenths_window(t0, 50, 10, false)],
+    );
+    let status = status_conn(&srv2, &s, &id);
+    assert_eq!(status["agg_fields"], "v:sum,v:count", "persisted: {status}");
+
+    // A graceful stop in the middle of window 6: it goes out, partial.
+    let mut srv2 = srv2;
+    let last5 = t0 + 59 * SEC / 10;
+    wait_conn(&srv2, &s, &id, "cursor", |v| v["last_timestamp"] == last5);
+    srv2.stop();
+    assert_windows(
+        &Value::Array(vec![remote_window(&mut remote).await]),
+        &[tenths_window(t0, 60, 1, true)],
+    );
+    let srv3 = Server::builder().data_dir(srv.data()).config(&cfg).start();
+    remote.connected_after_close().await;
+    insert_all(&srv3, &s, &tenths(t0, 61, 10));
+    // Window 6 again, whole and complete: reading 60 counted in it once.
+    assert_windows(
+        &Value::Array(vec![remote_window(&mut remote).await]),
+        &[tenths_window(t0, 60, 10, false)],
+    );
+    assert!(remote.quiet_for(Duration::from_millis(500)).await.is_none());
+}
+
+#[test]
+fn push_and_pull_creates_check_the_aggregation_parameters() {
+    let srv = Server::builder().config(&loopback_allowed("")).start();
+    let s = srv.json_store("pbad");
+    let bin = srv.create_store("pbin", json!({"num_blocks": 8, "data_type": "binary"}));
+    for (store, body, message) in [
+        (&s, json!({"agg_window": "soon"}), "invalid agg_window: "),
+        (
+            &s,
+            json!({"agg_fields": "v:sum"}),
+            "agg_fields and agg_default need agg_window",
+        ),
+        (
+            &s,
+            json!({"agg_window": "1m", "agg_default": "median"}),
+            "unknown aggregation function \"median\"",
+        ),
+        (
+            &s,
+            json!({"agg_window": 60}),
+            "invalid agg_window: must be a string",
+        ),
+        (
+            &bin,
+            json!({"agg_window": "1m"}),
+            "aggregation needs a json or schema store; this store holds binary",
+        ),
+        (
+            &s,
+            json!({"mode": "pull", "agg_window": "1m"}),
+            "aggregation applies to push connections",
+        ),
+    ] {
+        let mut b = json!({"mode": "push", "url": "ws://127.0.0.1:9"});
+        for (k, v) in body.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = srv
+            .post(&store.path("/ws/connections"))
+            .key(&store.key)
+            .json(&b)
+            .send();
+        assert_eq!(r.status, 400, "{b}: {}", r.text());
+        assert!(r.error().starts_with(message), "{b}: {}", r.error());
+    }
+}
+
+/// A remote that acks (as tsstore's `/ws/write` does) acks a window's
+/// `timestamp`, its end: the cursor moves to the window's newest reading,
+/// not to the end (which lies past readings of the open window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acked_window_moves_the_cursor_to_its_newest_reading() {
+    let srv = Server::builder().config(&loopback_allowed("")).start();
+    let s = srv.json_store("pack");
+    let t0 = past_hour();
+    // Readings 0..25: windows 0 and 1 closed, window 2 open. Window 1's
+    // end is reading 20's timestamp: an ack taken as a reading's would put
+    // the cursor on reading 20, and a restart would skip it.
+    insert_all(&srv, &s, &tenths(t0, 0, 25));
+    let mut remote = Remote::start(0, true).await;
+    let c = create_conn(
+        &srv,
+        &s,
+        json!({"mode": "push", "url": remote.url(), "agg_window": "1s",
+               "agg_fields": "v:sum,v:count"}),
+    );
+    let id = c["id"].as_str().unwrap().to_string();
+    remote.connected().await;
+    for k in 0..2 {
+        assert_windows(
+            &Value::Array(vec![remote_window(&mut remote).await]),
+            &[tenths_window(t0, k * 10, 10, false)],
+        );
+    }
+    let last1 = t0 + 19 * SEC / 10;
+    wait_conn(&srv, &s, &id, "acked", |v| v["last_timestamp"] == last1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status_conn(&srv, &s, &id)["last_timestamp"], last1);
 }
