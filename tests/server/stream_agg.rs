@@ -5,6 +5,10 @@
 //! of schema stores, and every refused parameter (a 400 before the
 //! upgrade, with REST's message).
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,6 +20,7 @@ use super::agg::{
     assert_windows, insert_all, past_hour, readings, reference, reference_window, Column, MIN, SEC,
 };
 use super::common::{signal, Server, Store};
+use super::mosquitto::{Mosquitto, Subscriber};
 use super::outbound::{
     create as create_conn, loopback_allowed, status as status_conn, wait_status as wait_conn,
     Event as RemoteEvent, Remote,
@@ -612,4 +617,249 @@ async fn an_acked_window_moves_the_cursor_to_its_newest_reading() {
     wait_conn(&srv, &s, &id, "acked", |v| v["last_timestamp"] == last1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status_conn(&srv, &s, &id)["last_timestamp"], last1);
+}
+
+// ---------------------------------------------------------------------------
+// MQTT sinks with aggregation.
+
+const MS: i64 = 1_000_000;
+
+fn sink_server(data: &Path, sock: &Path) -> Server {
+    Server::builder()
+        .config(&loopback_allowed(""))
+        .socket(sock)
+        .data_dir(data)
+        .start()
+}
+
+/// Writes `{"i": i}` at `t0 + i` ms from `i = from` on through the Unix
+/// socket, a few a millisecond, until the server goes away.
+fn write_ms_until_gone(sock: &Path, s: &Store, t0: i64, from: i64) {
+    let stream = UnixStream::connect(sock).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    writeln!(w, "AUTH {} {}", s.name, s.key).unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "OK");
+    for i in from.. {
+        let sent = writeln!(
+            w,
+            "{{\"timestamp\":{},\"data\":{{\"i\":{i}}}}}",
+            t0 + i * MS
+        );
+        line.clear();
+        if sent.is_err() || r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        assert!(line.starts_with("OK "), "{line}");
+        if i % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The index of the newest reading stored.
+fn newest_i(srv: &Server, s: &Store) -> i64 {
+    let r = srv.get(&s.path("/data/newest?limit=1")).key(&s.key).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["objects"][0]["data"]["i"].as_i64().unwrap()
+}
+
+/// Every window published, by end; a window published twice (sent again
+/// from a cursor persisted a moment before a kill) must be the same
+/// window. Partial ones are kept apart.
+fn collect_windows(
+    sub: &Subscriber,
+    complete: &mut BTreeMap<i64, Value>,
+    partial: &mut Vec<Value>,
+) {
+    for (_, p) in sub.take(usize::MAX, Duration::from_secs(3)) {
+        let mut w: Value = serde_json::from_str(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert_eq!(w["type"], "data", "{w}");
+        w.as_object_mut().unwrap().remove("type");
+        let end = w["timestamp"].as_i64().unwrap();
+        if w["partial"] == true {
+            partial.push(w);
+            continue;
+        }
+        if let Some(seen) = complete.get(&end) {
+            assert_eq!(seen, &w, "a window published twice differs");
+        }
+        complete.insert(end, w);
+    }
+}
+
+/// An MQTT sink with `agg_window` through a `kill -9` of the server while
+/// readings are being written, then a graceful stop in the middle of a
+/// window: the windows published cover every reading exactly once (each
+/// window whole: its count, first and last reading), and the window open
+/// at the graceful stop is published partial, then again whole.
+#[test]
+fn mqtt_sink_windows_survive_kill_and_restart_without_lost_or_doubled_readings() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("agg/#");
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sock) = (dir.path().join("data"), dir.path().join("t.sock"));
+    let mut srv = sink_server(&data, &sock);
+    let s = srv.create_store("s", json!({ "num_blocks": 4096 }));
+    let t0 = past_hour();
+    let c = {
+        let r = srv
+            .post(&s.path("/mqtt/connections"))
+            .key(&s.key)
+            .json(
+                &json!({ "broker_url": m.url(), "topic": "agg/s", "cursor_persist_interval": 1,
+                           "agg_window": "10ms", "agg_fields": "i:count,i:min,i:max" }),
+            )
+            .send();
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    };
+    assert_eq!(
+        (&c["agg_window"], &c["agg_fields"], &c["agg_default"]),
+        (&json!("10ms"), &json!("i:count,i:min,i:max"), &Value::Null),
+        "{c}"
+    );
+    let id = c["id"].as_str().unwrap().to_string();
+
+    // kill -9 while readings are written, a while after the cursor was
+    // first persisted (so the restart resumes from a cursor that lags).
+    let writer = {
+        let (sock, s) = (sock.clone(), s.clone());
+        std::thread::spawn(move || write_ms_until_gone(&sock, &s, t0, 0))
+    };
+    let file = data.join("s").join("mqtt_connections.json");
+    assert!(super::common::eventually(Duration::from_secs(20), || {
+        persisted(&file) > t0
+    }));
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(srv.pid(), "KILL");
+    srv.wait_exit();
+    writer.join().unwrap();
+    drop(srv);
+    let mut complete = BTreeMap::new();
+    let mut partial = Vec::new();
+    collect_windows(&sub, &mut complete, &mut partial);
+
+    let srv = sink_server(&data, &sock);
+    let killed_at = newest_i(&srv, &s);
+    // Readings up to the middle of a window, then a graceful stop.
+    let half = (killed_at / 10 + 2) * 10 + 5;
+    let body: String = (killed_at + 1..=half)
+        .map(|i| json!({"timestamp": t0 + i * MS, "data": {"i": i}}).to_string() + "\n")
+        .collect();
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .body("application/x-ndjson", body)
+        .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_mqtt(&srv, &s, &id, |v| {
+        v["last_timestamp"] == t0 + (half - 6) * MS
+    });
+    let mut srv = srv;
+    srv.stop();
+    collect_windows(&sub, &mut complete, &mut partial);
+    // The open window, partial: readings half-5..=half.
+    let last_partial = partial.last().expect("the open window at the stop").clone();
+    assert_eq!(last_partial["count"], 6, "{last_partial}");
+    assert_eq!(last_partial["data"]["i_min"], half - 5, "{last_partial}");
+
+    // Again: the rest of that window and one reading past it.
+    let srv = sink_server(&data, &sock);
+    let body: String = (half + 1..=half + 5)
+        .map(|i| json!({"timestamp": t0 + i * MS, "data": {"i": i}}).to_string() + "\n")
+        .collect();
+    let r = srv
+        .post(&s.path("/data"))
+        .key(&s.key)
+        .body("application/x-ndjson", body)
+        .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    collect_windows(&sub, &mut complete, &mut partial);
+
+    // Every window 0..=(half+5)/10 - 1 is there, once, whole.
+    let closed = (half + 5) / 10;
+    let ends: Vec<i64> = complete.keys().copied().collect();
+    let want: Vec<i64> = (0..closed).map(|k| t0 + (k + 1) * 10 * MS).collect();
+    assert_eq!(ends, want, "every closed window, once");
+    for (k, w) in complete.values().enumerate() {
+        let k = k as i64;
+        assert_eq!(
+            w["data"],
+            json!({"i_count": 10, "i_min": k * 10, "i_max": k * 10 + 9}),
+            "{w}"
+        );
+        assert_eq!(w["count"], 10, "{w}");
+    }
+    let total: i64 = complete
+        .values()
+        .map(|w| w["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, closed * 10, "no reading lost or counted twice");
+    let _ = killed_at;
+}
+
+fn persisted(file: &Path) -> i64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    serde_json::from_str::<Value>(&text).map_or(0, |v| {
+        v["connections"][0]["last_timestamp"].as_i64().unwrap_or(0)
+    })
+}
+
+fn wait_mqtt(srv: &Server, s: &Store, id: &str, f: impl Fn(&Value) -> bool) {
+    let get = || {
+        srv.get(&s.path(&format!("/mqtt/connections/{id}")))
+            .key(&s.key)
+            .send()
+            .json()
+    };
+    assert!(
+        super::common::eventually(Duration::from_secs(20), || f(&get())),
+        "{}",
+        get()
+    );
+}
+
+#[test]
+fn mqtt_sink_creates_check_the_aggregation_parameters() {
+    let srv = Server::start();
+    let s = srv.json_store("mbad");
+    let text = srv.create_store("mtext", json!({"num_blocks": 8, "data_type": "text"}));
+    for (store, body, message) in [
+        (&s, json!({"agg_window": "0s"}), "invalid agg_window: "),
+        (
+            &s,
+            json!({"agg_default": "avg"}),
+            "agg_fields and agg_default need agg_window",
+        ),
+        (
+            &s,
+            json!({"agg_window": "1m", "agg_fields": "a:avg,a:avg"}),
+            "agg_fields names a:avg twice",
+        ),
+        (
+            &s,
+            json!({"agg_fields": ["a:avg"], "agg_window": "1m"}),
+            "invalid agg_fields: must be a string",
+        ),
+        (
+            &text,
+            json!({"agg_window": "1m"}),
+            "aggregation needs a json or schema store; this store holds text",
+        ),
+    ] {
+        let mut b = json!({"broker_url": "tcp://127.0.0.1:1", "topic": "t"});
+        for (k, v) in body.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = srv
+            .post(&store.path("/mqtt/connections"))
+            .key(&store.key)
+            .json(&b)
+            .send();
+        assert_eq!(r.status, 400, "{b}: {}", r.text());
+        assert!(r.error().starts_with(message), "{b}: {}", r.error());
+    }
 }
