@@ -863,3 +863,100 @@ fn mqtt_sink_creates_check_the_aggregation_parameters() {
         assert!(r.error().starts_with(message), "{b}: {}", r.error());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Compact windows on push connections and MQTT sinks.
+
+/// A schema store (`temp` float64, `n` int32) holding readings 0..25 of
+/// [`tenths`]-like spacing: windows 0 and 1 closed, window 2 open.
+fn compact_store(srv: &Server, name: &str) -> (Store, i64) {
+    let s = srv.create_store(name, json!({"num_blocks": 64, "data_type": "schema"}));
+    let schema = json!({"fields": [
+        {"index": 1, "name": "temp", "type": "float64"},
+        {"index": 2, "name": "n", "type": "int32"},
+    ]});
+    let r = srv.put(&s.path("/schema")).key(&s.key).json(&schema).send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = past_hour();
+    let rs: Vec<(i64, Value)> = (0..25)
+        .map(|i| {
+            (
+                t0 + i * SEC / 10,
+                json!({"temp": 20.0 + i as f64 / 4.0, "n": i}),
+            )
+        })
+        .collect();
+    insert_all(srv, &s, &rs);
+    (s, t0)
+}
+
+/// The schema message of [`compact_store`] with `agg_default=min,max`.
+fn compact_schema() -> Value {
+    json!({"type": "schema", "_schema": {"version": 1, "fields": [
+        {"index": 1, "name": "temp_min", "type": "float64"},
+        {"index": 2, "name": "temp_max", "type": "float64"},
+        {"index": 3, "name": "n_min", "type": "int32"},
+        {"index": 4, "name": "n_max", "type": "int32"},
+    ]}})
+}
+
+/// Window `k` of [`compact_store`], compact.
+fn compact_window(t0: i64, k: i64) -> Value {
+    let (a, b) = (k * 10, k * 10 + 9);
+    json!({"type": "data", "timestamp": t0 + (k + 1) * SEC, "count": 10, "partial": false,
+           "data": {"1": 20.0 + a as f64 / 4.0, "2": 20.0 + b as f64 / 4.0, "3": a, "4": b}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_push_connection_starts_with_the_schema_frame() {
+    let srv = Server::builder().config(&loopback_allowed("")).start();
+    let (s, t0) = compact_store(&srv, "pcomp");
+    let mut remote = Remote::start(0, false).await;
+    create_conn(
+        &srv,
+        &s,
+        json!({"mode": "push", "url": remote.url(), "format": "compact",
+               "agg_window": "1s", "agg_default": "min,max"}),
+    );
+    remote.connected().await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match remote.next().await {
+            RemoteEvent::Frame(f) => got.push(f),
+            e => panic!("expected a frame, got {e:?}"),
+        }
+    }
+    assert_eq!(got[0], compact_schema());
+    assert_eq!(got[1], compact_window(t0, 0));
+    assert_eq!(got[2], compact_window(t0, 1));
+}
+
+#[test]
+fn a_compact_mqtt_sink_starts_with_the_schema_message() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("comp/#");
+    let srv = Server::builder().config(&loopback_allowed("")).start();
+    let (s, t0) = compact_store(&srv, "mcomp");
+    let r = srv
+        .post(&s.path("/mqtt/connections"))
+        .key(&s.key)
+        .json(
+            &json!({"broker_url": m.url(), "topic": "comp/s", "format": "compact",
+                      "agg_window": "1s", "agg_default": "min,max"}),
+        )
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let got: Vec<Value> = sub
+        .take(3, Duration::from_secs(10))
+        .iter()
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            compact_schema(),
+            compact_window(t0, 0),
+            compact_window(t0, 1)
+        ]
+    );
+}
