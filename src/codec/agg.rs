@@ -3,8 +3,12 @@
 //! and an [`Aggregator`] fed readings in time order that yields each window
 //! when it closes and the open one at [`Aggregator::finish`].
 //!
-//! Shared below the areas so that every reader (REST today; the streams,
-//! push connections and MQTT sinks later) computes the same windows.
+//! Shared below the areas so that every reader (REST, `/ws/read`, push
+//! connections and MQTT sinks, the last three through
+//! [`crate::codec::frames::WindowFrames`]) computes the same windows, and
+//! refuses the same parameters with the same messages ([`Spec::parse_for`],
+//! [`Params`]). [`Compact`] is the compact form of windows of schema
+//! stores.
 //!
 //! Invariants:
 //! - Windows are aligned on the Unix epoch: a reading at `t` belongs to the

@@ -1,9 +1,12 @@
-//! Aggregation on `/ws/read` (issue 15): the windows of the backlog and of
-//! live objects compared with the reference of `agg.rs`, windows closing
-//! when a reading at or after their end arrives, the open window sent
-//! partial at shutdown, a gap cutting the open window, the compact form
-//! of schema stores, and every refused parameter (a 400 before the
-//! upgrade, with REST's message).
+//! Aggregation on `/ws/read`, push connections and MQTT sinks (issue 15):
+//! the windows of the backlog and of live objects compared with the
+//! reference of `agg.rs`, windows closing when a reading at or after their
+//! end arrives, the open window sent partial at shutdown, a gap cutting the
+//! open window, the compact form of schema stores (a `schema` message
+//! first), every refused parameter (a 400 with REST's message, before the
+//! upgrade or at create), and the resume cursor on raw readings: push
+//! connections and sinks through `kill -9` and graceful restarts, every
+//! reading in exactly one window.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
