@@ -25,7 +25,7 @@
 //! the buffer as a publish stamped with its newest reading, so the cursor
 //! (the acknowledged prefix) stays on raw readings and never enters the
 //! open window; a restart re-reads the open window whole. The open window
-//! rides in [`Carry`] across reconnects (the follower is past its
+//! rides in `Carry` across reconnects (the follower is past its
 //! readings); a stop with nothing unacknowledged publishes it, partial,
 //! outside the window of publishes (the cursor does not move).
 //!
