@@ -363,6 +363,18 @@ impl Out {
         }
     }
 
+    /// The server stops: sends `last` (the rest of a batch, the open
+    /// window cut short), each within a bound, then the 1001 close.
+    async fn stop(&mut self, last: Vec<String>) {
+        for f in last {
+            let feed = self.tx.feed(Message::Text(f.into()));
+            if !matches!(tokio::time::timeout(STOP_SEND, feed).await, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(STOP_SEND, going_away(&mut self.tx)).await;
+    }
+
     /// Waits for the store to be written to, pinging the client and
     /// watching for its silence meanwhile.
     async fn idle(&mut self, written: &mut tokio::sync::watch::Receiver<u64>) -> Wake {
@@ -387,20 +399,6 @@ impl Out {
                 Due::Ping | Due::Nothing => {}
             }
         }
-    }
-}
-
-impl Out {
-    /// The server stops: sends `last` (the rest of a batch, the open
-    /// window cut short), each within a bound, then the 1001 close.
-    async fn stop(&mut self, last: Vec<String>) {
-        for f in last {
-            let feed = self.tx.feed(Message::Text(f.into()));
-            if !matches!(tokio::time::timeout(STOP_SEND, feed).await, Ok(Ok(()))) {
-                return;
-            }
-        }
-        let _ = tokio::time::timeout(STOP_SEND, going_away(&mut self.tx)).await;
     }
 }
 
