@@ -179,6 +179,7 @@ mod tests {
             last_timestamp: 0,
             ca_file: None,
             created_by: Default::default(),
+            agg: Default::default(),
         }
     }
 

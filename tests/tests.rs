@@ -58,6 +58,7 @@ mod server {
     mod rules;
     mod security_limits;
     mod security_outbound;
+    mod stream_agg;
     mod unix;
     mod ws;
 }

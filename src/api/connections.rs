@@ -22,10 +22,11 @@ use serde_json::{json, Map, Value};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
+use crate::codec::agg::Params;
 use crate::outbound::policy::Role;
 use crate::outbound::session::reserved_header;
 use crate::outbound::{check_url, CreateError, Mode, Spec};
-use crate::store::now_ns;
+use crate::store::{now_ns, DataType};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -87,7 +88,8 @@ async fn connections_create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let mut spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let mut spec =
+        parse_create(&body, access.store.config().data_type).map_err(ApiError::bad_request)?;
     spec.created_by = if access.admin {
         Role::Admin
     } else {
@@ -114,8 +116,9 @@ fn string_field(m: &Map<String, Value>, name: &str) -> Result<Option<String>, St
     }
 }
 
-/// Validates a create request into a spec (without its id).
-fn parse_create(body: &[u8]) -> Result<Spec, String> {
+/// Validates a create request into a spec (without its id); `dt`: the
+/// store's type, which aggregation needs to be json or schema.
+fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
     let Value::Object(m) = v else {
@@ -183,6 +186,10 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
     let ca_file = string_field(&m, "ca_file")?
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
+    let agg = Params::from_body(&m, dt)?;
+    if mode == Mode::Pull && agg.given() {
+        return Err("aggregation applies to push connections".into());
+    }
     Ok(Spec {
         id: String::new(),
         mode,
@@ -196,6 +203,7 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         last_timestamp: 0,
         ca_file,
         created_by: Role::Store,
+        agg,
     })
 }
 
@@ -204,7 +212,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        parse_create(body.as_bytes()).unwrap_err()
+        parse_create(body.as_bytes(), DataType::Json).unwrap_err()
     }
 
     #[test]
@@ -234,6 +242,7 @@ mod tests {
         assert!(err("[1]").contains("object"));
         let s = parse_create(
             br#"{"mode":"push","url":"wss://h/x","from":7,"format":"compact","headers":{"Authorization":"Bearer t"},"filter":"n","filter_ignore_case":true}"#,
+            DataType::Json,
         )
         .unwrap();
         assert_eq!(

@@ -153,7 +153,8 @@ impl Params {
     /// JSON with data, and `limit` counts windows, at most
     /// [`agg::MAX_WINDOWS`].
     fn agg(&self, store: &Store) -> ApiResult<Option<Spec>> {
-        let spec = Spec::parse(
+        let spec = Spec::parse_for(
+            store.config().data_type,
             self.agg_window.as_deref(),
             self.agg_fields.as_deref(),
             self.agg_default.as_deref(),
@@ -162,13 +163,6 @@ impl Params {
         let Some(spec) = spec else {
             return Ok(None);
         };
-        let dt = store.config().data_type;
-        if matches!(dt, DataType::Binary | DataType::Text) {
-            return Err(ApiError::bad_request(format!(
-                "aggregation needs a json or schema store; this store holds {}",
-                dt.as_str()
-            )));
-        }
         if self.compact() {
             return Err(ApiError::bad_request(
                 "format=compact does not apply to aggregated windows",
@@ -358,7 +352,6 @@ fn walk_batches(
 fn agg_body(store: &Store, a: AggScan) -> ApiResult<String> {
     use std::fmt::Write as _;
     use std::ops::ControlFlow;
-    let schema = store.config().data_type == DataType::Schema;
     let mut agg = Aggregator::new(a.spec.clone(), a.lo, a.hi);
     let mut out = AggOut {
         body: String::with_capacity(256),
@@ -385,14 +378,7 @@ fn agg_body(store: &Store, a: AggScan) -> ApiResult<String> {
                 )));
                 return ControlFlow::Break(());
             }
-            let closed = if schema {
-                match store.decode_value(d, false) {
-                    Ok(full) => agg.push_json(h.timestamp, &full),
-                    Err(_) => agg.push(h.timestamp, &Value::Null),
-                }
-            } else {
-                agg.push_json(h.timestamp, d)
-            };
+            let closed = agg.push_stored(store, h.timestamp, d);
             match closed {
                 Err(e) => {
                     failed = Some(ApiError::bad_request(e.to_string()));

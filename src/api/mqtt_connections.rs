@@ -21,10 +21,11 @@ use serde_json::{Map, Value};
 use super::{mqtt_links, ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
 use crate::clock;
+use crate::codec::agg::Params;
 use crate::outbound::mqtt::sink::{Spec, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::outbound::mqtt::{Broker, Sink};
 use crate::outbound::policy::Role;
-use crate::store::now_ns;
+use crate::store::{now_ns, DataType};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -43,7 +44,8 @@ async fn mqtt_connections_create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let spec =
+        parse_create(&body, access.store.config().data_type).map_err(ApiError::bad_request)?;
     mqtt_links::create::<Sink>(&state, &access, spec).await
 }
 
@@ -92,8 +94,9 @@ fn int_field(m: &Map<String, Value>, name: &str, default: i64) -> Result<i64, St
     }
 }
 
-/// Validates a create request into a spec (without its id).
-fn parse_create(body: &[u8]) -> Result<Spec, String> {
+/// Validates a create request into a spec (without its id); `dt`: the
+/// store's type, which aggregation needs to be json or schema.
+fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
     let Value::Object(m) = v else {
@@ -166,6 +169,7 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         created_at: clock::rfc3339_nanos(now_ns()),
         created_by: Role::Store,
         last_timestamp: 0,
+        agg: Params::from_body(&m, dt)?,
     })
 }
 
@@ -174,7 +178,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        parse_create(body.as_bytes()).unwrap_err()
+        parse_create(body.as_bytes(), DataType::Json).unwrap_err()
     }
 
     #[test]
@@ -215,6 +219,7 @@ mod tests {
         assert!(err("[1]").contains("object"));
         let s = parse_create(
             br#"{"broker_url":"mqtts://h","topic":"a/b","from":-1,"qos":2,"retain":true,"window":8,"include_timestamp":true,"cursor_persist_interval":5,"username":"u","password":"p","format":"compact"}"#,
+            DataType::Json,
         )
         .unwrap();
         assert_eq!(
@@ -224,7 +229,7 @@ mod tests {
         assert!(s.retain && s.include_timestamp);
         assert_eq!(s.format, "compact");
         assert_eq!(s.client_id, "");
-        let d = parse_create(format!("{{{ok}}}").as_bytes()).unwrap();
+        let d = parse_create(format!("{{{ok}}}").as_bytes(), DataType::Json).unwrap();
         assert_eq!(
             (d.from, d.qos, d.window, d.cursor_persist_interval, d.retain),
             (0, 1, 64, 0, false)

@@ -3,8 +3,12 @@
 //! and an [`Aggregator`] fed readings in time order that yields each window
 //! when it closes and the open one at [`Aggregator::finish`].
 //!
-//! Shared below the areas so that every reader (REST today; the streams,
-//! push connections and MQTT sinks later) computes the same windows.
+//! Shared below the areas so that every reader (REST, `/ws/read`, push
+//! connections and MQTT sinks, the last three through
+//! [`crate::codec::frames::WindowFrames`]) computes the same windows, and
+//! refuses the same parameters with the same messages ([`Spec::parse_for`],
+//! [`Params`]). [`Compact`] is the compact form of windows of schema
+//! stores.
 //!
 //! Invariants:
 //! - Windows are aligned on the Unix epoch: a reading at `t` belongs to the
@@ -31,6 +35,7 @@ use serde::de::DeserializeSeed as _;
 use serde_json::{Map, Number, Value};
 
 use crate::duration;
+use crate::store::{DataType, Schema, Store};
 
 /// Most windows one request may answer (its `limit`).
 pub const MAX_WINDOWS: u64 = 100_000;
@@ -112,6 +117,9 @@ pub enum SpecError {
     TooManyFields,
     #[error("invalid agg_default {0:?}: expected a function or a comma list of functions")]
     BadDefault(String),
+    /// Binary and text stores hold no fields to aggregate.
+    #[error("aggregation needs a json or schema store; this store holds {}", .0.as_str())]
+    WrongStore(DataType),
 }
 
 /// The parsed aggregation parameters.
@@ -186,6 +194,23 @@ impl Spec {
         Ok(Some(spec))
     }
 
+    /// [`Spec::parse`] for a store of type `dt`: the parameters, then the
+    /// store (only json and schema stores aggregate). Every reader of
+    /// windows (REST, `/ws/read`, push connections, MQTT sinks) checks
+    /// with this, so they refuse alike.
+    pub fn parse_for(
+        dt: DataType,
+        window: Option<&str>,
+        fields: Option<&str>,
+        default: Option<&str>,
+    ) -> Result<Option<Spec>, SpecError> {
+        let spec = Spec::parse(window, fields, default)?;
+        if spec.is_some() && matches!(dt, DataType::Binary | DataType::Text) {
+            return Err(SpecError::WrongStore(dt));
+        }
+        Ok(spec)
+    }
+
     /// Start of the window holding `ts`.
     /// Saturates at `i64::MIN` instead of overflowing there.
     pub fn window_start(&self, ts: i64) -> i64 {
@@ -198,6 +223,68 @@ impl Spec {
             .iter()
             .find(|(p, _)| p.as_slice() == path)
             .map(|(_, f)| f.as_slice())
+    }
+}
+
+/// The three parameters as a connection or sink keeps them (create body,
+/// persisted file, status object): flattened into their specs, absent
+/// when not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Params {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_window: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_fields: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agg_default: Option<String>,
+}
+
+/// Longest value of one parameter a create body may give.
+pub const MAX_PARAM_LEN: usize = 16 * 1024;
+
+impl Params {
+    /// The parameters of a JSON create body, checked for a store of type
+    /// `dt` with REST's messages; blank values count as absent.
+    pub fn from_body(m: &Map<String, Value>, dt: DataType) -> Result<Params, String> {
+        let field = |name: &str| -> Result<Option<String>, String> {
+            match m.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.len() > MAX_PARAM_LEN => {
+                    Err(format!("invalid {name}: at most {MAX_PARAM_LEN} bytes"))
+                }
+                Some(Value::String(s)) => Ok(given(Some(s)).map(|s| s.trim().to_string())),
+                Some(_) => Err(format!("invalid {name}: must be a string")),
+            }
+        };
+        let p = Params {
+            agg_window: field("agg_window")?,
+            agg_fields: field("agg_fields")?,
+            agg_default: field("agg_default")?,
+        };
+        p.spec(dt).map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+
+    /// The aggregation they ask for, if any.
+    pub fn spec(&self, dt: DataType) -> Result<Option<Spec>, SpecError> {
+        Spec::parse_for(
+            dt,
+            self.agg_window.as_deref(),
+            self.agg_fields.as_deref(),
+            self.agg_default.as_deref(),
+        )
+    }
+
+    /// True when aggregation is asked for.
+    pub fn given(&self) -> bool {
+        self.agg_window.is_some()
+    }
+
+    /// Adds the three keys (`null` when not given) to a status object.
+    pub fn add_to(&self, v: &mut Value) {
+        v["agg_window"] = self.agg_window.clone().into();
+        v["agg_fields"] = self.agg_fields.clone().into();
+        v["agg_default"] = self.agg_default.clone().into();
     }
 }
 
@@ -225,6 +312,9 @@ pub struct Window {
     pub end: i64,
     /// Readings folded into it.
     pub count: u64,
+    /// Timestamp of the newest reading folded in: a reader resuming on
+    /// raw readings after this window starts past it.
+    pub last: i64,
     /// Not wholly inside the bounds it was computed under.
     pub partial: bool,
     /// The aggregated fields.
@@ -252,6 +342,139 @@ impl Window {
         );
         out.push_str(&serde_json::to_string(&self.data).unwrap_or_else(|_| "{}".into()));
         out.push('}');
+    }
+}
+
+/// The compact form of windows for a schema store (`format=compact` on
+/// the streams and sinks): the window's outputs described once, as a
+/// schema of their own (`{"type":"schema","_schema":{"version","fields"}}`,
+/// the shape of the store's `schema.json`), then each window's `data` keyed
+/// by those indices. The description is derived from the store's schema
+/// and the [`Spec`] (which outputs each field gives, named as in the
+/// expanded windows); an output it did not foresee (the store's schema
+/// evolved, or a field had only nulls in a window and fell back to `last`)
+/// is appended with the next index and the version bumped, so indices
+/// never change meaning within a stream.
+#[derive(Debug, Clone)]
+pub struct Compact {
+    schema: Schema,
+    index: HashMap<String, u32>,
+}
+
+impl Compact {
+    /// The outputs of `store_schema`'s fields under `spec`.
+    pub fn new(spec: &Spec, store_schema: Option<&Schema>) -> Compact {
+        use crate::store::schema::{Field, FieldType};
+        let numeric = |t: FieldType| !matches!(t, FieldType::Bool | FieldType::String);
+        let unsigned = |t: FieldType| {
+            matches!(
+                t,
+                FieldType::Uint8 | FieldType::Uint16 | FieldType::Uint32 | FieldType::Uint64
+            )
+        };
+        let int =
+            |t: FieldType| numeric(t) && !matches!(t, FieldType::Float32 | FieldType::Float64);
+        let fields = store_schema.map(|s| s.fields.as_slice()).unwrap_or(&[]);
+        let funcs_of = |f: &Field| -> Vec<Func> {
+            match spec.listed(std::slice::from_ref(&f.name)) {
+                Some(fs) => fs.to_vec(),
+                None if numeric(f.ty) => spec.default.clone(),
+                None => vec![Func::Last],
+            }
+        };
+        let suffixed: HashSet<String> = fields
+            .iter()
+            .map(|f| (f, funcs_of(f)))
+            .filter(|(_, fs)| fs.len() > 1)
+            .flat_map(|(f, fs)| {
+                fs.into_iter()
+                    .map(move |x| format!("{}_{}", f.name, x.name()))
+            })
+            .collect();
+        let mut c = Compact {
+            schema: Schema {
+                version: 1,
+                fields: Vec::new(),
+            },
+            index: HashMap::new(),
+        };
+        for f in fields {
+            let fs = funcs_of(f);
+            if fs.len() == 1 && suffixed.contains(&f.name) {
+                continue;
+            }
+            for x in &fs {
+                let ty = match x {
+                    Func::Count => FieldType::Uint64,
+                    Func::Avg => FieldType::Float64,
+                    Func::Sum if int(f.ty) && unsigned(f.ty) => FieldType::Uint64,
+                    Func::Sum if int(f.ty) => FieldType::Int64,
+                    Func::Sum => FieldType::Float64,
+                    Func::Min | Func::Max if !numeric(f.ty) => FieldType::Float64,
+                    _ => f.ty,
+                };
+                let name = if fs.len() == 1 {
+                    f.name.clone()
+                } else {
+                    format!("{}_{}", f.name, x.name())
+                };
+                c.add(name, ty);
+            }
+        }
+        c
+    }
+
+    fn add(&mut self, name: String, ty: crate::store::schema::FieldType) -> u32 {
+        let index = self.schema.fields.len() as u32 + 1;
+        self.index.insert(name.clone(), index);
+        self.schema
+            .fields
+            .push(crate::store::schema::Field { index, name, ty });
+        index
+    }
+
+    /// The output schema: `{"version":V,"fields":[{"index","name","type"}]}`.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// `data` keyed by output index; true when an output was new and
+    /// appended (the schema must be sent again before this window).
+    pub fn encode(&mut self, data: &Map<String, Value>) -> (Map<String, Value>, bool) {
+        use crate::store::schema::FieldType;
+        let mut grown = false;
+        let mut out = Map::new();
+        for (k, v) in data {
+            let i = match self.index.get(k) {
+                Some(&i) => i,
+                None if self.schema.fields.len() >= MAX_OUTPUTS => continue,
+                None => {
+                    if !grown {
+                        self.schema.version += 1;
+                        grown = true;
+                    }
+                    let ty = match v {
+                        Value::Bool(_) => FieldType::Bool,
+                        Value::String(_) => FieldType::String,
+                        Value::Number(n) if n.is_u64() => FieldType::Uint64,
+                        Value::Number(n) if n.is_i64() => FieldType::Int64,
+                        _ => FieldType::Float64,
+                    };
+                    self.add(k.clone(), ty)
+                }
+            };
+            out.insert(i.to_string(), v.clone());
+        }
+        // Ascending index order, as the store's compact objects.
+        let mut pairs: Vec<(u32, Value)> = out
+            .into_iter()
+            .map(|(k, v)| (k.parse().unwrap_or(0), v))
+            .collect();
+        pairs.sort_by_key(|(i, _)| *i);
+        (
+            pairs.into_iter().map(|(i, v)| (i.to_string(), v)).collect(),
+            grown,
+        )
     }
 }
 
@@ -532,6 +755,8 @@ fn is_multi(slot: &Slot, spec: &Spec, path: &[String]) -> bool {
 struct Open {
     start: i64,
     count: u64,
+    /// Newest timestamp folded in.
+    last: i64,
     /// New leaves the window may still take (of [`MAX_OUTPUTS`]).
     budget: usize,
     /// A reading had more fields than the budget.
@@ -612,37 +837,77 @@ impl Aggregator {
     fn enter(&mut self, ts: i64) -> Result<(Option<Window>, &mut Open), AggError> {
         let ws = self.spec.window_start(ts);
         let closed = match &self.open {
-            Some(o) if ws > o.start => self.close()?,
+            Some(o) if ws > o.start => self.close(false)?,
             _ => None,
         };
         let o = self.open.get_or_insert_with(|| Open {
             start: ws,
             count: 0,
+            last: ts,
             budget: MAX_OUTPUTS,
             over: false,
             root: Node::default(),
         });
         o.count += 1;
+        o.last = o.last.max(ts);
         Ok((closed, o))
+    }
+
+    /// [`Aggregator::push`] of a stored object: a schema store's compact
+    /// bytes are expanded first (windows are of the full objects).
+    pub fn push_stored(
+        &mut self,
+        store: &Store,
+        ts: i64,
+        stored: &[u8],
+    ) -> Result<Option<Window>, AggError> {
+        if store.config().data_type == DataType::Schema {
+            match store.decode_value(stored, false) {
+                Ok(full) => self.push_json(ts, &full),
+                Err(_) => self.push(ts, &Value::Null),
+            }
+        } else {
+            self.push_json(ts, stored)
+        }
     }
 
     /// The open window, if any.
     pub fn finish(mut self) -> Result<Option<Window>, AggError> {
-        self.close()
+        self.close(false)
     }
 
-    fn close(&mut self) -> Result<Option<Window>, AggError> {
+    /// Closes the open window before its end, flagged partial (its `sum`
+    /// outputs `null`): a stream that stops (server shutdown) or loses
+    /// readings (a gap) mid-window. The aggregator goes on with the next
+    /// reading.
+    pub fn cut(&mut self) -> Result<Option<Window>, AggError> {
+        self.close(true)
+    }
+
+    /// Moves the lower bound: a window beginning before `lo` is partial
+    /// (after a gap, the readings before `lo` in the first window are gone).
+    pub fn set_lo(&mut self, lo: i64) {
+        self.lo = lo;
+    }
+
+    /// True while a window holds readings not yet returned.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn close(&mut self, cut: bool) -> Result<Option<Window>, AggError> {
         let Some(o) = self.open.take() else {
             return Ok(None);
         };
         let end = o.start.saturating_add(self.spec.window_ns);
-        let partial = o.start < self.lo || end - 1 > self.hi;
+        let partial = cut || o.start < self.lo || end - 1 > self.hi;
         let data = o
             .root
             .output(&self.spec, &mut Vec::new(), partial, &mut 0)?;
         Ok(Some(Window {
             end,
             count: o.count,
+            last: o.last,
             partial,
             data,
         }))
@@ -1075,10 +1340,113 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_window_is_partial_and_the_next_goes_on() {
+        let mut a = Aggregator::new(spec("1m", None, Some("sum")), i64::MIN, i64::MAX);
+        assert_eq!(a.push(60 * S, &json!({"v": 1})).unwrap(), None);
+        assert_eq!(a.push(70 * S, &json!({"v": 2})).unwrap(), None);
+        let w = a.cut().unwrap().unwrap();
+        assert_eq!(
+            (w.end, w.count, w.last, w.partial),
+            (120 * S, 2, 70 * S, true)
+        );
+        assert_eq!(w.data["v"], Value::Null);
+        assert!(!a.is_open());
+        a.set_lo(100 * S);
+        assert_eq!(a.push(110 * S, &json!({"v": 5})).unwrap(), None);
+        let w = a.push(130 * S, &json!({"v": 7})).unwrap().unwrap();
+        // Begins before the new lower bound: partial.
+        assert_eq!((w.end, w.count, w.partial), (120 * S, 1, true));
+        let w = a.finish().unwrap().unwrap();
+        assert_eq!(
+            (w.end, w.count, w.last, w.partial),
+            (180 * S, 1, 130 * S, false)
+        );
+        assert_eq!(w.data["v"], json!(7));
+    }
+
+    #[test]
+    fn compact_windows_follow_the_store_schema() {
+        use crate::store::{Field, FieldType};
+        let f = |index, name: &str, ty| Field {
+            index,
+            name: name.into(),
+            ty,
+        };
+        let schema = Schema {
+            version: 3,
+            fields: vec![
+                f(1, "temp", FieldType::Float32),
+                f(2, "n", FieldType::Uint16),
+                f(3, "state", FieldType::String),
+                f(4, "temp_max", FieldType::String),
+            ],
+        };
+        let sp = spec("1m", Some("n:sum"), Some("min,max"));
+        let mut c = Compact::new(&sp, Some(&schema));
+        let desc: Vec<(u32, &str, &str)> = c
+            .schema()
+            .fields
+            .iter()
+            .map(|f| (f.index, f.name.as_str(), f.ty.as_str()))
+            .collect();
+        // temp_max (a real field, one output) gives way to temp's output
+        // of that name, as in the expanded windows.
+        assert_eq!(
+            desc,
+            [
+                (1, "temp_min", "float32"),
+                (2, "temp_max", "float32"),
+                (3, "n", "uint64"),
+                (4, "state", "string")
+            ]
+        );
+        assert_eq!(c.schema().version, 1);
+        let w = run(
+            sp.clone(),
+            i64::MIN,
+            i64::MAX,
+            &[
+                (0, json!({"temp": 2.5, "n": 1, "state": "a"})),
+                (S, json!({"temp": 1.5, "n": 2, "state": "b"})),
+            ],
+        );
+        let (data, grown) = c.encode(&w[0].data);
+        assert!(!grown);
+        assert_eq!(
+            Value::Object(data),
+            json!({"1": 1.5, "2": 2.5, "3": 3, "4": "b"})
+        );
+        // An output not foreseen is appended, the version bumped.
+        let (data, grown) = c.encode(json!({"temp_min": 1, "x": true}).as_object().unwrap());
+        assert!(grown);
+        assert_eq!(Value::Object(data), json!({"1": 1, "5": true}));
+        assert_eq!(c.schema().version, 2);
+        assert_eq!(c.schema().fields[4].ty, FieldType::Bool);
+    }
+
+    #[test]
+    fn store_types_are_checked_with_the_parameters() {
+        assert_eq!(
+            Spec::parse_for(DataType::Text, Some("1m"), None, None)
+                .unwrap_err()
+                .to_string(),
+            "aggregation needs a json or schema store; this store holds text"
+        );
+        assert_eq!(
+            Spec::parse_for(DataType::Binary, None, None, None),
+            Ok(None)
+        );
+        assert!(Spec::parse_for(DataType::Schema, Some("1m"), None, None)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
     fn window_json_has_every_key() {
         let w = Window {
             end: 60,
             count: 0,
+            last: 0,
             partial: false,
             data: Map::new(),
         };

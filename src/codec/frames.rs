@@ -6,6 +6,12 @@
 //! - `{"type":"data","timestamp":T,"block_num":B,"size":S,"data":D}`, `data`
 //!   encoded as the REST API encodes it (binary as base64, text as a
 //!   string, schema expanded unless `format=compact`);
+//! - with `agg_window`, a window instead:
+//!   `{"type":"data","timestamp":END,"count":N,"partial":P,"data":D}`, the
+//!   REST window object (`timestamp` the window's end) after its `type`;
+//!   with `format=compact` on a schema store, `D` keyed by the indices of
+//!   a `{"type":"schema","_schema":{"version","fields"}}` frame sent first
+//!   (see [`super::agg::Compact`]);
 //! - `{"type":"caught_up"}` once the stored objects have been sent;
 //! - `{"type":"gap","from":T1,"to":T2,"lost":N}` when the ring overwrote
 //!   `N` objects with timestamps in `T1..=T2` before the reader got them
@@ -18,11 +24,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::agg::{AggError, Aggregator, Compact, Spec, Window};
 use super::{data_json, decode_message};
 use crate::error::ApiError;
 use crate::follow::{Gap, Start};
 use crate::metrics::Metrics;
-use crate::store::{self, Durability, Object, ObjectHandle, Store};
+use crate::store::{self, DataType, Durability, Object, ObjectHandle, Store};
 
 /// The `caught_up` frame.
 pub const CAUGHT_UP: &str = r#"{"type":"caught_up"}"#;
@@ -37,6 +44,119 @@ pub fn data_frame(store: &Store, o: &Object, compact: bool) -> String {
         h.size,
         data_json(store, &o.data, compact)
     )
+}
+
+/// A window's `data` frame, `compact` on a schema store with
+/// `format=compact`: then a `schema` frame comes first when the window
+/// holds an output the last one sent did not describe.
+pub fn window_frames(w: &Window, compact: Option<&mut Compact>) -> Vec<String> {
+    let mut out = Vec::with_capacity(1);
+    let mut s = String::with_capacity(128);
+    s.push_str(r#"{"type":"data","#);
+    match compact {
+        None => w.write_json(&mut s),
+        Some(c) => {
+            let (data, grown) = c.encode(&w.data);
+            if grown {
+                out.push(schema_frame(c));
+            }
+            Window { data, ..w.clone() }.write_json(&mut s);
+        }
+    }
+    // `write_json` opened its own object: splice it into the frame's.
+    s.replace_range(
+        r#"{"type":"data","#.len()..r#"{"type":"data","#.len() + 1,
+        "",
+    );
+    out.push(s);
+    out
+}
+
+/// The windows of a stream with `agg_window` (`/ws/read`, push
+/// connections, MQTT sinks): one [`Aggregator`] fed the objects in order,
+/// each closed window turned into its frames.
+pub struct WindowFrames {
+    agg: Aggregator,
+    /// `format=compact` on a schema store.
+    compact: Option<Compact>,
+}
+
+/// The frames of one window (a `schema` frame first when the compact
+/// outputs grew), its end (its `timestamp`, what a remote acks) and the
+/// timestamp of its newest reading: a reader resuming on raw readings
+/// after the window starts past it.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    pub frames: Vec<String>,
+    pub end: i64,
+    pub last: i64,
+    pub partial: bool,
+}
+
+impl WindowFrames {
+    /// `lo`: the first timestamp the stream covers; a window beginning
+    /// before it is partial, as on REST. `compact` applies to schema
+    /// stores only (a json store's windows stay expanded).
+    pub fn new(spec: Arc<Spec>, store: &Store, compact: bool, lo: i64) -> WindowFrames {
+        let compact = (compact && store.config().data_type == DataType::Schema)
+            .then(|| Compact::new(&spec, store.schema().as_ref()));
+        WindowFrames {
+            agg: Aggregator::new(spec, lo, i64::MAX),
+            compact,
+        }
+    }
+
+    /// The `schema` frame a compact stream starts with.
+    pub fn schema_frame(&self) -> Option<String> {
+        self.compact.as_ref().map(schema_frame)
+    }
+
+    /// Folds one stored object; the window it closed, if any.
+    pub fn push(&mut self, store: &Store, o: &Object) -> Result<Option<Framed>, AggError> {
+        let w = self.agg.push_stored(store, o.handle.timestamp, &o.data)?;
+        Ok(w.map(|w| self.framed(&w)))
+    }
+
+    /// The open window cut short (the stream stops), flagged partial.
+    pub fn cut(&mut self) -> Result<Option<Framed>, AggError> {
+        let w = self.agg.cut()?;
+        Ok(w.map(|w| self.framed(&w)))
+    }
+
+    /// A gap resets the open window: it lost readings, so it goes out
+    /// now, partial, and the window of the first reading after the gap is
+    /// partial if it began before the gap's end.
+    pub fn gap(&mut self, g: &Gap) -> Result<Option<Framed>, AggError> {
+        let cut = self.cut();
+        self.agg.set_lo(g.to.saturating_add(1));
+        cut
+    }
+
+    fn framed(&mut self, w: &Window) -> Framed {
+        Framed {
+            frames: window_frames(w, self.compact.as_mut()),
+            end: w.end,
+            last: w.last,
+            partial: w.partial,
+        }
+    }
+}
+
+/// Where a stream starting at `start` begins covering readings: a window
+/// beginning before is cut by the start. `cursor`: the follower's, for
+/// [`Start::Now`].
+pub fn first_covered(start: Start, cursor: i64) -> i64 {
+    match start {
+        Start::Oldest => i64::MIN,
+        Start::At(t) => t,
+        Start::After(t) => t.saturating_add(1),
+        Start::Now => cursor.saturating_add(1),
+    }
+}
+
+/// The `schema` frame describing compact windows' indices.
+pub fn schema_frame(c: &Compact) -> String {
+    serde_json::json!({ "type": "schema", "_schema": c.schema() }).to_string()
 }
 
 /// A `gap` frame.

@@ -97,6 +97,9 @@ pub struct Spec {
     /// Who created it: the policy it is held to at every dial.
     #[serde(default)]
     pub created_by: Role,
+    /// Push: windows instead of objects (`agg_window`, ...; issue 15).
+    #[serde(flatten)]
+    pub agg: crate::codec::agg::Params,
 }
 
 fn full() -> String {
@@ -208,6 +211,7 @@ impl Conn {
         if s.mode == Mode::Push {
             v["filter"] = json!(s.filter);
             v["filter_ignore_case"] = json!(s.filter_ignore_case);
+            s.agg.add_to(&mut v);
         }
         if let Some(ca) = &s.ca_file {
             v["ca_file"] = json!(ca.display().to_string());

@@ -18,10 +18,20 @@
 //! "received" is "written and flushed to the socket". A session resumes
 //! after the cursor: delivery is at least once, in timestamp order.
 //!
+//! With `agg_window` (and `agg_fields`, `agg_default`), push sends the
+//! windows of the read stream instead ([`WindowFrames`]), each as it
+//! closes; the cursor stays on raw readings: it moves to the newest
+//! reading of the last window sent (or acked: an ack names a window's
+//! end), never into the open window, so a new session (a reconnect, a
+//! restart, `kill -9` included) reads the open window's readings again and
+//! sends it whole. A stop while caught up sends the open window first,
+//! partial, without moving the cursor.
+//!
 //! Pull stores every text or binary message as `/ws/write` does
 //! ([`crate::stream::ingest`]) and answers `ack` or `error` per message; a
 //! bad message counts as an error and never closes the connection.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +53,7 @@ use super::policy::{Policy, Refusal, ResolveError, Target, REFUSED};
 use super::supervise::{stopped, Ended, Timing};
 use super::tls::{ca_certificates, client_tls};
 use super::{Conn, Mode, Spec, Status};
-use crate::codec::frames::{ack_frame, data_frame, error_frame, ingest};
+use crate::codec::frames::{ack_frame, data_frame, error_frame, ingest, Framed, WindowFrames};
 use crate::follow::{self, Follower, Start};
 use crate::liveness::{Due, Rule, Tracker};
 use crate::metrics::Metrics;
@@ -131,6 +141,52 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
+/// The windows of a push connection with `agg_window`.
+struct PushWindows {
+    frames: WindowFrames,
+    /// Windows sent and not acknowledged, oldest first: their ends and
+    /// newest readings (an acking remote acks a window's end). At most
+    /// [`MAX_UNACKED`]; past it the oldest are forgotten (the cursor then
+    /// waits for a later ack).
+    unacked: VecDeque<(i64, i64)>,
+}
+
+/// Windows a push connection remembers as unacknowledged at most.
+const MAX_UNACKED: usize = 4096;
+
+/// How long a stopping push connection waits to send its open window.
+const STOP_SEND: Duration = Duration::from_secs(1);
+
+impl PushWindows {
+    fn sent(&mut self, closed: &[(i64, i64)]) {
+        for c in closed {
+            if self.unacked.len() >= MAX_UNACKED {
+                self.unacked.pop_front();
+            }
+            self.unacked.push_back(*c);
+        }
+    }
+
+    /// The remote acked the window ending at `end`: the newest reading of
+    /// the windows up to it.
+    fn acked(&mut self, end: i64) -> Option<i64> {
+        let mut to = None;
+        while self.unacked.front().is_some_and(|(e, _)| *e <= end) {
+            to = self.unacked.pop_front().map(|(_, last)| last);
+        }
+        to
+    }
+}
+
+/// Adds a window's frames to `frames`, and its end and newest reading to
+/// `closed`.
+fn push_framed(w: Option<Framed>, frames: &mut Vec<String>, closed: &mut Vec<(i64, i64)>) {
+    if let Some(w) = w {
+        frames.extend(w.frames);
+        closed.push((w.end, w.last));
+    }
 }
 
 /// Why a connected session ended.
@@ -266,6 +322,10 @@ impl Session {
         let compact = spec.format == "compact";
         let filter =
             (!spec.filter.is_empty()).then(|| Filter::new(&spec.filter, spec.filter_ignore_case));
+        let agg = match spec.agg.spec(self.store.config().data_type) {
+            Ok(a) => a,
+            Err(e) => return Exit::Failed(e.to_string()),
+        };
         // Subscribe before the first read: a write in between wakes us.
         let Some(mut written) = self.stores.watch(&self.name) else {
             return Exit::Failed("store is not open".into());
@@ -275,13 +335,39 @@ impl Session {
             Ok(f) => f,
             Err(e) => return Exit::Failed(format!("reading the store: {e}")),
         };
+        // Windows cover the readings from `from` on, whatever the cursor:
+        // a session resuming after it re-reads the open window whole.
+        let mut windows = agg.map(|a| {
+            let lo = if spec.from > 0 {
+                spec.from.saturating_add(1)
+            } else {
+                i64::MIN
+            };
+            PushWindows {
+                frames: WindowFrames::new(Arc::new(a), &self.store, compact, lo),
+                unacked: VecDeque::new(),
+            }
+        });
         let mut peer = Peer::new(&self.timing);
+        if let Some(f) = windows.as_ref().and_then(|w| w.frames.schema_frame()) {
+            let sent = tokio::select! {
+                r = ws.send(Message::Text(f.into())) => r,
+                _ = stopped(stop) => return Exit::Stopped,
+            };
+            if let Err(e) = sent {
+                return Exit::Failed(format!("send failed: {e}"));
+            }
+        }
         loop {
             written.borrow_and_update();
             let batch = match follower.next_batch(follow::BATCH) {
                 Ok(b) => b,
                 Err(e) => return Exit::Failed(format!("reading the store: {e}")),
             };
+            // What to send: data frames, or the windows the batch closed
+            // (and their ends and newest readings, for the cursor).
+            let mut frames: Vec<String> = Vec::new();
+            let mut closed: Vec<(i64, i64)> = Vec::new();
             if let Some(g) = batch.gap {
                 self.conn.error(
                     None,
@@ -290,13 +376,39 @@ impl Session {
                         g.lost, g.from, g.to
                     ),
                 );
+                if let Some(w) = &mut windows {
+                    match w.frames.gap(&g) {
+                        Ok(cut) => push_framed(cut, &mut frames, &mut closed),
+                        Err(e) => return Exit::Failed(e.to_string()),
+                    }
+                }
             }
-            if !batch.objects.is_empty() {
-                let n = batch.objects.len() as u64;
-                let newest = batch.objects[n as usize - 1].handle.timestamp;
-                let send = async {
+            match &mut windows {
+                None => {
                     for o in &batch.objects {
-                        let f = data_frame(&self.store, o, compact);
+                        frames.push(data_frame(&self.store, o, compact));
+                    }
+                }
+                Some(w) => {
+                    for o in &batch.objects {
+                        match w.frames.push(&self.store, o) {
+                            Ok(f) => push_framed(f, &mut frames, &mut closed),
+                            Err(e) => return Exit::Failed(e.to_string()),
+                        }
+                    }
+                }
+            }
+            let newest = match (&windows, batch.objects.last()) {
+                (Some(_), _) => closed.last().map(|(_, last)| *last),
+                (None, o) => o.map(|o| o.handle.timestamp),
+            };
+            if !frames.is_empty() {
+                let n = match windows {
+                    Some(_) => closed.len() as u64,
+                    None => batch.objects.len() as u64,
+                };
+                let send = async {
+                    for f in frames {
                         ws.feed(Message::Text(f.into())).await?;
                     }
                     ws.flush().await
@@ -313,13 +425,17 @@ impl Session {
                     l.sent += n;
                     l.acking
                 };
-                if !acking {
-                    self.conn.advance(newest);
+                if let Some(w) = &mut windows {
+                    w.sent(&closed);
+                }
+                match newest {
+                    Some(t) if !acking => self.conn.advance(t),
+                    _ => {}
                 }
                 // Take the replies already there, so that a peer blocked on
                 // writing acks never stalls our sends.
                 while let Some(m) = ws.next().now_or_never() {
-                    if let Some(exit) = self.on_push_frame(&mut peer, m) {
+                    if let Some(exit) = self.on_push_frame(&mut peer, windows.as_mut(), m) {
                         return exit;
                     }
                 }
@@ -337,7 +453,7 @@ impl Session {
                         break;
                     }
                     m = ws.next() => {
-                        if let Some(exit) = self.on_push_frame(&mut peer, m) {
+                        if let Some(exit) = self.on_push_frame(&mut peer, windows.as_mut(), m) {
                             return exit;
                         }
                     }
@@ -346,16 +462,36 @@ impl Session {
                             return Exit::Failed(e);
                         }
                     }
-                    _ = stopped(stop) => return Exit::Stopped,
+                    _ = stopped(stop) => {
+                        // Stopping (shutdown, delete) while caught up: the
+                        // open window goes out, partial; the cursor stays
+                        // before its readings, so a restart sends it again
+                        // whole.
+                        if let Some(Ok(Some(cut))) = windows.as_mut().map(|w| w.frames.cut()) {
+                            let send = async {
+                                for f in cut.frames {
+                                    ws.feed(Message::Text(f.into())).await?;
+                                }
+                                ws.flush().await
+                            };
+                            if let Ok(Ok(())) = tokio::time::timeout(STOP_SEND, send).await {
+                                self.conn.live().sent += 1;
+                            }
+                        }
+                        return Exit::Stopped;
+                    }
                 }
             }
         }
     }
 
-    /// Handles a frame from a push peer: acks move the cursor.
+    /// Handles a frame from a push peer: acks move the cursor (with
+    /// windows, an ack of a window's end moves it to the window's newest
+    /// reading).
     fn on_push_frame(
         &self,
         peer: &mut Peer,
+        windows: Option<&mut PushWindows>,
         m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     ) -> Option<Exit> {
         let m = match peer.heard(m) {
@@ -368,7 +504,13 @@ impl Session {
                     Some("ack") => {
                         if let Some(ts) = v["timestamp"].as_i64() {
                             self.conn.live().acking = true;
-                            self.conn.advance(ts);
+                            let to = match windows {
+                                None => Some(ts),
+                                Some(w) => w.acked(ts),
+                            };
+                            if let Some(to) = to {
+                                self.conn.advance(to);
+                            }
                         }
                     }
                     Some("error") => {

@@ -7,6 +7,16 @@
 //! reader costs one batch of memory, and when the ring overwrites objects
 //! it has not read it gets a `gap` frame and goes on from the oldest.
 //!
+//! With `agg_window` (and `agg_fields`, `agg_default`: the REST parameters
+//! and messages, checked before the upgrade) the objects go through one
+//! [`WindowFrames`], backlog and live alike, and the stream sends each
+//! window when it closes (a reading at or after its end arrives) instead
+//! of the objects: `{"type":"data","timestamp":END,"count","partial","data"}`.
+//! A gap sends the open window at once, partial; at shutdown the open
+//! window goes out, partial, before the 1001 close. With `format=compact`
+//! on a schema store a `schema` frame describing the windows' outputs
+//! comes first ([`crate::codec::agg::Compact`]).
+//!
 //! `GET /api/stores/:store/ws/write?format=` stores each
 //! `{"timestamp"?, "data"}` message and answers `ack` or `error` per
 //! message, in order; a bad message never closes the connection, except
@@ -41,16 +51,17 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::auth::{url_pairs, StoreAccess};
+use crate::codec::agg::{Spec, SpecError};
 use crate::codec::frames::{
-    ack_frame, data_frame, error_frame, gap_frame, ingest, parse_from, store_error_message,
-    CAUGHT_UP,
+    ack_frame, data_frame, error_frame, first_covered, gap_frame, ingest, parse_from,
+    store_error_message, WindowFrames, CAUGHT_UP,
 };
 use crate::error::ApiError;
 use crate::follow::{self, Follower, Start};
 use crate::liveness::{Due, Rule, Tracker};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Filter, Store};
+use crate::store::{DataType, Filter, Store};
 
 /// A client's pings and silence deadline, from now: a ping every
 /// `server.ws_ping_seconds`, dropped after 2.5 times that without a sign
@@ -82,13 +93,19 @@ pub struct StreamParams {
     pub from: Option<String>,
     pub compact: bool,
     pub filter: Option<Filter>,
+    /// `agg_window`, `agg_fields`, `agg_default` as given (read stream).
+    pub agg: [Option<String>; 3],
 }
 
 impl StreamParams {
     pub fn parse(q: Option<&str>) -> StreamParams {
         let (mut from, mut format, mut filter, mut ic) = (None, None, None, false);
+        let mut agg: [Option<String>; 3] = Default::default();
         for (k, v) in url_pairs(q.unwrap_or("")) {
             match k.as_str() {
+                "agg_window" => agg[0] = Some(v),
+                "agg_fields" => agg[1] = Some(v),
+                "agg_default" => agg[2] = Some(v),
                 "from" => from = Some(v),
                 "format" => format = Some(v),
                 "filter" => filter = Some(v),
@@ -102,7 +119,15 @@ impl StreamParams {
             filter: filter
                 .filter(|f| !f.is_empty())
                 .map(|f| Filter::new(&f, ic)),
+            agg,
         }
+    }
+
+    /// The aggregation asked for, checked against a store of type `dt`
+    /// as REST checks it (the same messages).
+    pub fn agg_spec(&self, dt: DataType) -> Result<Option<Spec>, SpecError> {
+        let [w, f, d] = &self.agg;
+        Spec::parse_for(dt, w.as_deref(), f.as_deref(), d.as_deref())
     }
 }
 
@@ -136,9 +161,23 @@ async fn ws_read(
     let params = StreamParams::parse(q.as_deref());
     // A bad `from` is the client's mistake: 400, before the upgrade.
     let start = parse_from(params.from.as_deref()).map_err(ApiError::bad_request)?;
+    // So are bad aggregation parameters (REST's messages).
+    let spec = params
+        .agg_spec(access.store.config().data_type)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .map(Arc::new);
     Ok(limits(ws, &state).on_upgrade(move |socket| async move {
         let _gauge = ClientGauge::new(&state.metrics);
-        read_session(socket, state, access.name, access.store, params, start).await;
+        read_session(
+            socket,
+            state,
+            access.name,
+            access.store,
+            params,
+            start,
+            spec,
+        )
+        .await;
     }))
 }
 
@@ -191,6 +230,8 @@ enum Wake {
     Frame(Message),
     /// The client left, went silent or the server stops.
     End,
+    /// The server stops: the read stream sends what it holds, then 1001.
+    Shutdown,
 }
 
 /// A read stream's liveness, shared by its sending half and the task that
@@ -322,13 +363,24 @@ impl Out {
         }
     }
 
+    /// The server stops: sends `last` (the rest of a batch, the open
+    /// window cut short), each within a bound, then the 1001 close.
+    async fn stop(&mut self, last: Vec<String>) {
+        for f in last {
+            let feed = self.tx.feed(Message::Text(f.into()));
+            if !matches!(tokio::time::timeout(STOP_SEND, feed).await, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(STOP_SEND, going_away(&mut self.tx)).await;
+    }
+
     /// Waits for the store to be written to, pinging the client and
     /// watching for its silence meanwhile.
     async fn idle(&mut self, written: &mut tokio::sync::watch::Receiver<u64>) -> Wake {
         loop {
             if *self.shutdown.borrow() {
-                going_away(&mut self.tx).await;
-                return Wake::End;
+                return Wake::Shutdown;
             }
             let wake = self.live.with(|t| t.next_wake());
             let due = tokio::select! {
@@ -349,6 +401,9 @@ impl Out {
         }
     }
 }
+
+/// How long a stopping read stream waits for each of its last frames.
+const STOP_SEND: Duration = Duration::from_secs(2);
 
 /// One sending step of [`Out::guarded`].
 enum Step {
@@ -372,6 +427,7 @@ async fn read_session(
     store: Arc<Store>,
     params: StreamParams,
     start: Start,
+    spec: Option<Arc<Spec>>,
 ) {
     // Subscribe before the first read: a write in between wakes us.
     let Some(mut written) = state.stores.watch(&name) else {
@@ -382,6 +438,10 @@ async fn read_session(
         Ok(f) => f,
         Err(e) => return fail(socket, &store_error_message(e)).await,
     };
+    let mut windows = spec.map(|spec| {
+        let lo = first_covered(start, follower.cursor());
+        WindowFrames::new(spec, &store, params.compact, lo)
+    });
     // Client frames are read all along, backlog or not, so that a client
     // that answers pings is never taken for a silent one.
     let (tx, rx) = socket.split();
@@ -397,53 +457,101 @@ async fn read_session(
         gone,
     };
     let mut caught_up_sent = false;
+    let mut pending: Vec<String> = Vec::new();
+    pending.extend(windows.as_ref().and_then(WindowFrames::schema_frame));
     loop {
         written.borrow_and_update();
+        let mut failed = None;
         let batch = match follower.next_batch(follow::BATCH) {
-            Ok(b) => b,
+            Ok(b) => Some(b),
             Err(e) => {
-                let _ = out
-                    .feed(Message::Text(error_frame(&store_error_message(e)).into()))
-                    .await;
-                let _ = out
-                    .feed(close_frame(axum::extract::ws::close_code::ERROR, ""))
-                    .await;
-                let _ = out.flush().await;
-                return;
+                failed = Some(store_error_message(e));
+                None
             }
         };
-        let mut frames = Vec::with_capacity(batch.objects.len() + 2);
-        if let Some(g) = &batch.gap {
-            frames.push(gap_frame(g));
+        let mut frames = std::mem::take(&mut pending);
+        if let Some(batch) = &batch {
+            if let Some(g) = &batch.gap {
+                // A gap resets the open window: it lost readings, so it
+                // goes out now, partial, and the window of the first
+                // reading after the gap is partial if it began before.
+                if let Some(w) = &mut windows {
+                    match w.gap(g) {
+                        Ok(cut) => frames.extend(cut.into_iter().flat_map(|w| w.frames)),
+                        Err(e) => failed = Some(e.to_string()),
+                    }
+                }
+                frames.push(gap_frame(g));
+            }
+            for o in &batch.objects {
+                match &mut windows {
+                    None => frames.push(data_frame(&store, o, params.compact)),
+                    Some(w) if failed.is_none() => match w.push(&store, o) {
+                        Ok(closed) => frames.extend(closed.into_iter().flat_map(|w| w.frames)),
+                        Err(e) => failed = Some(e.to_string()),
+                    },
+                    Some(_) => {}
+                }
+            }
+            if batch.caught_up && !caught_up_sent && failed.is_none() {
+                frames.push(CAUGHT_UP.to_string());
+                caught_up_sent = true;
+            }
         }
-        for o in &batch.objects {
-            frames.push(data_frame(&store, o, params.compact));
-        }
-        if batch.caught_up && !caught_up_sent {
-            frames.push(CAUGHT_UP.to_string());
-            caught_up_sent = true;
-        }
-        if !frames.is_empty() {
+        if let Some(message) = failed {
+            frames.push(error_frame(&message));
             for f in frames {
                 if !out.feed(Message::Text(f.into())).await {
                     return;
                 }
             }
-            if !out.flush().await {
+            let _ = out
+                .feed(close_frame(axum::extract::ws::close_code::ERROR, ""))
+                .await;
+            let _ = out.flush().await;
+            return;
+        }
+        let mut frames = frames.into_iter();
+        while let Some(f) = frames.next() {
+            if !out.feed(Message::Text(f.clone().into())).await {
+                if *out.shutdown.borrow() {
+                    let mut rest: Vec<String> = std::iter::once(f).chain(frames).collect();
+                    return stop(&mut out, windows.as_mut(), &mut rest).await;
+                }
                 return;
             }
         }
-        if *out.shutdown.borrow() {
-            going_away(&mut out.tx).await;
+        if !out.flush().await {
+            if *out.shutdown.borrow() {
+                return stop(&mut out, windows.as_mut(), &mut Vec::new()).await;
+            }
             return;
         }
-        if !batch.caught_up {
+        if *out.shutdown.borrow() {
+            return stop(&mut out, windows.as_mut(), &mut Vec::new()).await;
+        }
+        let caught_up = batch.is_some_and(|b| b.caught_up);
+        if !caught_up {
             continue;
         }
-        if let Wake::End = out.idle(&mut written).await {
-            return;
+        match out.idle(&mut written).await {
+            Wake::End => return,
+            Wake::Shutdown => return stop(&mut out, windows.as_mut(), &mut Vec::new()).await,
+            Wake::Written | Wake::Frame(_) => {}
         }
     }
+}
+
+/// A read stream's end at shutdown: `rest` (frames not yet sent), then
+/// the open window, flagged partial, then the 1001 close.
+async fn stop(out: &mut Out, windows: Option<&mut WindowFrames>, rest: &mut Vec<String>) {
+    if let Some(w) = windows {
+        // Nothing to send instead of a window the field cap refused.
+        if let Ok(Some(w)) = w.cut() {
+            rest.extend(w.frames);
+        }
+    }
+    out.stop(std::mem::take(rest)).await;
 }
 
 /// Waits for a client frame, the next ping or the silence deadline (pings,
@@ -537,7 +645,7 @@ async fn write_session(mut socket: WebSocket, state: AppState, store: Arc<Store>
         let first = match wait(&mut socket, &mut shutdown, &mut live, max_message).await {
             Wake::Frame(m) => m,
             Wake::Written => continue,
-            Wake::End => return,
+            Wake::End | Wake::Shutdown => return,
         };
         let Some(first) = payload(first) else {
             continue;

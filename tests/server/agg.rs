@@ -10,11 +10,11 @@ use serde_json::{json, Map, Value};
 
 use super::common::{now_ns, Server, Store};
 
-const SEC: i64 = 1_000_000_000;
-const MIN: i64 = 60 * SEC;
+pub(super) const SEC: i64 = 1_000_000_000;
+pub(super) const MIN: i64 = 60 * SEC;
 
 /// Inserts `(timestamp, data)` readings as one NDJSON batch.
-fn insert_all(srv: &Server, s: &Store, readings: &[(i64, Value)]) {
+pub(super) fn insert_all(srv: &Server, s: &Store, readings: &[(i64, Value)]) {
     let body: String = readings
         .iter()
         .map(|(t, d)| format!("{}\n", json!({"timestamp": t, "data": d})))
@@ -44,7 +44,7 @@ fn get(srv: &Server, s: &Store, rest: &str) -> Value {
 /// client's JSON parser (serde_json without `float_roundtrip`) may read
 /// the server's shortest decimal form a few ULPs off. Integers, strings,
 /// keys, nulls and flags must match exactly.
-fn assert_windows(got: &Value, want: &[Value]) {
+pub(super) fn assert_windows(got: &Value, want: &[Value]) {
     fn same(a: &Value, b: &Value) -> bool {
         match (a, b) {
             (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
@@ -71,12 +71,12 @@ fn bad(srv: &Server, s: &Store, rest: &str) -> String {
 }
 
 /// One field's values in a window, in time order.
-type Column = Vec<Value>;
+pub(super) type Column = Vec<Value>;
 
 /// The reference: what the server must answer for one window, computed
 /// from the readings with the obvious loops. `funcs(path, values)` names
 /// the functions of a leaf.
-fn reference_window(
+pub(super) fn reference_window(
     end: i64,
     readings: &[&Value],
     partial: bool,
@@ -164,7 +164,7 @@ fn reference_window(
 
 /// Every window of `readings` inside `[lo, hi]` (`hi` in the past), oldest
 /// first.
-fn reference(
+pub(super) fn reference(
     readings: &[(i64, Value)],
     w: i64,
     lo: i64,
@@ -186,7 +186,7 @@ fn reference(
 
 /// A 1 Hz-ish series of readings with numbers, a nested object, a string
 /// and a field that is sometimes missing, from `t0` every `step`.
-fn readings(t0: i64, n: i64, step: i64) -> Vec<(i64, Value)> {
+pub(super) fn readings(t0: i64, n: i64, step: i64) -> Vec<(i64, Value)> {
     (0..n)
         .map(|i| {
             let mut d = json!({
@@ -204,7 +204,7 @@ fn readings(t0: i64, n: i64, step: i64) -> Vec<(i64, Value)> {
 }
 
 /// An hour, on a 10-minute boundary, that lies in the past.
-fn past_hour() -> i64 {
+pub(super) fn past_hour() -> i64 {
     let t = now_ns() - 3 * 3600 * SEC;
     t - t.rem_euclid(10 * MIN)
 }

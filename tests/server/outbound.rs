@@ -83,6 +83,17 @@ impl Remote {
             .expect("remote gone")
     }
 
+    /// The next connection, after the close of the previous one.
+    pub async fn connected_after_close(&mut self) {
+        loop {
+            match self.next().await {
+                Event::Connected(..) => return,
+                Event::Closed(_) => continue,
+                e => panic!("expected a close then a connection, got {e:?}"),
+            }
+        }
+    }
+
     pub async fn connected(&mut self) -> (Vec<(String, String)>, mpsc::UnboundedSender<Message>) {
         match self.next().await {
             Event::Connected(h, s) => (h, s),
@@ -277,7 +288,10 @@ async fn connection_routes_create_list_get_delete_and_reject_bad_requests() {
             "last_error",
             "connected_since",
             "filter",
-            "filter_ignore_case"
+            "filter_ignore_case",
+            "agg_window",
+            "agg_fields",
+            "agg_default"
         ]
     );
     let id = a["id"].as_str().unwrap().to_string();

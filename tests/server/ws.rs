@@ -11,11 +11,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::common::{insert_n, Server, Store};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
-fn url(srv: &Server, s: &Store, stream: &str, query: &str) -> String {
+pub(super) fn url(srv: &Server, s: &Store, stream: &str, query: &str) -> String {
     format!(
         "ws://{}{}?api_key={}{}",
         srv.addr,
@@ -25,7 +25,7 @@ fn url(srv: &Server, s: &Store, stream: &str, query: &str) -> String {
     )
 }
 
-async fn connect(url: &str) -> Ws {
+pub(super) async fn connect(url: &str) -> Ws {
     let (ws, resp) = tokio_tungstenite::connect_async(url)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
@@ -35,7 +35,7 @@ async fn connect(url: &str) -> Ws {
 
 /// The next text frame as JSON (pings and pongs skipped); panics on close
 /// or after 10 s.
-async fn next_json(ws: &mut Ws) -> Value {
+pub(super) async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let m = tokio::time::timeout(WAIT, ws.next())
             .await
@@ -51,7 +51,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 }
 
 /// Waits for the server to close the stream; returns the close code.
-async fn closed(ws: &mut Ws) -> Option<u16> {
+pub(super) async fn closed(ws: &mut Ws) -> Option<u16> {
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await

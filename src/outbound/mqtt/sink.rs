@@ -20,6 +20,15 @@
 //! `{"timestamp":T,"data":D}` with `D` as the REST API encodes it (text as
 //! a JSON string, binary as base64).
 //!
+//! With `agg_window` (and `agg_fields`, `agg_default`) the sink publishes
+//! windows ([`WindowFrames`]) instead: each closed window is rendered into
+//! the buffer as a publish stamped with its newest reading, so the cursor
+//! (the acknowledged prefix) stays on raw readings and never enters the
+//! open window; a restart re-reads the open window whole. The open window
+//! rides in `Carry` across reconnects (the follower is past its
+//! readings); a stop with nothing unacknowledged publishes it, partial,
+//! outside the window of publishes (the cursor does not move).
+//!
 //! A payload that cannot fit an MQTT packet of [`MAX_PACKET`] bytes is
 //! skipped: counted in `errors`, named in `last_error`, and the cursor
 //! moves past it (retrying it would stall the sink forever). A broker with
@@ -49,12 +58,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::codec::data_json;
+use crate::codec::frames::{Framed, WindowFrames};
 use crate::follow::{self, Follower, Start};
 use crate::outbound::links::{Ctx, Kind, Link};
 use crate::outbound::policy::{Role, Target};
 use crate::outbound::supervise::{stopped, Ended, Timing};
 use crate::outbound::Status;
-use crate::store::{DataType, Object, Store};
+use crate::store::{DataType, Object, ObjectHandle, Store};
 
 use super::{client, Broker, Login};
 
@@ -103,6 +113,9 @@ pub struct Spec {
     /// The cursor as of the last write of the file (`> 0` intervals only).
     #[serde(default)]
     pub last_timestamp: i64,
+    /// Windows instead of objects (`agg_window`, ...; issue 15).
+    #[serde(flatten)]
+    pub agg: crate::codec::agg::Params,
 }
 
 fn default_qos() -> u8 {
@@ -210,6 +223,7 @@ impl Kind for Sink {
             "window": s.window,
             "format": s.format,
         });
+        s.agg.add_to(&mut v);
         if let Some(ca) = &s.ca_file {
             v["ca_file"] = json!(ca.display().to_string());
         }
@@ -494,6 +508,9 @@ struct Carry {
     follower: Follower,
     again: VecDeque<Object>,
     suspect: Option<Suspect>,
+    /// With `agg_window`: the open window (its readings are behind the
+    /// follower, not behind the cursor).
+    windows: Option<WindowFrames>,
 }
 
 /// What was in flight when a session dropped: the next session publishes
@@ -557,9 +574,14 @@ async fn publish(
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .and_then(|c| c.downcast::<Carry>().ok());
-    let (mut follower, mut buf, mut suspect) = match carried {
-        Some(c) => (c.follower, c.again, c.suspect),
+    let (mut follower, mut buf, mut suspect, mut windows) = match carried {
+        Some(c) => (c.follower, c.again, c.suspect, c.windows),
         None => {
+            let agg = match link.spec.agg.spec(ctx.store.config().data_type) {
+                Ok(a) => a,
+                Err(e) => return Exit::Failed(e.to_string()),
+            };
+            let resumed = link.live().cursor > 0;
             let start = start(ctx);
             let f = match Follower::new(ctx.store.clone(), start, None) {
                 Ok(f) => f,
@@ -570,9 +592,25 @@ async fn publish(
                 // there.
                 link.advance(f.cursor());
             }
-            (f, VecDeque::new(), None)
+            // Windows cover the readings from `from` on: a sink resuming
+            // after its cursor reads the open window again, whole.
+            let windows = agg.map(|a| {
+                let lo = match link.spec.from {
+                    0 => i64::MIN,
+                    -1 if resumed => i64::MIN,
+                    -1 => f.cursor().saturating_add(1),
+                    t => t.saturating_add(1),
+                };
+                WindowFrames::new(Arc::new(a), &ctx.store, link.spec.format == "compact", lo)
+            });
+            (f, VecDeque::new(), None, windows)
         }
     };
+    // A compact sink's session begins with the outputs' schema, before
+    // what the last session left unacknowledged.
+    if let Some(f) = windows.as_ref().and_then(WindowFrames::schema_frame) {
+        buf.push_front(rendered(link.live().cursor, f));
+    }
     let mut idle = false;
     let mut win = Window::default();
     let mut exit = publish_from(
@@ -587,6 +625,7 @@ async fn publish(
         &mut written,
         &mut idle,
         &mut suspect,
+        windows.as_mut(),
     )
     .await;
     // Acknowledgements the session took but had not yet moved the cursor
@@ -617,12 +656,44 @@ async fn publish(
             });
         }
     }
+    if let (Exit::Stopped, Some(w)) = (&exit, windows.as_mut()) {
+        // Stopping (shutdown, delete) with every closed window handed to
+        // the client: the open window goes out, partial, after them. Not
+        // in the window of publishes: the cursor stays before its
+        // readings, and a restart publishes it again, whole.
+        if again.is_empty() {
+            if let Ok(Some(cut)) = w.cut() {
+                for f in cut.frames {
+                    let qos = qos_of(link.spec.qos);
+                    let _ = mqtt.try_publish(link.spec.topic.as_str(), qos, link.spec.retain, f);
+                }
+            }
+        }
+    }
     *ctx.carry.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(Carry {
         follower,
         again,
         suspect,
+        windows,
     }));
     exit
+}
+
+/// A publish already rendered (a window frame, a schema frame): with
+/// `agg_window` the buffer holds these, stamped with the timestamp the
+/// cursor may move to once it is acknowledged (a window's newest reading).
+fn rendered(ts: i64, frame: String) -> Object {
+    let data = frame.into_bytes();
+    Object {
+        handle: ObjectHandle {
+            timestamp: ts,
+            block_num: 0,
+            offset: 0,
+            size: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            span_count: 0,
+        },
+        data,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -638,6 +709,7 @@ async fn publish_from(
     written: &mut tokio::sync::watch::Receiver<u64>,
     idle: &mut bool,
     suspect: &mut Option<Suspect>,
+    mut windows: Option<&mut WindowFrames>,
 ) -> Exit {
     let link = &ctx.link;
     let spec = &link.spec;
@@ -661,6 +733,7 @@ async fn publish_from(
                     Ok(b) => b,
                     Err(e) => return Exit::Failed(format!("reading the store: {e}")),
                 };
+                let mut cut = None;
                 if let Some(g) = batch.gap {
                     link.error(
                         None,
@@ -669,15 +742,52 @@ async fn publish_from(
                             g.lost, g.from, g.to
                         ),
                     );
+                    if let Some(w) = windows.as_deref_mut() {
+                        cut = match w.gap(&g) {
+                            Ok(c) => c,
+                            Err(e) => return Exit::Failed(e.to_string()),
+                        };
+                    }
                 }
                 *idle = batch.caught_up;
-                buf.extend(batch.objects);
+                match windows.as_deref_mut() {
+                    None => buf.extend(batch.objects),
+                    Some(w) => {
+                        // The windows closed, rendered; a schema frame
+                        // (the compact outputs grew) is stamped with the
+                        // previous window's reading, so that its ack
+                        // never moves the cursor past a window.
+                        let mut before = link.live().cursor;
+                        let mut add = |f: Framed, buf: &mut VecDeque<Object>| {
+                            let n = f.frames.len();
+                            for (i, frame) in f.frames.into_iter().enumerate() {
+                                let ts = if i + 1 == n { f.last } else { before };
+                                buf.push_back(rendered(ts, frame));
+                            }
+                            before = f.last;
+                        };
+                        if let Some(c) = cut {
+                            add(c, buf);
+                        }
+                        for o in &batch.objects {
+                            match w.push(&ctx.store, o) {
+                                Ok(Some(f)) => add(f, buf),
+                                Ok(None) => {}
+                                Err(e) => return Exit::Failed(e.to_string()),
+                            }
+                        }
+                    }
+                }
                 if buf.is_empty() {
                     break;
                 }
             }
             let Some(o) = buf.pop_front() else { break };
-            let body = payload(&ctx.store, &o, spec.include_timestamp, compact);
+            let body = if windows.is_some() {
+                o.data.clone()
+            } else {
+                payload(&ctx.store, &o, spec.include_timestamp, compact)
+            };
             let size = body.len() + spec.topic.len() + PUBLISH_OVERHEAD;
             if size > MAX_PACKET {
                 link.error(
