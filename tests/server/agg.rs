@@ -608,30 +608,36 @@ fn a_write_during_a_long_aggregated_query_is_not_held_up() {
         "/data/range?start_time={t0}&end_time={}&agg_window=1h",
         t0 + n * SEC
     );
-    let t = std::time::Instant::now();
-    get(&srv, &s, &q);
-    let alone = t.elapsed();
-    let (qs, qk, qsrv) = (s.path(&q), s.key.clone(), &srv);
-    std::thread::scope(|sc| {
-        let query = sc.spawn(move || {
-            let r = qsrv.get(&qs).key(&qk).send();
-            assert_eq!(r.status, 200, "{}", r.text());
-            std::time::Instant::now()
+    // A held write fails every attempt; a loaded machine (2 cores shared
+    // with other tests) can spoil one: up to 3 attempts, one must pass.
+    let mut seen = Vec::new();
+    for attempt in 0..3 {
+        let t = std::time::Instant::now();
+        get(&srv, &s, &q);
+        let alone = t.elapsed();
+        let (qs, qk, qsrv) = (s.path(&q), s.key.clone(), &srv);
+        let (ok, took) = std::thread::scope(|sc| {
+            let query = sc.spawn(move || {
+                let r = qsrv.get(&qs).key(&qk).send();
+                assert_eq!(r.status, 200, "{}", r.text());
+                std::time::Instant::now()
+            });
+            std::thread::sleep(alone / 4);
+            let sent = std::time::Instant::now();
+            insert_all(&srv, &s, &[(now_ns() + attempt, json!({"v": 1}))]);
+            let wrote = std::time::Instant::now();
+            let answered = query.join().unwrap();
+            // Held behind the scan, the write would take the rest of it
+            // (about 3/4 of the query) and end just as the query answers.
+            (wrote < answered && wrote - sent < alone / 3, wrote - sent)
         });
-        std::thread::sleep(alone / 4);
-        let sent = std::time::Instant::now();
-        insert_all(&srv, &s, &[(now_ns(), json!({"v": 1}))]);
-        let wrote = std::time::Instant::now();
-        let answered = query.join().unwrap();
-        // Held behind the scan, the write would take the rest of it
-        // (about 3/4 of the query) and end just as the query answers.
-        eprintln!("query alone {alone:?}, write took {:?}", wrote - sent);
-        assert!(
-            wrote < answered && wrote - sent < alone / 3,
-            "the write waited for the query: query alone {alone:?}, write took {:?}",
-            wrote - sent
-        );
-    });
+        eprintln!("attempt {attempt}: query alone {alone:?}, write took {took:?}");
+        seen.push((alone, took));
+        if ok {
+            return;
+        }
+    }
+    panic!("the write waited for the query in every attempt (query alone, write): {seen:?}");
 }
 
 #[test]
