@@ -81,6 +81,7 @@ fn main() {
             name: format!("r{i}"),
             condition: c.to_string(),
             cooldown: Some("1h".into()),
+            ..Spec::default()
         };
         set.add(Rule::new(spec).expect("rule parses"))
             .expect("rule added");

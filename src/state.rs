@@ -66,7 +66,9 @@ impl AppState {
             config.max_future,
         ));
         let console = Arc::new(Console::new());
-        let rules = Arc::new(Rules::new());
+        let rules = Arc::new(Rules::with_delivery(crate::rules::Delivery::current(
+            outbound.policy().clone(),
+        )));
         stores.set_hooks(lifecycle_hooks(
             &outbound, &mqtt, &console, &metrics, &rules,
         ));

@@ -1,6 +1,12 @@
 //! `/api/stores/:store/rules` (create, list, get, delete) and
 //! `/api/stores/:store/alerts`: a store's alert rules and the alerts they
 //! fired (see [`crate::rules`]). Store key or admin key.
+//!
+//! A rule's `webhook` is held to the outbound policy of its creator's role,
+//! as outbound connections are: the admin key's or a store key's (see
+//! [`crate::outbound::policy`]). A URL the policy refuses at create is a 403
+//! with the policy's one text; the role is kept with the rule and applies
+//! at every delivery attempt.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,9 +18,16 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
+use crate::outbound::policy::{Role, REFUSED};
+use crate::outbound::webhook::check_policy;
 use crate::rules::{Rule, RuleError, Spec, StoreRules, MAX_ALERTS};
 use crate::store::DataType;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a create waits for the webhook's host to resolve.
+const CREATE_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Alerts answered when `limit` is not given.
 pub const DEFAULT_ALERTS: usize = 100;
@@ -92,17 +105,18 @@ async fn rules_delete(
     }
 }
 
-/// The body of a create, checked: one rule, no webhook.
+/// The body of a create, checked for its shape (the values are checked by
+/// [`Rule::new`]).
 fn parse_create(body: &[u8]) -> Result<Spec, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let Some(obj) = v.as_object() else {
         return Err("invalid rule: expected a JSON object".into());
     };
-    if obj.contains_key("webhook") || obj.contains_key("webhook_headers") {
-        return Err("webhook delivery is not implemented yet".into());
-    }
     for k in obj.keys() {
-        if !matches!(k.as_str(), "name" | "condition" | "cooldown") {
+        if !matches!(
+            k.as_str(),
+            "name" | "condition" | "cooldown" | "webhook" | "webhook_headers"
+        ) {
             return Err(format!(
                 "invalid rule: unknown field '{}'",
                 k.chars().take(64).collect::<String>()
@@ -116,10 +130,29 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
             Some(_) => Err(format!("invalid rule: {k} must be a string")),
         }
     };
+    let mut webhook_headers = BTreeMap::new();
+    match obj.get("webhook_headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                let Value::String(v) = v else {
+                    return Err(format!(
+                        "invalid webhook header {:?}: value must be a string",
+                        k.chars().take(64).collect::<String>()
+                    ));
+                };
+                webhook_headers.insert(k.clone(), v.clone());
+            }
+        }
+        Some(_) => return Err("invalid webhook_headers: must be an object of strings".into()),
+    }
     Ok(Spec {
         name: text("name")?.ok_or("invalid rule: name is required")?,
         condition: text("condition")?.ok_or("invalid rule: condition is required")?,
         cooldown: text("cooldown")?,
+        webhook: text("webhook")?,
+        webhook_headers,
+        created_by: Role::Store,
     })
 }
 
@@ -134,8 +167,27 @@ async fn rules_create(
     ) {
         return Err(rule_error(RuleError::DataType));
     }
-    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let mut spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    spec.created_by = if access.admin {
+        Role::Admin
+    } else {
+        Role::Store
+    };
     let rule = Rule::new(spec).map_err(rule_error)?;
+    if let Some(o) = rule.webhook() {
+        let policy = state.outbound.policy();
+        if let Err(why) = check_policy(
+            policy,
+            rule.spec.created_by,
+            o.url(),
+            CREATE_RESOLVE_TIMEOUT,
+        )
+        .await
+        {
+            tracing::info!(store = %access.name, rule = %rule.spec.name, url = %crate::redact::url(rule.spec.webhook.as_deref().unwrap_or_default()), role = ?rule.spec.created_by, reason = %why.0, "webhook refused by the outbound policy");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, REFUSED));
+        }
+    }
     let rules = store_rules(&state, &access)?;
     let rule = tokio::task::spawn_blocking(move || rules.add(rule))
         .await

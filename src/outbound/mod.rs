@@ -13,7 +13,9 @@
 //! - [`links`], the same bookkeeping for links of other kinds, used by
 //!   [`mqtt`] (sinks and subscriptions);
 //! - [`tls`], the client TLS configuration of `wss://` dials and the rules
-//!   for reading a `ca_file`.
+//!   for reading a `ca_file`;
+//! - [`webhook`], one HTTP POST of an alert rule's webhook, under the same
+//!   policy and TLS configuration.
 //!
 //! Each connection is one supervised tokio task: dial (handshake timeout),
 //! run a session until it ends, wait, dial again. A failing connection
@@ -46,6 +48,7 @@ pub mod policy;
 pub mod session;
 pub mod supervise;
 pub mod tls;
+pub mod webhook;
 
 pub use persist::FILE;
 use persist::{load, write_atomic, File};
