@@ -69,6 +69,15 @@ impl AppState {
         let rules = Arc::new(Rules::with_delivery(crate::rules::Delivery::current(
             outbound.policy().clone(),
         )));
+        // Push connections' alert rules are made by the rules module
+        // (outbound never imports it).
+        let made_by = rules.clone();
+        outbound.set_alerting(Arc::new(move |store, specs, role| {
+            made_by
+                .conn_rules(store, specs, role)
+                .map(|r| Arc::new(r) as Arc<dyn outbound::alerting::Alerting>)
+                .map_err(|e| e.to_string())
+        }));
         stores.set_hooks(lifecycle_hooks(
             &outbound, &mqtt, &console, &metrics, &rules,
         ));
@@ -181,6 +190,7 @@ mod tests {
             last_timestamp: 0,
             ca_file: None,
             created_by: Default::default(),
+            rules: Vec::new(),
         }
     }
 

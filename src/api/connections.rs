@@ -93,6 +93,7 @@ async fn connections_create(
     } else {
         Role::Store
     };
+    super::rules::check_conn_rules(&state, &access, &spec.rules, spec.created_by).await?;
     let conn = state
         .outbound
         .create(&access.name, &access.store, spec)
@@ -183,6 +184,22 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
     let ca_file = string_field(&m, "ca_file")?
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
+    let rules = match m.get("rules") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) if mode == Mode::Push => {
+            if a.len() > crate::rules::MAX_RULES {
+                return Err(crate::rules::RuleError::TooMany.to_string());
+            }
+            let mut out = Vec::with_capacity(a.len());
+            for r in a {
+                let spec = super::rules::parse_rule(r)?;
+                out.push(serde_json::to_value(spec).map_err(|e| e.to_string())?);
+            }
+            out
+        }
+        Some(Value::Array(_)) => return Err("invalid rules: only on push connections".into()),
+        Some(_) => return Err("invalid rules: must be an array of rule objects".into()),
+    };
     Ok(Spec {
         id: String::new(),
         mode,
@@ -196,6 +213,7 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         last_timestamp: 0,
         ca_file,
         created_by: Role::Store,
+        rules,
     })
 }
 

@@ -109,6 +109,12 @@ async fn rules_delete(
 /// [`Rule::new`]).
 fn parse_create(body: &[u8]) -> Result<Spec, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    parse_rule(&v)
+}
+
+/// One rule object, checked for its shape (a store's rule, or one of a
+/// push connection's `rules`).
+pub(super) fn parse_rule(v: &Value) -> Result<Spec, String> {
     let Some(obj) = v.as_object() else {
         return Err("invalid rule: expected a JSON object".into());
     };
@@ -174,26 +180,61 @@ async fn rules_create(
         Role::Store
     };
     let rule = Rule::new(spec).map_err(rule_error)?;
-    if let Some(o) = rule.webhook() {
-        let policy = state.outbound.policy();
-        if let Err(why) = check_policy(
-            policy,
-            rule.spec.created_by,
-            o.url(),
-            CREATE_RESOLVE_TIMEOUT,
-        )
-        .await
-        {
-            tracing::info!(store = %access.name, rule = %rule.spec.name, url = %crate::redact::url(rule.spec.webhook.as_deref().unwrap_or_default()), role = ?rule.spec.created_by, reason = %why.0, "webhook refused by the outbound policy");
-            return Err(ApiError::new(StatusCode::FORBIDDEN, REFUSED));
-        }
-    }
+    check_webhook(&state, &access.name, &rule).await?;
     let rules = store_rules(&state, &access)?;
     let rule = tokio::task::spawn_blocking(move || rules.add(rule))
         .await
         .map_err(ApiError::internal)?
         .map_err(rule_error)?;
     Ok((StatusCode::CREATED, Json(rule.status())))
+}
+
+/// Refuses (403) a rule whose webhook the outbound policy refuses for its
+/// creator's role; the reason goes to the log.
+pub(super) async fn check_webhook(state: &AppState, store: &str, rule: &Rule) -> ApiResult<()> {
+    let Some(o) = rule.webhook() else {
+        return Ok(());
+    };
+    let policy = state.outbound.policy();
+    if let Err(why) = check_policy(
+        policy,
+        rule.spec.created_by,
+        o.url(),
+        CREATE_RESOLVE_TIMEOUT,
+    )
+    .await
+    {
+        tracing::info!(%store, rule = %rule.spec.name, url = %crate::redact::url(rule.spec.webhook.as_deref().unwrap_or_default()), role = ?rule.spec.created_by, reason = %why.0, "webhook refused by the outbound policy");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, REFUSED));
+    }
+    Ok(())
+}
+
+/// Checks a push connection's rules (400 with a rule's message, 403 for a
+/// webhook the policy refuses) as a store's rule is checked.
+pub(super) async fn check_conn_rules(
+    state: &AppState,
+    access: &StoreAccess,
+    specs: &[Value],
+    role: Role,
+) -> ApiResult<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if !matches!(
+        access.store.config().data_type,
+        DataType::Json | DataType::Schema
+    ) {
+        return Err(rule_error(RuleError::DataType));
+    }
+    // Parsed here for the messages and the policy; the connection makes
+    // its own (whose webhooks run).
+    let rules =
+        crate::rules::conn::ConnRules::new(&access.name, specs, role, None).map_err(rule_error)?;
+    for r in rules.rules() {
+        check_webhook(state, &access.name, r).await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,7 @@ mod tests {
             last_timestamp: 42,
             ca_file: None,
             created_by: Default::default(),
+            rules: Vec::new(),
         };
         write_atomic(
             dir.path(),
@@ -101,6 +102,7 @@ mod tests {
                     last_timestamp: i as i64,
                     ca_file: None,
                     created_by: Default::default(),
+                    rules: Vec::new(),
                 })
                 .collect(),
         };

@@ -298,6 +298,12 @@ impl Session {
                     for o in &batch.objects {
                         let f = data_frame(&self.store, o, compact);
                         ws.feed(Message::Text(f.into())).await?;
+                        // The alerts an object fires follow it.
+                        if let Some(r) = self.conn.rules() {
+                            for a in r.evaluate(&self.store, o.handle.timestamp, &o.data) {
+                                ws.feed(Message::Text(a.into())).await?;
+                            }
+                        }
                     }
                     ws.flush().await
                 };

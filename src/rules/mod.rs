@@ -21,6 +21,8 @@
 //!   [`condition`]'s bounds, [`MAX_ALERTS`] alerts kept per store, holding
 //!   at most [`MAX_ALERT_BYTES`] of objects, none over [`MAX_ALERT_DATA`].
 //! - Counters (`alerts_fired`, `last_fired`) and alerts live in memory only.
+//! - Push connections carry rules of the same kind ([`conn`]), evaluated
+//!   on what they send rather than on inserts.
 //! - A rule with a `webhook` has an [`Outbox`]: a firing queues the alert
 //!   and returns; a background task delivers it ([`webhook`]). The task is
 //!   stopped when the rule is removed, when its store is deleted or closed
@@ -29,6 +31,7 @@
 //!   deliveries and never shown: [`Rule::status`] replaces them with `***`.
 
 pub mod condition;
+pub mod conn;
 mod pick;
 pub mod webhook;
 
@@ -472,9 +475,24 @@ impl StoreRules {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
-        let set = self.set();
-        if set.rules.is_empty() {
+        let fired = self.set().fire(store, timestamp, stored);
+        if fired.is_empty() {
             return;
+        }
+        let mut ring = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in fired {
+            ring.push(a);
+        }
+    }
+}
+
+impl Set {
+    /// Evaluates the rules on one stored object of `store` and returns the
+    /// alerts of those that fire, their webhooks queued.
+    fn fire(&self, store: &Store, timestamp: i64, stored: &[u8]) -> Vec<Alert> {
+        let mut out = Vec::new();
+        if self.rules.is_empty() {
+            return out;
         }
         let expanded;
         let json: &[u8] = match store.config().data_type {
@@ -484,19 +502,18 @@ impl StoreRules {
                     expanded = b;
                     &expanded
                 }
-                Err(_) => return,
+                Err(_) => return out,
             },
-            _ => return,
+            _ => return out,
         };
         // Only the fields the rules name are built; the whole object only
         // when a rule fires (its alert carries it).
-        let Ok(picked) = pick::fields(json, &set.fields) else {
-            return;
+        let Ok(picked) = pick::fields(json, &self.fields) else {
+            return out;
         };
         let mut whole: Option<Value> = None;
-        let rules = &set.rules;
         let mut now = None;
-        for r in rules.iter() {
+        for r in self.rules.iter() {
             if !r.condition.eval(&picked) {
                 continue;
             }
@@ -521,12 +538,10 @@ impl StoreRules {
                 if let Some(o) = &r.webhook {
                     o.push(alert.to_json().to_string());
                 }
-                self.alerts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(alert);
+                out.push(alert);
             }
         }
+        out
     }
 }
 
@@ -542,6 +557,17 @@ impl Rules {
     /// benches).
     pub fn new() -> Rules {
         Rules::default()
+    }
+
+    /// The rules of a push connection of store `store`, from its persisted
+    /// `rules`, their webhooks held to `role` and started.
+    pub fn conn_rules(
+        &self,
+        store: &str,
+        specs: &[Value],
+        role: Role,
+    ) -> Result<conn::ConnRules, RuleError> {
+        conn::ConnRules::new(store, specs, role, self.delivery.as_ref())
     }
 
     /// Rules whose webhooks deliver through `delivery`.

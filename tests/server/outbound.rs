@@ -277,7 +277,9 @@ async fn connection_routes_create_list_get_delete_and_reject_bad_requests() {
             "last_error",
             "connected_since",
             "filter",
-            "filter_ignore_case"
+            "filter_ignore_case",
+            "rules_count",
+            "alerts_fired"
         ]
     );
     let id = a["id"].as_str().unwrap().to_string();

@@ -892,3 +892,150 @@ fn deleting_a_rule_or_its_store_ends_its_deliveries() {
     std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(down.got().len(), 2, "{:?}", down.got());
 }
+
+/// The next text frame the remote got, on any connection.
+async fn next_frame(remote: &mut super::outbound::Remote) -> Value {
+    loop {
+        match remote.next().await {
+            super::outbound::Event::Frame(v) => return v,
+            // Connections come and go (the one made without rules, here).
+            super::outbound::Event::Connected(..) | super::outbound::Event::Closed(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_connections_send_their_rules_alerts_and_post_them_to_webhooks() {
+    let mut remote = super::outbound::Remote::start(0, false).await;
+    let rx = Receiver::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Store keys may dial the remote, not the receiver.
+    let cfg = format!(
+        r#"{{"server": {{"outbound": {{"allow": ["127.0.0.1:{}"]}}}}}}"#,
+        remote.port
+    );
+    let srv = Server::builder().data_dir(&data).config(&cfg).start();
+    let s = srv.json_store("pushrules");
+    let path = s.path("/ws/connections");
+    let post = |body: Value| {
+        let r = srv.post(&path).key(&s.key).json(&body).send();
+        (r.status, r.json())
+    };
+    let hot = json!({ "name": "hot", "condition": "temp > 30" });
+    let cold = json!({ "name": "cold", "condition": "temp < 0", "webhook": rx.url("/cold"),
+                       "webhook_headers": { "X-Key": HEADER_SECRET } });
+    // Refusals: the rules' own messages, and the policy for the webhook.
+    for (body, want) in [
+        (
+            json!({ "mode": "pull", "url": remote.url(), "rules": [hot] }),
+            (400, "invalid rules: only on push connections"),
+        ),
+        (
+            json!({ "mode": "push", "url": remote.url(), "rules": {"a": 1} }),
+            (400, "invalid rules: must be an array of rule objects"),
+        ),
+        (
+            json!({ "mode": "push", "url": remote.url(),
+                    "rules": [{ "name": "r", "condition": "temp >" }] }),
+            (400, "condition: expected a value at position 7"),
+        ),
+        (
+            json!({ "mode": "push", "url": remote.url(),
+                    "rules": [{ "name": "r", "condition": "a > 1", "webhook": "ftp://x/" }] }),
+            (400, BAD_WEBHOOK),
+        ),
+        (
+            json!({ "mode": "push", "url": remote.url(), "rules": [hot, hot] }),
+            (409, "rule 'hot' already exists"),
+        ),
+        (
+            json!({ "mode": "push", "url": remote.url(), "rules": [cold] }),
+            (403, "url refused by the outbound policy"),
+        ),
+    ] {
+        let (st, v) = post(body.clone());
+        assert_eq!((st, v["error"].as_str().unwrap_or("")), want, "{body}");
+    }
+    // Without rules, the counters are there and 0.
+    let (st, plain) =
+        post(json!({ "mode": "push", "url": remote.url(), "filter": "nothing-matches" }));
+    assert_eq!(st, 201, "{plain}");
+    assert_eq!(
+        (&plain["rules_count"], &plain["alerts_fired"]),
+        (&json!(0), &json!(0))
+    );
+    let r = srv
+        .delete(&format!("{path}/{}", plain["id"].as_str().unwrap()))
+        .key(&s.key)
+        .send();
+    assert_eq!(r.status, 200);
+
+    // The admin key may have the webhook POST to the loopback.
+    let r = srv
+        .post(&path)
+        .admin()
+        .json(&json!({ "mode": "push", "url": remote.url(), "rules": [hot, cold] }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let c = r.json();
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (&c["rules_count"], &c["alerts_fired"]),
+        (&json!(2), &json!(0))
+    );
+    assert_eq!(c["rules"][1]["webhook_headers"], json!({ "X-Key": "***" }));
+    assert!(!c.to_string().contains(HEADER_SECRET));
+    for (t, temp) in [(1, 10), (2, 40), (3, -5)] {
+        insert(&srv, &s, t, json!({ "temp": temp }));
+    }
+    let mut frames = Vec::new();
+    for _ in 0..5 {
+        frames.push(next_frame(&mut remote).await);
+    }
+    let kinds: Vec<(String, String, i64)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap_or("").to_string(),
+                f["timestamp"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let k = |t: &str, r: &str, ts: i64| (t.to_string(), r.to_string(), ts);
+    assert_eq!(
+        kinds,
+        [
+            k("data", "", 1),
+            k("data", "", 2),
+            k("alert", "hot", 2),
+            k("data", "", 3),
+            k("alert", "cold", 3)
+        ]
+    );
+    assert_eq!(frames[2]["data"], json!({ "temp": 40 }));
+    // The webhook gets the same alert, with its header.
+    let got = rx.wait(1);
+    assert_eq!(got[0].json(), frames[4]);
+    assert_eq!(got[0].header("x-key"), Some(HEADER_SECRET));
+    let st = super::outbound::status(&srv, &s, &id);
+    assert_eq!(
+        (&st["rules_count"], &st["alerts_fired"]),
+        (&json!(2), &json!(2)),
+        "{st}"
+    );
+    assert_eq!(st["rules"][0]["alerts_fired"], 1);
+    drop(srv);
+
+    // The rules are kept with the connection.
+    let srv = Server::builder().data_dir(&data).config(&cfg).start();
+    let st = super::outbound::status(&srv, &s, &id);
+    assert_eq!(
+        (&st["rules_count"], &st["alerts_fired"]),
+        (&json!(2), &json!(0)),
+        "{st}"
+    );
+    assert_eq!(st["rules"][1]["webhook"], json!(rx.url("/cold")));
+    assert!(!st.to_string().contains(HEADER_SECRET));
+}
