@@ -69,15 +69,17 @@ impl AppState {
         let rules = Arc::new(Rules::with_delivery(crate::rules::Delivery::current(
             outbound.policy().clone(),
         )));
-        // Push connections' alert rules are made by the rules module
+        // Push connections' and MQTT sinks' alert rules are made by the rules module
         // (outbound never imports it).
         let made_by = rules.clone();
-        outbound.set_alerting(Arc::new(move |store, specs, role| {
+        let build: Arc<outbound::alerting::Build> = Arc::new(move |store, specs, role| {
             made_by
                 .conn_rules(store, specs, role)
                 .map(|r| Arc::new(r) as Arc<dyn outbound::alerting::Alerting>)
                 .map_err(|e| e.to_string())
-        }));
+        });
+        outbound.set_alerting(build.clone());
+        mqtt.sinks.set_alerting(build);
         stores.set_hooks(lifecycle_hooks(
             &outbound, &mqtt, &console, &metrics, &rules,
         ));

@@ -185,20 +185,10 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
     let rules = match m.get("rules") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) if mode == Mode::Push => {
-            if a.len() > crate::rules::MAX_RULES {
-                return Err(crate::rules::RuleError::TooMany.to_string());
-            }
-            let mut out = Vec::with_capacity(a.len());
-            for r in a {
-                let spec = super::rules::parse_rule(r)?;
-                out.push(serde_json::to_value(spec).map_err(|e| e.to_string())?);
-            }
-            out
+        Some(Value::Array(_)) if mode == Mode::Pull => {
+            return Err("invalid rules: only on push connections".into())
         }
-        Some(Value::Array(_)) => return Err("invalid rules: only on push connections".into()),
-        Some(_) => return Err("invalid rules: must be an array of rule objects".into()),
+        r => super::rules::parse_rules(r)?,
     };
     Ok(Spec {
         id: String::new(),

@@ -44,6 +44,12 @@ async fn mqtt_connections_create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let role = if access.admin {
+        Role::Admin
+    } else {
+        Role::Store
+    };
+    super::rules::check_conn_rules(&state, &access, &spec.rules, role).await?;
     mqtt_links::create::<Sink>(&state, &access, spec).await
 }
 
@@ -166,6 +172,7 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
         created_at: clock::rfc3339_nanos(now_ns()),
         created_by: Role::Store,
         last_timestamp: 0,
+        rules: super::rules::parse_rules(m.get("rules"))?,
     })
 }
 

@@ -112,6 +112,24 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
     parse_rule(&v)
 }
 
+/// The `rules` of a push connection or an MQTT sink: an array of at most
+/// [`crate::rules::MAX_RULES`] rule objects, each checked for its shape
+/// (as persisted specs; [`check_conn_rules`] checks their values).
+pub(super) fn parse_rules(v: Option<&Value>) -> Result<Vec<Value>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => {
+            if a.len() > crate::rules::MAX_RULES {
+                return Err(RuleError::TooMany.to_string());
+            }
+            a.iter()
+                .map(|r| serde_json::to_value(parse_rule(r)?).map_err(|e| e.to_string()))
+                .collect()
+        }
+        Some(_) => Err("invalid rules: must be an array of rule objects".into()),
+    }
+}
+
 /// One rule object, checked for its shape (a store's rule, or one of a
 /// push connection's `rules`).
 pub(super) fn parse_rule(v: &Value) -> Result<Spec, String> {

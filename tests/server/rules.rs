@@ -1039,3 +1039,117 @@ async fn push_connections_send_their_rules_alerts_and_post_them_to_webhooks() {
     assert_eq!(st["rules"][1]["webhook"], json!(rx.url("/cold")));
     assert!(!st.to_string().contains(HEADER_SECRET));
 }
+
+#[test]
+fn mqtt_sinks_publish_their_rules_alerts_on_the_topic_and_post_them_to_webhooks() {
+    let m = super::mosquitto::Mosquitto::start();
+    let rx = Receiver::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = super::outbound::loopback_allowed("");
+    let srv = Server::builder().data_dir(&data).config(&cfg).start();
+    let s = srv.json_store("mqttrules");
+    let path = s.path("/mqtt/connections");
+    let hot = json!({ "name": "hot", "condition": "temp > 30" });
+    let cold = json!({ "name": "cold", "condition": "temp < 0", "webhook": rx.url("/cold"),
+                       "webhook_headers": { "X-Key": HEADER_SECRET } });
+    for (body, want) in [
+        (
+            json!({ "broker_url": m.url(), "topic": "al/t", "rules": "hot" }),
+            (400, "invalid rules: must be an array of rule objects"),
+        ),
+        (
+            json!({ "broker_url": m.url(), "topic": "al/t",
+                    "rules": [{ "name": "r", "condition": "temp >" }] }),
+            (400, "condition: expected a value at position 7"),
+        ),
+        (
+            json!({ "broker_url": m.url(), "topic": "al/t",
+                    "rules": [{ "name": "r", "condition": "a > 1", "webhook_headers": {"a": "b"} }] }),
+            (400, "invalid webhook_headers: only with a webhook"),
+        ),
+        (
+            json!({ "broker_url": m.url(), "topic": "al/t", "rules": [hot, hot] }),
+            (409, "rule 'hot' already exists"),
+        ),
+    ] {
+        let r = srv.post(&path).key(&s.key).json(&body).send();
+        assert_eq!((r.status, r.error().as_str()), want, "{body}");
+    }
+    let sub = m.subscribe("al/#");
+    let r = srv
+        .post(&path)
+        .key(&s.key)
+        .json(&json!({ "broker_url": m.url(), "topic": "al/t", "cursor_persist_interval": 1, "rules": [hot, cold] }))
+        .send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let c = r.json();
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (&c["rules_count"], &c["alerts_fired"]),
+        (&json!(2), &json!(0))
+    );
+    assert_eq!(c["rules"][1]["webhook_headers"], json!({ "X-Key": "***" }));
+    for (t, temp) in [(1, 10), (2, 40), (3, -5)] {
+        insert(&srv, &s, t, json!({ "temp": temp }));
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let (topic, payload) = sub.next(Duration::from_secs(20)).expect("a message");
+        assert_eq!(topic, "al/t");
+        got.push(serde_json::from_str::<Value>(&payload).unwrap());
+    }
+    let alert = |rule: &str, ts: i64, temp: i64| {
+        (
+            json!("alert"),
+            json!(rule),
+            json!(ts),
+            json!({ "temp": temp }),
+        )
+    };
+    assert_eq!(got[0], json!({ "temp": 10 }));
+    assert_eq!(got[1], json!({ "temp": 40 }));
+    assert_eq!(
+        (
+            got[2]["type"].clone(),
+            got[2]["rule"].clone(),
+            got[2]["timestamp"].clone(),
+            got[2]["data"].clone()
+        ),
+        alert("hot", 2, 40)
+    );
+    assert_eq!(got[3], json!({ "temp": -5 }));
+    assert_eq!(
+        (
+            got[4]["type"].clone(),
+            got[4]["rule"].clone(),
+            got[4]["timestamp"].clone(),
+            got[4]["data"].clone()
+        ),
+        alert("cold", 3, -5)
+    );
+    let posted = rx.wait(1);
+    assert_eq!(posted[0].json(), got[4]);
+    assert_eq!(posted[0].header("x-key"), Some(HEADER_SECRET));
+    let st = srv.get(&format!("{path}/{id}")).key(&s.key).send().json();
+    assert_eq!(
+        (&st["rules_count"], &st["alerts_fired"]),
+        (&json!(2), &json!(2)),
+        "{st}"
+    );
+    // The cursor moved over the alerts' publishes too (acknowledged).
+    assert!(eventually(Duration::from_secs(10), || {
+        srv.get(&format!("{path}/{id}")).key(&s.key).send().json()["last_timestamp"] == 3
+    }));
+    // The rules are kept with the sink; a restart resumes after the
+    // persisted cursor, so nothing fires again.
+    drop(srv);
+    let srv = Server::builder().data_dir(&data).config(&cfg).start();
+    let st = srv.get(&format!("{path}/{id}")).key(&s.key).send().json();
+    assert_eq!(
+        (&st["rules_count"], &st["alerts_fired"]),
+        (&json!(2), &json!(0)),
+        "{st}"
+    );
+    assert!(!st.to_string().contains(HEADER_SECRET));
+}

@@ -103,6 +103,10 @@ pub struct Spec {
     /// The cursor as of the last write of the file (`> 0` intervals only).
     #[serde(default)]
     pub last_timestamp: i64,
+    /// Alert rules evaluated on each object published (see
+    /// [`crate::outbound::alerting`]); alerts go to the same topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Value>,
 }
 
 fn default_qos() -> u8 {
@@ -213,7 +217,16 @@ impl Kind for Sink {
         if let Some(ca) = &s.ca_file {
             v["ca_file"] = json!(ca.display().to_string());
         }
+        let rules = link.rules();
+        v["rules_count"] = json!(rules.map_or(0, |r| r.count()));
+        v["alerts_fired"] = json!(rules.map_or(0, |r| r.fired()));
+        if let Some(r) = rules {
+            v["rules"] = r.status();
+        }
         v
+    }
+    fn rules(spec: &Spec) -> &[Value] {
+        &spec.rules
     }
     fn session(ctx: Arc<Ctx<Self>>) -> Pin<Box<dyn Future<Output = Ended> + Send>> {
         Box::pin(async move { run(&ctx).await })
@@ -695,7 +708,24 @@ async fn publish_from(
                 buf.push_front(o);
                 return Exit::Failed(format!("publish failed: {e}"));
             }
-            win.push(o.handle.timestamp, Sent::Queued, Some(o));
+            let ts = o.handle.timestamp;
+            let alerts = link
+                .rules()
+                .map(|r| r.evaluate(&ctx.store, ts, &o.data))
+                .unwrap_or_default();
+            win.push(ts, Sent::Queued, Some(o));
+            // The alerts an object fires follow it on the topic, never
+            // retained (a retained alert would replace the retained
+            // object). Each is a publish of the window with the object's
+            // timestamp and no object: acknowledged like the others, not
+            // published again by the next session (the object is, and
+            // fires again).
+            for a in alerts {
+                if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, false, a.into_bytes()) {
+                    return Exit::Failed(format!("publish failed: {e}"));
+                }
+                win.push(ts, Sent::Queued, None);
+            }
         }
         if let Some(ts) = win.take_done() {
             link.advance(ts);
