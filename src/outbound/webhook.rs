@@ -372,6 +372,84 @@ mod tests {
         }
     }
 
+    /// A receiver that accepts one connection, reads the request head and
+    /// answers `status`; returns its port.
+    async fn answer_once(status: u16) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let _ = s.read(&mut buf).await;
+            let r = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+            let _ = s.write_all(r.as_bytes()).await;
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn each_attempt_is_judged_by_the_policy_and_classified() {
+        use crate::outbound::policy::OutboundConfig;
+        let strict = Policy::new(&OutboundConfig::default());
+        let none = BTreeMap::new();
+        let t = Duration::from_secs(5);
+        // A store role may not reach the loopback, at any attempt: the
+        // dial never happens (nothing listens on port 9 either way).
+        let u = Url::parse("http://127.0.0.1:9/x").unwrap();
+        let (o, why) = post(&strict, Role::Store, &u, &none, "{}".into(), t).await;
+        assert_eq!(
+            (o, why),
+            (Outcome::Final(REFUSED.into()), Some(Refusal::Loopback))
+        );
+        for (status, want) in [
+            (204, Outcome::Delivered(204)),
+            (503, Outcome::Retry("HTTP status 503".into())),
+            (404, Outcome::Final("HTTP status 404".into())),
+            (
+                302,
+                Outcome::Final("HTTP status 302 (redirects are not followed)".into()),
+            ),
+        ] {
+            let port = answer_once(status).await;
+            let u = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+            let (o, _) = post(&strict, Role::Admin, &u, &none, "{}".into(), t).await;
+            assert_eq!(o, want, "{status}");
+        }
+        // Nothing listening: retried.
+        let port = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let u = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        let (o, _) = post(&strict, Role::Admin, &u, &none, "{}".into(), t).await;
+        assert!(
+            matches!(&o, Outcome::Retry(e) if e.starts_with("connect failed")),
+            "{o:?}"
+        );
+        // A peer that never answers: the attempt's timeout, retried.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let u = Url::parse(&format!("http://{}/x", l.local_addr().unwrap())).unwrap();
+        let (o, _) = post(
+            &strict,
+            Role::Admin,
+            &u,
+            &none,
+            "{}".into(),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(o, Outcome::Retry("timed out after 300ms".into()));
+        // https:// to a plain HTTP peer: the TLS handshake fails, retried.
+        let port = answer_once(200).await;
+        let u = Url::parse(&format!("https://127.0.0.1:{port}/x")).unwrap();
+        let (o, _) = post(&strict, Role::Admin, &u, &none, "{}".into(), t).await;
+        assert!(
+            matches!(&o, Outcome::Retry(e) if e.starts_with("TLS:")),
+            "{o:?}"
+        );
+    }
+
     #[test]
     fn headers_are_bounded_and_reserved_ones_refused() {
         let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);

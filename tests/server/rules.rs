@@ -1153,3 +1153,51 @@ fn mqtt_sinks_publish_their_rules_alerts_on_the_topic_and_post_them_to_webhooks(
     );
     assert!(!st.to_string().contains(HEADER_SECRET));
 }
+
+#[test]
+fn a_webhook_nobody_answers_keeps_64_pending_and_counts_the_dropped() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = Server::builder()
+        .config(&super::outbound::loopback_allowed(""))
+        .start();
+    let s = srv.json_store("full");
+    let (st, v) = add(
+        &srv,
+        &s,
+        json!({ "name": "hot", "condition": "temp > 30",
+                "webhook": format!("http://127.0.0.1:{port}/x") }),
+    );
+    assert_eq!(st, 201, "{v}");
+    for t in 1..=70 {
+        insert(&srv, &s, t, json!({ "temp": 40 }));
+    }
+    // Every attempt fails to connect: the queue holds the newest 64 (the
+    // one being retried was the oldest, so it went too).
+    let st = rule_status(&srv, &s, "hot");
+    assert_eq!(
+        (
+            &st["webhook_pending"],
+            &st["webhook_dropped"],
+            &st["webhook_delivered"]
+        ),
+        (&json!(64), &json!(6), &json!(0)),
+        "{st}"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        let st = rule_status(&srv, &s, "hot");
+        st["webhook_failures"].as_u64() >= Some(2)
+            && st["last_webhook_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("connect failed"))
+    }));
+    let metrics = srv.get("/metrics").send().text();
+    let line =
+        "tsstore_webhook_deliveries_total{store=\"full\",rule=\"hot\",result=\"dropped\"} 6\n";
+    assert!(metrics.contains(line), "{metrics}");
+    // Every insert was answered at once: none waited for a delivery.
+    assert_eq!(alerts(&srv, &s, "?limit=1000")["count"], 70);
+}
