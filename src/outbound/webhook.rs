@@ -316,19 +316,30 @@ async fn connect_any(addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
 }
 
 /// Sends `req` over `io` (HTTP/1.1) and returns the answer's status.
-async fn exchange<S>(io: S, req: Request<String>) -> Result<u16, hyper::Error>
+async fn exchange<S>(io: S, req: Request<String>) -> Result<u16, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-    // The connection's driver: reads and writes for the sender. Ends with
-    // the connection, which is dropped after this one request.
-    let driver = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let answer = sender.send_request(req).await;
-    driver.abort();
-    Ok(answer?.status().as_u16())
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The connection is driven here, beside the request, not on a task of
+    // its own: when the attempt times out, dropping this future closes the
+    // socket; nothing outlives the attempt.
+    let mut conn = std::pin::pin!(conn);
+    let mut answer = std::pin::pin!(sender.send_request(req));
+    let answer = tokio::select! {
+        a = &mut answer => a,
+        ended = &mut conn => match ended {
+            // The connection ended (the peer closed it after answering):
+            // the answer, if one came, is waiting; else this is an error.
+            Ok(()) => answer.await,
+            Err(e) => Err(e),
+        },
+    };
+    answer
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
