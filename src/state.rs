@@ -66,7 +66,20 @@ impl AppState {
             config.max_future,
         ));
         let console = Arc::new(Console::new());
-        let rules = Arc::new(Rules::new());
+        let rules = Arc::new(Rules::with_delivery(crate::rules::Delivery::current(
+            outbound.policy().clone(),
+        )));
+        // Push connections' and MQTT sinks' alert rules are made by the rules module
+        // (outbound never imports it).
+        let made_by = rules.clone();
+        let build: Arc<outbound::alerting::Build> = Arc::new(move |store, specs, role| {
+            made_by
+                .conn_rules(store, specs, role)
+                .map(|r| Arc::new(r) as Arc<dyn outbound::alerting::Alerting>)
+                .map_err(|e| e.to_string())
+        });
+        outbound.set_alerting(build.clone());
+        mqtt.sinks.set_alerting(build);
         stores.set_hooks(lifecycle_hooks(
             &outbound, &mqtt, &console, &metrics, &rules,
         ));
@@ -180,6 +193,7 @@ mod tests {
             ca_file: None,
             created_by: Default::default(),
             agg: Default::default(),
+            rules: Vec::new(),
         }
     }
 

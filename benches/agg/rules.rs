@@ -83,6 +83,7 @@ pub fn measure() -> f64 {
             name: format!("r{i}"),
             condition: c.to_string(),
             cooldown: Some("1h".into()),
+            ..Spec::default()
         };
         set.add(Rule::new(spec).expect("rule parses"))
             .expect("rule added");

@@ -95,6 +95,7 @@ async fn connections_create(
     } else {
         Role::Store
     };
+    super::rules::check_conn_rules(&state, &access, &spec.rules, spec.created_by).await?;
     let conn = state
         .outbound
         .create(&access.name, &access.store, spec)
@@ -190,6 +191,12 @@ fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
     if mode == Mode::Pull && agg.given() {
         return Err("aggregation applies to push connections".into());
     }
+    let rules = match m.get("rules") {
+        Some(Value::Array(_)) if mode == Mode::Pull => {
+            return Err("invalid rules: only on push connections".into())
+        }
+        r => super::rules::parse_rules(r)?,
+    };
     Ok(Spec {
         id: String::new(),
         mode,
@@ -204,6 +211,7 @@ fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
         ca_file,
         created_by: Role::Store,
         agg,
+        rules,
     })
 }
 

@@ -139,6 +139,27 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     }
     let _ = writeln!(
         out,
+        "# HELP tsstore_webhook_deliveries_total Alerts of a store's rule POSTed to its webhook (ok), given up on a final answer (failed: a 4xx, a redirect, a policy refusal) or dropped from a full queue (dropped), since the server started.\n# TYPE tsstore_webhook_deliveries_total counter"
+    );
+    for (name, rules) in state.rules.all() {
+        for r in rules.list().iter() {
+            let Some(o) = r.webhook() else { continue };
+            let c = o.counts();
+            for (result, n) in [
+                ("ok", c.delivered),
+                ("failed", c.failed),
+                ("dropped", c.dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "tsstore_webhook_deliveries_total{{store=\"{name}\",rule=\"{}\",result=\"{result}\"}} {n}",
+                    r.spec.name
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP tsstore_ws_clients Connected WebSocket clients.\n# TYPE tsstore_ws_clients gauge\ntsstore_ws_clients {}",
         m.ws_clients.load(Ordering::Relaxed)
     );

@@ -46,6 +46,12 @@ async fn mqtt_connections_create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let spec =
         parse_create(&body, access.store.config().data_type).map_err(ApiError::bad_request)?;
+    let role = if access.admin {
+        Role::Admin
+    } else {
+        Role::Store
+    };
+    super::rules::check_conn_rules(&state, &access, &spec.rules, role).await?;
     mqtt_links::create::<Sink>(&state, &access, spec).await
 }
 
@@ -170,6 +176,7 @@ fn parse_create(body: &[u8], dt: DataType) -> Result<Spec, String> {
         created_by: Role::Store,
         last_timestamp: 0,
         agg: Params::from_body(&m, dt)?,
+        rules: super::rules::parse_rules(m.get("rules"))?,
     })
 }
 

@@ -1,6 +1,12 @@
 //! `/api/stores/:store/rules` (create, list, get, delete) and
 //! `/api/stores/:store/alerts`: a store's alert rules and the alerts they
 //! fired (see [`crate::rules`]). Store key or admin key.
+//!
+//! A rule's `webhook` is held to the outbound policy of its creator's role,
+//! as outbound connections are: the admin key's or a store key's (see
+//! [`crate::outbound::policy`]). A URL the policy refuses at create is a 403
+//! with the policy's one text; the role is kept with the rule and applies
+//! at every delivery attempt.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,9 +18,16 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::StoreAccess;
+use crate::outbound::policy::{Role, REFUSED};
+use crate::outbound::webhook::check_policy;
 use crate::rules::{Rule, RuleError, Spec, StoreRules, MAX_ALERTS};
 use crate::store::DataType;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a create waits for the webhook's host to resolve.
+const CREATE_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Alerts answered when `limit` is not given.
 pub const DEFAULT_ALERTS: usize = 100;
@@ -92,17 +105,42 @@ async fn rules_delete(
     }
 }
 
-/// The body of a create, checked: one rule, no webhook.
+/// The body of a create, checked for its shape (the values are checked by
+/// [`Rule::new`]).
 fn parse_create(body: &[u8]) -> Result<Spec, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    parse_rule(&v)
+}
+
+/// The `rules` of a push connection or an MQTT sink: an array of at most
+/// [`crate::rules::MAX_RULES`] rule objects, each checked for its shape
+/// (as persisted specs; [`check_conn_rules`] checks their values).
+pub(super) fn parse_rules(v: Option<&Value>) -> Result<Vec<Value>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => {
+            if a.len() > crate::rules::MAX_RULES {
+                return Err(RuleError::TooMany.to_string());
+            }
+            a.iter()
+                .map(|r| serde_json::to_value(parse_rule(r)?).map_err(|e| e.to_string()))
+                .collect()
+        }
+        Some(_) => Err("invalid rules: must be an array of rule objects".into()),
+    }
+}
+
+/// One rule object, checked for its shape (a store's rule, or one of a
+/// push connection's `rules`).
+pub(super) fn parse_rule(v: &Value) -> Result<Spec, String> {
     let Some(obj) = v.as_object() else {
         return Err("invalid rule: expected a JSON object".into());
     };
-    if obj.contains_key("webhook") || obj.contains_key("webhook_headers") {
-        return Err("webhook delivery is not implemented yet".into());
-    }
     for k in obj.keys() {
-        if !matches!(k.as_str(), "name" | "condition" | "cooldown") {
+        if !matches!(
+            k.as_str(),
+            "name" | "condition" | "cooldown" | "webhook" | "webhook_headers"
+        ) {
             return Err(format!(
                 "invalid rule: unknown field '{}'",
                 k.chars().take(64).collect::<String>()
@@ -116,10 +154,29 @@ fn parse_create(body: &[u8]) -> Result<Spec, String> {
             Some(_) => Err(format!("invalid rule: {k} must be a string")),
         }
     };
+    let mut webhook_headers = BTreeMap::new();
+    match obj.get("webhook_headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                let Value::String(v) = v else {
+                    return Err(format!(
+                        "invalid webhook header {:?}: value must be a string",
+                        k.chars().take(64).collect::<String>()
+                    ));
+                };
+                webhook_headers.insert(k.clone(), v.clone());
+            }
+        }
+        Some(_) => return Err("invalid webhook_headers: must be an object of strings".into()),
+    }
     Ok(Spec {
         name: text("name")?.ok_or("invalid rule: name is required")?,
         condition: text("condition")?.ok_or("invalid rule: condition is required")?,
         cooldown: text("cooldown")?,
+        webhook: text("webhook")?,
+        webhook_headers,
+        created_by: Role::Store,
     })
 }
 
@@ -134,14 +191,68 @@ async fn rules_create(
     ) {
         return Err(rule_error(RuleError::DataType));
     }
-    let spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    let mut spec = parse_create(&body).map_err(ApiError::bad_request)?;
+    spec.created_by = if access.admin {
+        Role::Admin
+    } else {
+        Role::Store
+    };
     let rule = Rule::new(spec).map_err(rule_error)?;
+    check_webhook(&state, &access.name, &rule).await?;
     let rules = store_rules(&state, &access)?;
     let rule = tokio::task::spawn_blocking(move || rules.add(rule))
         .await
         .map_err(ApiError::internal)?
         .map_err(rule_error)?;
     Ok((StatusCode::CREATED, Json(rule.status())))
+}
+
+/// Refuses (403) a rule whose webhook the outbound policy refuses for its
+/// creator's role; the reason goes to the log.
+pub(super) async fn check_webhook(state: &AppState, store: &str, rule: &Rule) -> ApiResult<()> {
+    let Some(o) = rule.webhook() else {
+        return Ok(());
+    };
+    let policy = state.outbound.policy();
+    if let Err(why) = check_policy(
+        policy,
+        rule.spec.created_by,
+        o.url(),
+        CREATE_RESOLVE_TIMEOUT,
+    )
+    .await
+    {
+        tracing::info!(%store, rule = %rule.spec.name, url = %crate::redact::url(rule.spec.webhook.as_deref().unwrap_or_default()), role = ?rule.spec.created_by, reason = %why.0, "webhook refused by the outbound policy");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, REFUSED));
+    }
+    Ok(())
+}
+
+/// Checks a push connection's rules (400 with a rule's message, 403 for a
+/// webhook the policy refuses) as a store's rule is checked.
+pub(super) async fn check_conn_rules(
+    state: &AppState,
+    access: &StoreAccess,
+    specs: &[Value],
+    role: Role,
+) -> ApiResult<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    if !matches!(
+        access.store.config().data_type,
+        DataType::Json | DataType::Schema
+    ) {
+        return Err(rule_error(RuleError::DataType));
+    }
+    // Parsed here for the messages and the policy; the connection makes
+    // its own (whose webhooks run).
+    let rules =
+        crate::rules::conn::ConnRules::new(&access.name, specs, role, None).map_err(rule_error)?;
+    for r in rules.rules() {
+        check_webhook(state, &access.name, r).await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

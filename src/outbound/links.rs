@@ -79,6 +79,11 @@ pub trait Kind: Send + Sync + Sized + 'static {
     }
     /// The status object of the API.
     fn status_json(link: &Link<Self>) -> Value;
+    /// Its alert rules as persisted (see [`super::alerting`]); none unless
+    /// the kind has rules.
+    fn rules(_spec: &Self::Spec) -> &[Value] {
+        &[]
+    }
     /// One session: dial and run until `link.stop` or a failure.
     fn session(ctx: Arc<Ctx<Self>>) -> Pin<Box<dyn Future<Output = Ended> + Send>>;
 }
@@ -107,6 +112,8 @@ pub struct Link<K: Kind> {
     live: Mutex<Live>,
     pub stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Its alert rules, if it has any (set once, before its task starts).
+    rules: std::sync::OnceLock<Arc<dyn super::alerting::Alerting>>,
 }
 
 impl<K: Kind> Link<K> {
@@ -126,8 +133,14 @@ impl<K: Kind> Link<K> {
             }),
             stop: watch::channel(false).0,
             task: Mutex::new(None),
+            rules: std::sync::OnceLock::new(),
             spec,
         }
+    }
+
+    /// Its alert rules, if any.
+    pub fn rules(&self) -> Option<&Arc<dyn super::alerting::Alerting>> {
+        self.rules.get()
     }
 
     pub fn live(&self) -> MutexGuard<'_, Live> {
@@ -286,6 +299,8 @@ pub struct Links<K: Kind> {
     /// The counters of links deleted since the start, so that the totals
     /// of `/metrics` never go down.
     retired: Mutex<(u64, u64, u64, u64)>,
+    /// Makes a link's alert rules (installed by the server's state).
+    alerting: std::sync::OnceLock<Arc<super::alerting::Build>>,
 }
 
 impl<K: Kind> Links<K> {
@@ -306,7 +321,29 @@ impl<K: Kind> Links<K> {
             saving: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
             retired: Mutex::new((0, 0, 0, 0)),
+            alerting: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the function that makes links' alert rules.
+    pub fn set_alerting(&self, build: Arc<super::alerting::Build>) {
+        let _ = self.alerting.set(build);
+    }
+
+    /// Makes the rules of a link of store `name`, if its spec has any.
+    fn build_rules(
+        &self,
+        name: &str,
+        spec: &K::Spec,
+    ) -> Result<Option<Arc<dyn super::alerting::Alerting>>, String> {
+        let rules = K::rules(spec);
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        let Some(build) = self.alerting.get() else {
+            return Err("alert rules are not available".into());
+        };
+        build(name, rules, K::role(spec)).map(Some)
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<Arc<Link<K>>>>> {
@@ -343,6 +380,17 @@ impl<K: Kind> Links<K> {
         for (name, specs) in loaded {
             let links: Vec<Arc<Link<K>>> =
                 specs.into_iter().map(|s| Arc::new(Link::new(s))).collect();
+            for l in &links {
+                match self.build_rules(&name, &l.spec) {
+                    Ok(Some(r)) => {
+                        let _ = l.rules.set(r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(store = %name, id = %l.id(), error = %e, "{} rules not loaded", K::WHAT)
+                    }
+                }
+            }
             self.map()
                 .entry(name.clone())
                 .or_default()
@@ -436,6 +484,9 @@ impl<K: Kind> Links<K> {
             }
         }
         self.check_policy(name, &spec).await?;
+        let rules = self
+            .build_rules(name, &spec)
+            .map_err(CreateError::Invalid)?;
         let link = {
             let mut map = self.map();
             // Under the map's lock: a delete's `remove_store` either comes
@@ -461,6 +512,9 @@ impl<K: Kind> Links<K> {
             K::set_id(&mut spec, id);
             K::assigned(&mut spec, name);
             let link = Arc::new(Link::new(spec));
+            if let Some(r) = rules {
+                let _ = link.rules.set(r);
+            }
             list.push(link.clone());
             link
         };

@@ -13,7 +13,11 @@
 //! - [`links`], the same bookkeeping for links of other kinds, used by
 //!   [`mqtt`] (sinks and subscriptions);
 //! - [`tls`], the client TLS configuration of `wss://` dials and the rules
-//!   for reading a `ca_file`.
+//!   for reading a `ca_file`;
+//! - [`webhook`], one HTTP POST of an alert rule's webhook, under the same
+//!   policy and TLS configuration;
+//! - [`alerting`], the alert rules of a push connection, as a trait the
+//!   rules module implements.
 //!
 //! Each connection is one supervised tokio task: dial (handshake timeout),
 //! run a session until it ends, wait, dial again. A failing connection
@@ -26,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 
+pub mod alerting;
 pub mod links;
 pub mod mqtt;
 pub mod persist;
@@ -46,6 +51,7 @@ pub mod policy;
 pub mod session;
 pub mod supervise;
 pub mod tls;
+pub mod webhook;
 
 pub use persist::FILE;
 use persist::{load, write_atomic, File};
@@ -100,6 +106,10 @@ pub struct Spec {
     /// Push: windows instead of objects (`agg_window`, ...; issue 15).
     #[serde(flatten)]
     pub agg: crate::codec::agg::Params,
+    /// Alert rules evaluated on each object a push connection sends
+    /// (`crate::rules::Spec` objects; see [`alerting`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Value>,
 }
 
 fn full() -> String {
@@ -155,6 +165,8 @@ pub struct Conn {
     live: Mutex<Live>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Its alert rules, if it has any (set once, before its task starts).
+    rules: OnceLock<Arc<dyn alerting::Alerting>>,
 }
 
 impl Conn {
@@ -173,6 +185,7 @@ impl Conn {
             }),
             stop: watch::channel(false).0,
             task: Mutex::new(None),
+            rules: OnceLock::new(),
             spec,
         }
     }
@@ -216,7 +229,18 @@ impl Conn {
         if let Some(ca) = &s.ca_file {
             v["ca_file"] = json!(ca.display().to_string());
         }
+        let rules = self.rules.get();
+        v["rules_count"] = json!(rules.map_or(0, |r| r.count()));
+        v["alerts_fired"] = json!(rules.map_or(0, |r| r.fired()));
+        if let Some(r) = rules {
+            v["rules"] = r.status();
+        }
         v
+    }
+
+    /// Its alert rules, if any.
+    pub(crate) fn rules(&self) -> Option<&Arc<dyn alerting::Alerting>> {
+        self.rules.get()
     }
 
     fn persisted(&self) -> Spec {
@@ -304,6 +328,8 @@ pub struct Outbound {
     /// Serialises file writes.
     saving: tokio::sync::Mutex<()>,
     stopping: watch::Sender<bool>,
+    /// Makes a connection's alert rules (installed by the server's state).
+    alerting: OnceLock<Arc<alerting::Build>>,
 }
 
 impl Outbound {
@@ -323,7 +349,29 @@ impl Outbound {
             by_store: Mutex::new(HashMap::new()),
             saving: tokio::sync::Mutex::new(()),
             stopping: watch::channel(false).0,
+            alerting: OnceLock::new(),
         }
+    }
+
+    /// Installs the function that makes connections' alert rules.
+    pub fn set_alerting(&self, build: Arc<alerting::Build>) {
+        let _ = self.alerting.set(build);
+    }
+
+    /// Makes the rules of a connection of store `name`, if its spec has
+    /// any.
+    fn build_rules(
+        &self,
+        name: &str,
+        spec: &Spec,
+    ) -> Result<Option<Arc<dyn alerting::Alerting>>, String> {
+        if spec.rules.is_empty() {
+            return Ok(None);
+        }
+        let Some(build) = self.alerting.get() else {
+            return Err("alert rules are not available".into());
+        };
+        build(name, &spec.rules, spec.created_by).map(Some)
     }
 
     /// The outbound policy (the server records its own ports in it).
@@ -365,6 +413,17 @@ impl Outbound {
         .unwrap_or_default();
         for (name, specs) in loaded {
             let conns: Vec<Arc<Conn>> = specs.into_iter().map(|s| Arc::new(Conn::new(s))).collect();
+            for c in &conns {
+                match self.build_rules(&name, &c.spec) {
+                    Ok(Some(r)) => {
+                        let _ = c.rules.set(r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(store = %name, connection = %c.id(), error = %e, "connection rules not loaded")
+                    }
+                }
+            }
             self.map()
                 .entry(name.clone())
                 .or_default()
@@ -465,6 +524,9 @@ impl Outbound {
             }
         }
         self.check_policy(name, &spec).await?;
+        let rules = self
+            .build_rules(name, &spec)
+            .map_err(CreateError::Invalid)?;
         let conn = {
             let mut map = self.map();
             // Under the map's lock, so that a delete's `remove_store`
@@ -483,9 +545,13 @@ impl Outbound {
                 }
             };
             let conn = Arc::new(Conn::new(spec));
+            if let Some(r) = rules {
+                let _ = conn.rules.set(r);
+            }
             list.push(conn.clone());
             conn
         };
+
         if let Err(e) = self.save(name).await {
             if let Some(v) = self.map().get_mut(name) {
                 v.retain(|c| !Arc::ptr_eq(c, &conn));

@@ -61,6 +61,7 @@ mod tests {
             ca_file: None,
             created_by: Default::default(),
             agg: Default::default(),
+            rules: Vec::new(),
         };
         write_atomic(
             dir.path(),
@@ -103,6 +104,7 @@ mod tests {
                     ca_file: None,
                     created_by: Default::default(),
                     agg: Default::default(),
+                    rules: Vec::new(),
                 })
                 .collect(),
         };

@@ -383,19 +383,19 @@ impl Session {
                     }
                 }
             }
-            match &mut windows {
-                None => {
-                    for o in &batch.objects {
-                        frames.push(data_frame(&self.store, o, compact));
-                    }
+            let rules = self.conn.rules();
+            for o in &batch.objects {
+                match &mut windows {
+                    None => frames.push(data_frame(&self.store, o, compact)),
+                    Some(w) => match w.frames.push(&self.store, o) {
+                        Ok(f) => push_framed(f, &mut frames, &mut closed),
+                        Err(e) => return Exit::Failed(e.to_string()),
+                    },
                 }
-                Some(w) => {
-                    for o in &batch.objects {
-                        match w.frames.push(&self.store, o) {
-                            Ok(f) => push_framed(f, &mut frames, &mut closed),
-                            Err(e) => return Exit::Failed(e.to_string()),
-                        }
-                    }
+                // Rules look at readings, not windows: the alerts a reading
+                // fires follow it (or the windows it closed) at once.
+                if let Some(r) = rules {
+                    frames.extend(r.evaluate(&self.store, o.handle.timestamp, &o.data));
                 }
             }
             let newest = match (&windows, batch.objects.last()) {

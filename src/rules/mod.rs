@@ -23,11 +23,21 @@
 //!   [`condition`]'s bounds, [`MAX_ALERTS`] alerts kept per store, holding
 //!   at most [`MAX_ALERT_BYTES`] of objects, none over [`MAX_ALERT_DATA`].
 //! - Counters (`alerts_fired`, `last_fired`) and alerts live in memory only.
+//! - Push connections carry rules of the same kind ([`conn`]), evaluated
+//!   on what they send rather than on inserts.
+//! - A rule with a `webhook` has an [`Outbox`]: a firing queues the alert
+//!   and returns; a background task delivers it ([`webhook`]). The task is
+//!   stopped when the rule is removed, when its store is deleted or closed
+//!   (the rules are forgotten or replaced), never left to run unowned.
+//!   `webhook_headers` values are kept in `rules.json` (mode 0600) for the
+//!   deliveries and never shown: [`Rule::status`] replaces them with `***`.
 
 pub mod condition;
+pub mod conn;
 mod pick;
+pub mod webhook;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -36,7 +46,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use condition::{Condition, ParseError};
+pub use webhook::{Delivery, Outbox};
 
+use crate::outbound::policy::Role;
 use crate::store::{self, DataType, Store};
 
 /// The file of a store's rules, in its directory.
@@ -55,12 +67,22 @@ pub const MAX_ALERT_DATA: usize = 64 * 1024;
 pub const MAX_ALERT_BYTES: usize = 4 * 1024 * 1024;
 
 /// A rule as a client sends it and as it is persisted.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Spec {
     pub name: String,
     pub condition: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<String>,
+    /// Where each alert is POSTed (`http://` or `https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// Headers of each POST (secrets: never shown, never logged).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhook_headers: BTreeMap<String, String>,
+    /// Who created the rule: the outbound policy its webhook is held to.
+    /// Not a client's field; a file without it reads as [`Role::Store`].
+    #[serde(default)]
+    pub created_by: Role,
 }
 
 /// Why a rule was refused (each a client fault; `Display` is the message).
@@ -73,6 +95,10 @@ pub enum RuleError {
     Condition(#[from] ParseError),
     #[error("invalid cooldown: {0}")]
     Cooldown(String),
+    /// A bad `webhook` or `webhook_headers` (the message names no header
+    /// value).
+    #[error("{0}")]
+    Webhook(String),
     #[error("rule '{0}' already exists")]
     Duplicate(String),
     #[error("a store has at most {MAX_RULES} rules")]
@@ -93,6 +119,17 @@ pub struct Rule {
     fired: AtomicU64,
     /// When it last fired (Unix nanoseconds).
     last: Mutex<Option<i64>>,
+    /// The webhook's queue and task, if the rule has a webhook.
+    webhook: Option<Arc<Outbox>>,
+}
+
+impl Drop for Rule {
+    /// The delivery task holds the outbox: stop it with the rule.
+    fn drop(&mut self) {
+        if let Some(o) = &self.webhook {
+            o.stop();
+        }
+    }
 }
 
 impl Rule {
@@ -115,25 +152,67 @@ impl Rule {
                 i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
             }
         };
+        if spec.webhook.is_none() && !spec.webhook_headers.is_empty() {
+            return Err(RuleError::Webhook(
+                "invalid webhook_headers: only with a webhook".into(),
+            ));
+        }
+        let webhook = match &spec.webhook {
+            None => None,
+            Some(url) => Some(Arc::new(
+                Outbox::new(
+                    &spec.name,
+                    url,
+                    spec.webhook_headers.clone(),
+                    spec.created_by,
+                )
+                .map_err(RuleError::Webhook)?,
+            )),
+        };
         Ok(Rule {
             spec,
             condition,
             cooldown_ns,
             fired: AtomicU64::new(0),
             last: Mutex::new(None),
+            webhook,
         })
+    }
+
+    /// The rule's webhook, if it has one.
+    pub fn webhook(&self) -> Option<&Arc<Outbox>> {
+        self.webhook.as_ref()
     }
 
     /// The rule as GET shows it.
     pub fn status(&self) -> Value {
         let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "name": self.spec.name,
             "condition": self.spec.condition,
             "cooldown": self.spec.cooldown.clone().unwrap_or_else(|| "0".into()),
             "alerts_fired": self.fired.load(Ordering::Relaxed),
             "last_fired": last,
-        })
+        });
+        if let (Some(url), Some(o)) = (&self.spec.webhook, &self.webhook) {
+            let c = o.counts();
+            // Header values are secrets: names only, each value masked.
+            let headers: serde_json::Map<String, Value> = self
+                .spec
+                .webhook_headers
+                .keys()
+                .map(|k| (k.clone(), Value::String(crate::redact::MASK.into())))
+                .collect();
+            v["webhook"] = Value::String(url.clone());
+            v["webhook_headers"] = Value::Object(headers);
+            v["webhook_pending"] = c.pending.into();
+            v["webhook_delivered"] = c.delivered.into();
+            v["webhook_failed"] = c.failed.into();
+            v["webhook_dropped"] = c.dropped.into();
+            v["webhook_failures"] = c.failures.into();
+            v["last_webhook_error"] = c.last_error.map_or(Value::Null, Value::String);
+        }
+        v
     }
 
     pub fn alerts_fired(&self) -> u64 {
@@ -191,7 +270,10 @@ impl Alert {
 
 /// The rules and alerts of one store.
 pub struct StoreRules {
+    name: String,
     dir: PathBuf,
+    /// Where webhook tasks run (none: webhooks queue and are not sent).
+    delivery: Option<Arc<Delivery>>,
     list: RwLock<Arc<Set>>,
     /// Whether `list` holds a rule: read on every insert, so a store
     /// without rules pays one atomic load and nothing else.
@@ -247,9 +329,10 @@ struct File {
 }
 
 impl StoreRules {
-    /// Loads the rules of the store in `dir` (none if it has no file). A
-    /// rule that no longer parses is logged and skipped.
-    fn load(dir: &Path) -> StoreRules {
+    /// Loads the rules of store `name` in `dir` (none if it has no file),
+    /// starting their webhooks' tasks. A rule that no longer parses is
+    /// logged and skipped.
+    fn load(name: &str, dir: &Path, delivery: Option<Arc<Delivery>>) -> StoreRules {
         let specs = match std::fs::read(dir.join(FILE)) {
             Ok(b) => match serde_json::from_slice::<File>(&b) {
                 Ok(f) => f.rules,
@@ -275,19 +358,44 @@ impl StoreRules {
                 }
             })
             .collect();
-        StoreRules {
+        let rules = StoreRules {
+            name: name.to_string(),
             dir: dir.to_path_buf(),
+            delivery,
             any: AtomicBool::new(!list.is_empty()),
             list: RwLock::new(Arc::new(Set::new(list))),
             alerts: Mutex::new(Ring::default()),
             edit: Mutex::new(()),
+        };
+        for r in rules.list().iter() {
+            rules.start(r);
+        }
+        rules
+    }
+
+    /// Starts the webhook task of `rule`, if it has a webhook.
+    fn start(&self, rule: &Rule) {
+        if let (Some(o), Some(d)) = (&rule.webhook, &self.delivery) {
+            o.start(d, &self.name);
+        }
+    }
+
+    /// Stops every webhook task (the store is deleted or closed).
+    pub fn stop(&self) {
+        self.any.store(false, Ordering::Release);
+        for r in self.list().iter() {
+            if let Some(o) = &r.webhook {
+                o.stop();
+            }
         }
     }
 
     /// An empty set (tests and benches).
     pub fn empty(dir: &Path) -> StoreRules {
         StoreRules {
+            name: String::new(),
             dir: dir.to_path_buf(),
+            delivery: None,
             any: AtomicBool::new(false),
             list: RwLock::new(Arc::new(Set::new(Vec::new()))),
             alerts: Mutex::new(Ring::default()),
@@ -327,7 +435,7 @@ impl StoreRules {
         let _one = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let mut list = self.list().to_vec();
         if list.iter().any(|r| r.spec.name == rule.spec.name) {
-            return Err(RuleError::Duplicate(rule.spec.name));
+            return Err(RuleError::Duplicate(rule.spec.name.clone()));
         }
         if list.len() >= MAX_RULES {
             return Err(RuleError::TooMany);
@@ -335,6 +443,7 @@ impl StoreRules {
         let rule = Arc::new(rule);
         list.push(rule.clone());
         self.save(list)?;
+        self.start(&rule);
         Ok(rule)
     }
 
@@ -342,12 +451,16 @@ impl StoreRules {
     pub fn remove(&self, name: &str) -> Result<bool, RuleError> {
         let _one = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let mut list = self.list().to_vec();
-        let before = list.len();
-        list.retain(|r| r.spec.name != name);
-        if list.len() == before {
+        let Some(i) = list.iter().position(|r| r.spec.name == name) else {
             return Ok(false);
-        }
+        };
+        let gone = list.remove(i);
         self.save(list)?;
+        // An insert may still hold the old list (and the rule) a moment:
+        // stop its deliveries now rather than when the last holder lets go.
+        if let Some(o) = &gone.webhook {
+            o.stop();
+        }
         Ok(true)
     }
 
@@ -363,9 +476,24 @@ impl StoreRules {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
-        let set = self.set();
-        if set.rules.is_empty() {
+        let fired = self.set().fire(store, timestamp, stored);
+        if fired.is_empty() {
             return;
+        }
+        let mut ring = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        for a in fired {
+            ring.push(a);
+        }
+    }
+}
+
+impl Set {
+    /// Evaluates the rules on one stored object of `store` and returns the
+    /// alerts of those that fire, their webhooks queued.
+    fn fire(&self, store: &Store, timestamp: i64, stored: &[u8]) -> Vec<Alert> {
+        let mut out = Vec::new();
+        if self.rules.is_empty() {
+            return out;
         }
         let expanded;
         let json: &[u8] = match store.config().data_type {
@@ -375,20 +503,19 @@ impl StoreRules {
                     expanded = b;
                     &expanded
                 }
-                Err(_) => return,
+                Err(_) => return out,
             },
-            _ => return,
+            _ => return out,
         };
         // Only the values the conditions compare are read; the whole
         // object is built only when a rule fires (its alert carries it).
-        let mut leaves = Vec::with_capacity(set.plan.slots());
-        if set.plan.read(json, &mut leaves).is_err() {
-            return;
+        let mut leaves = Vec::with_capacity(self.plan.slots());
+        if self.plan.read(json, &mut leaves).is_err() {
+            return out;
         }
         let mut whole: Option<Value> = None;
-        let rules = &set.rules;
         let mut now = None;
-        for (r, check) in rules.iter().zip(&set.checks) {
+        for (r, check) in self.rules.iter().zip(&self.checks) {
             if !check.eval(&leaves) {
                 continue;
             }
@@ -410,12 +537,13 @@ impl StoreRules {
                     data_omitted: omitted,
                     size: if omitted { 0 } else { stored.len() },
                 };
-                self.alerts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(alert);
+                if let Some(o) = &r.webhook {
+                    o.push(alert.to_json().to_string());
+                }
+                out.push(alert);
             }
         }
+        out
     }
 }
 
@@ -423,18 +551,40 @@ impl StoreRules {
 #[derive(Default)]
 pub struct Rules {
     stores: Mutex<HashMap<String, Arc<StoreRules>>>,
+    delivery: Option<Arc<Delivery>>,
 }
 
 impl Rules {
+    /// Rules whose webhooks queue alerts but never send them (tests,
+    /// benches).
     pub fn new() -> Rules {
         Rules::default()
+    }
+
+    /// The rules of a push connection of store `store`, from its persisted
+    /// `rules`, their webhooks held to `role` and started.
+    pub fn conn_rules(
+        &self,
+        store: &str,
+        specs: &[Value],
+        role: Role,
+    ) -> Result<conn::ConnRules, RuleError> {
+        conn::ConnRules::new(store, specs, role, self.delivery.as_ref())
+    }
+
+    /// Rules whose webhooks deliver through `delivery`.
+    pub fn with_delivery(delivery: Option<Delivery>) -> Rules {
+        Rules {
+            stores: Mutex::default(),
+            delivery: delivery.map(Arc::new),
+        }
     }
 
     /// Loads the rules of store `name` (directory `dir`), just opened or
     /// created, and hooks their evaluation to its inserts. Blocking (reads
     /// the file): runs on the registry operation's thread.
     pub fn attach(&self, name: &str, dir: &Path, store: &Arc<Store>) {
-        let rules = Arc::new(StoreRules::load(dir));
+        let rules = Arc::new(StoreRules::load(name, dir, self.delivery.clone()));
         let (hooked, weak): (Arc<StoreRules>, Weak<Store>) = (rules.clone(), Arc::downgrade(store));
         store.on_insert(move |t, d| {
             if !hooked.any.load(Ordering::Acquire) {
@@ -444,12 +594,20 @@ impl Rules {
                 hooked.evaluate(&s, t, d);
             }
         });
-        self.lock().insert(name.to_string(), rules);
+        let old = self.lock().insert(name.to_string(), rules);
+        // Reopened (a reset, a reopen): the old rules' deliveries end.
+        if let Some(old) = old {
+            old.stop();
+        }
     }
 
-    /// Forgets store `name` (deleted: its file went with its directory).
+    /// Forgets store `name` (deleted: its file went with its directory)
+    /// and stops its rules' deliveries.
     pub fn remove(&self, name: &str) {
-        self.lock().remove(name);
+        let old = self.lock().remove(name);
+        if let Some(old) = old {
+            old.stop();
+        }
     }
 
     /// The rules of open store `name`.
@@ -483,6 +641,7 @@ mod tests {
             name: name.into(),
             condition: cond.into(),
             cooldown: cooldown.map(Into::into),
+            ..Spec::default()
         }
     }
 
@@ -577,11 +736,11 @@ mod tests {
         let mode =
             std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(sdir.join(FILE)).unwrap());
         assert_eq!(mode & 0o777, 0o600);
-        let again = StoreRules::load(&sdir);
+        let again = StoreRules::load("s", &sdir, None);
         assert_eq!(again.list().len(), 1);
         assert!(sr.remove("hot").unwrap());
         assert!(!sr.remove("hot").unwrap());
-        assert!(StoreRules::load(&sdir).list().is_empty());
+        assert!(StoreRules::load("s", &sdir, None).list().is_empty());
         for i in 0..MAX_RULES {
             sr.add(Rule::new(spec(&format!("r{i}"), "t > 1", None)).unwrap())
                 .unwrap();

@@ -291,7 +291,9 @@ async fn connection_routes_create_list_get_delete_and_reject_bad_requests() {
             "filter_ignore_case",
             "agg_window",
             "agg_fields",
-            "agg_default"
+            "agg_default",
+            "rules_count",
+            "alerts_fired"
         ]
     );
     let id = a["id"].as_str().unwrap().to_string();

@@ -116,6 +116,10 @@ pub struct Spec {
     /// Windows instead of objects (`agg_window`, ...; issue 15).
     #[serde(flatten)]
     pub agg: crate::codec::agg::Params,
+    /// Alert rules evaluated on each object published (see
+    /// [`crate::outbound::alerting`]); alerts go to the same topic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Value>,
 }
 
 fn default_qos() -> u8 {
@@ -227,7 +231,16 @@ impl Kind for Sink {
         if let Some(ca) = &s.ca_file {
             v["ca_file"] = json!(ca.display().to_string());
         }
+        let rules = link.rules();
+        v["rules_count"] = json!(rules.map_or(0, |r| r.count()));
+        v["alerts_fired"] = json!(rules.map_or(0, |r| r.fired()));
+        if let Some(r) = rules {
+            v["rules"] = r.status();
+        }
         v
+    }
+    fn rules(spec: &Spec) -> &[Value] {
+        &spec.rules
     }
     fn session(ctx: Arc<Ctx<Self>>) -> Pin<Box<dyn Future<Output = Ended> + Send>> {
         Box::pin(async move { run(&ctx).await })
@@ -682,6 +695,9 @@ async fn publish(
 /// A publish already rendered (a window frame, a schema frame): with
 /// `agg_window` the buffer holds these, stamped with the timestamp the
 /// cursor may move to once it is acknowledged (a window's newest reading).
+/// How an alert's JSON begins (`crate::rules::Alert::to_json`).
+const ALERT_PREFIX: &[u8] = br#"{"type":"alert""#;
+
 fn rendered(ts: i64, frame: String) -> Object {
     let data = frame.into_bytes();
     Object {
@@ -758,22 +774,32 @@ async fn publish_from(
                         // previous window's reading, so that its ack
                         // never moves the cursor past a window.
                         let mut before = link.live().cursor;
-                        let mut add = |f: Framed, buf: &mut VecDeque<Object>| {
+                        let add = |f: Framed, before: &mut i64, buf: &mut VecDeque<Object>| {
                             let n = f.frames.len();
                             for (i, frame) in f.frames.into_iter().enumerate() {
-                                let ts = if i + 1 == n { f.last } else { before };
+                                let ts = if i + 1 == n { f.last } else { *before };
                                 buf.push_back(rendered(ts, frame));
                             }
-                            before = f.last;
+                            *before = f.last;
                         };
                         if let Some(c) = cut {
-                            add(c, buf);
+                            add(c, &mut before, buf);
                         }
+                        let rules = link.rules();
                         for o in &batch.objects {
                             match w.push(&ctx.store, o) {
-                                Ok(Some(f)) => add(f, buf),
+                                Ok(Some(f)) => add(f, &mut before, buf),
                                 Ok(None) => {}
                                 Err(e) => return Exit::Failed(e.to_string()),
+                            }
+                            // Rules look at readings, not windows: a
+                            // reading's alerts go out at once, stamped with
+                            // the last window's reading, so that their ack
+                            // never moves the cursor into the open window.
+                            if let Some(r) = rules {
+                                for a in r.evaluate(&ctx.store, o.handle.timestamp, &o.data) {
+                                    buf.push_back(rendered(before, a));
+                                }
                             }
                         }
                     }
@@ -801,11 +827,36 @@ async fn publish_from(
                 win.push(o.handle.timestamp, Sent::Done, None);
                 continue;
             }
-            if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, spec.retain, body) {
+            // Alerts are never retained (a retained alert would replace the
+            // retained object or window); with windows they are frames of
+            // their own in `buf`, rendered by us.
+            let alert = windows.is_some() && body.starts_with(ALERT_PREFIX);
+            if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, spec.retain && !alert, body)
+            {
                 buf.push_front(o);
                 return Exit::Failed(format!("publish failed: {e}"));
             }
-            win.push(o.handle.timestamp, Sent::Queued, Some(o));
+            let ts = o.handle.timestamp;
+            let alerts = match windows {
+                Some(_) => Vec::new(),
+                None => link
+                    .rules()
+                    .map(|r| r.evaluate(&ctx.store, ts, &o.data))
+                    .unwrap_or_default(),
+            };
+            win.push(ts, Sent::Queued, Some(o));
+            // The alerts an object fires follow it on the topic, never
+            // retained (a retained alert would replace the retained
+            // object). Each is a publish of the window with the object's
+            // timestamp and no object: acknowledged like the others, not
+            // published again by the next session (the object is, and
+            // fires again).
+            for a in alerts {
+                if let Err(e) = mqtt.try_publish(spec.topic.as_str(), qos, false, a.into_bytes()) {
+                    return Exit::Failed(format!("publish failed: {e}"));
+                }
+                win.push(ts, Sent::Queued, None);
+            }
         }
         if let Some(ts) = win.take_done() {
             link.advance(ts);
