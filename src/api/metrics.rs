@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::metrics::rss_bytes;
+use crate::outbound::alerting::WebhookCounts;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -139,22 +140,29 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
     }
     let _ = writeln!(
         out,
-        "# HELP tsstore_webhook_deliveries_total Alerts of a store's rule POSTed to its webhook (ok), given up on a final answer (failed: a 4xx, a redirect, a policy refusal) or dropped from a full queue (dropped), since the server started.\n# TYPE tsstore_webhook_deliveries_total counter"
+        "# HELP tsstore_webhook_deliveries_total Alerts of a rule POSTed to its webhook (ok), given up on a final answer (failed: a 4xx, a redirect, a policy refusal) or dropped from a full queue (dropped), since the server started (or the connection or sink was created); owner is store, connection (push) or sink (MQTT), id the connection's or sink's.\n# TYPE tsstore_webhook_deliveries_total counter"
     );
     for (name, rules) in state.rules.all() {
         for r in rules.list().iter() {
             let Some(o) = r.webhook() else { continue };
             let c = o.counts();
-            for (result, n) in [
-                ("ok", c.delivered),
-                ("failed", c.failed),
-                ("dropped", c.dropped),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "tsstore_webhook_deliveries_total{{store=\"{name}\",rule=\"{}\",result=\"{result}\"}} {n}",
-                    r.spec.name
-                );
+            let w = WebhookCounts {
+                rule: r.spec.name.clone(),
+                delivered: c.delivered,
+                failed: c.failed,
+                dropped: c.dropped,
+            };
+            webhook_lines(&mut out, &name, "store", None, &w);
+        }
+    }
+    let owned = [
+        ("connection", state.outbound.rules()),
+        ("sink", state.mqtt.sinks.rules()),
+    ];
+    for (owner, list) in owned {
+        for (name, id, rules) in list {
+            for w in rules.webhooks() {
+                webhook_lines(&mut out, &name, owner, Some(&id), &w);
             }
         }
     }
@@ -200,6 +208,26 @@ async fn metrics_get(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The MQTT links: connections by kind and status, and their counters
 /// (summed over the links that exist now).
+/// The `tsstore_webhook_deliveries_total` lines of one rule. Store and
+/// rule names are [A-Za-z0-9_.-]; a connection's id is escaped (it comes
+/// from a file).
+fn webhook_lines(out: &mut String, store: &str, owner: &str, id: Option<&str>, w: &WebhookCounts) {
+    let (rule, delivered, failed, dropped) = (&w.rule, w.delivered, w.failed, w.dropped);
+    let id = id.map_or(String::new(), |id| {
+        let id = id
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        format!(",id=\"{id}\"")
+    });
+    for (result, n) in [("ok", delivered), ("failed", failed), ("dropped", dropped)] {
+        let _ = writeln!(
+            out,
+            "tsstore_webhook_deliveries_total{{store=\"{store}\",owner=\"{owner}\"{id},rule=\"{rule}\",result=\"{result}\"}} {n}"
+        );
+    }
+}
+
 fn mqtt_metrics(out: &mut String, state: &AppState) {
     let (sinks, subs) = (&state.mqtt.sinks, &state.mqtt.subscriptions);
     let _ = writeln!(

@@ -26,6 +26,17 @@ pub trait Alerting: Send + Sync {
     fn fired(&self) -> u64;
     /// The rules as the API shows them (secrets masked).
     fn status(&self) -> Value;
+    /// The delivery counters of the rules with a webhook, for `/metrics`.
+    fn webhooks(&self) -> Vec<WebhookCounts>;
+}
+
+/// One rule's webhook deliveries since the connection was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookCounts {
+    pub rule: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
 }
 
 /// Makes the rules of a connection of store `store` from its persisted

@@ -465,6 +465,21 @@ impl<K: Kind> Links<K> {
         self.list(name).into_iter().find(|l| l.id() == id)
     }
 
+    /// The alert rules of every link that has any, as (store, link id,
+    /// rules), for `/metrics`.
+    pub fn rules(&self) -> Vec<(String, String, Arc<dyn super::alerting::Alerting>)> {
+        let map = self.map();
+        let mut out = Vec::new();
+        for (name, links) in map.iter() {
+            for l in links {
+                if let Some(r) = l.rules() {
+                    out.push((name.clone(), l.id().to_string(), r.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Checks the `ca_file` and the policy, then persists and starts a
     /// link (`spec`'s id is replaced by a fresh one).
     pub async fn create(

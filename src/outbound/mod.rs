@@ -629,6 +629,21 @@ impl Outbound {
         }
     }
 
+    /// The alert rules of every connection that has any, as (store,
+    /// connection id, rules), for `/metrics`.
+    pub fn rules(&self) -> Vec<(String, String, Arc<dyn alerting::Alerting>)> {
+        let map = self.map();
+        let mut out = Vec::new();
+        for (name, conns) in map.iter() {
+            for c in conns {
+                if let Some(r) = c.rules() {
+                    out.push((name.clone(), c.id().to_string(), r.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Connections per status, for `/metrics`.
     pub fn count_by_status(&self) -> [(Status, u64); 4] {
         let mut out = Status::ALL.map(|s| (s, 0u64));

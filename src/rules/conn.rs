@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Delivery, Rule, RuleError, Set, Spec, MAX_RULES};
-use crate::outbound::alerting::Alerting;
+use crate::outbound::alerting::{Alerting, WebhookCounts};
 use crate::outbound::policy::Role;
 use crate::store::Store;
 
@@ -82,5 +82,21 @@ impl Alerting for ConnRules {
 
     fn status(&self) -> Value {
         Value::Array(self.set.rules.iter().map(|r| r.status()).collect())
+    }
+
+    fn webhooks(&self) -> Vec<WebhookCounts> {
+        self.set
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let c = r.webhook()?.counts();
+                Some(WebhookCounts {
+                    rule: r.spec.name.clone(),
+                    delivered: c.delivered,
+                    failed: c.failed,
+                    dropped: c.dropped,
+                })
+            })
+            .collect()
     }
 }

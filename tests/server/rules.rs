@@ -732,7 +732,7 @@ fn webhooks_receive_the_alert_with_its_headers_and_keep_their_values_secret() {
     let metrics = srv.get("/metrics").send().text();
     for (result, n) in [("ok", 1), ("failed", 0), ("dropped", 0)] {
         let line = format!(
-            "tsstore_webhook_deliveries_total{{store=\"hook\",rule=\"hot\",result=\"{result}\"}} {n}\n"
+            "tsstore_webhook_deliveries_total{{store=\"hook\",owner=\"store\",rule=\"hot\",result=\"{result}\"}} {n}\n"
         );
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     }
@@ -809,9 +809,9 @@ fn a_failed_delivery_is_retried_a_second_later_and_a_4xx_is_not() {
     );
     let metrics = srv.get("/metrics").send().text();
     for line in [
-        "tsstore_webhook_deliveries_total{store=\"retry\",rule=\"flaky\",result=\"ok\"} 1\n",
-        "tsstore_webhook_deliveries_total{store=\"retry\",rule=\"refused\",result=\"failed\"} 1\n",
-        "tsstore_webhook_deliveries_total{store=\"retry\",rule=\"refused\",result=\"ok\"} 0\n",
+        "tsstore_webhook_deliveries_total{store=\"retry\",owner=\"store\",rule=\"flaky\",result=\"ok\"} 1\n",
+        "tsstore_webhook_deliveries_total{store=\"retry\",owner=\"store\",rule=\"refused\",result=\"failed\"} 1\n",
+        "tsstore_webhook_deliveries_total{store=\"retry\",owner=\"store\",rule=\"refused\",result=\"ok\"} 0\n",
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
@@ -1196,8 +1196,108 @@ fn a_webhook_nobody_answers_keeps_64_pending_and_counts_the_dropped() {
     }));
     let metrics = srv.get("/metrics").send().text();
     let line =
-        "tsstore_webhook_deliveries_total{store=\"full\",rule=\"hot\",result=\"dropped\"} 6\n";
+        "tsstore_webhook_deliveries_total{store=\"full\",owner=\"store\",rule=\"hot\",result=\"dropped\"} 6\n";
     assert!(metrics.contains(line), "{metrics}");
     // Every insert was answered at once: none waited for a delivery.
     assert_eq!(alerts(&srv, &s, "?limit=1000")["count"], 70);
+}
+
+/// The `tsstore_webhook_deliveries_total` line of a rule of a connection
+/// or sink.
+fn owned_line(store: &str, owner: &str, id: &str, rule: &str, result: &str, n: u64) -> String {
+    format!(
+        "tsstore_webhook_deliveries_total{{store=\"{store}\",owner=\"{owner}\",id=\"{id}\",rule=\"{rule}\",result=\"{result}\"}} {n}\n"
+    )
+}
+
+/// A connection or sink (created by POSTing `base` with two rules to
+/// `coll`) whose rules' webhook counters show in `/metrics` under `owner`
+/// and its id; deleting it stops the retries of the rule whose receiver
+/// keeps failing, and takes its lines out of `/metrics`.
+fn webhook_counters_show_and_delete_ends_retries(
+    srv: &Server,
+    s: &Store,
+    coll: &str,
+    owner: &str,
+    base: Value,
+) {
+    let once404 = Receiver::start(&[404]);
+    let down = Receiver::start(&[503; 100]);
+    let mut body = base;
+    body["rules"] = json!([
+        { "name": "once404", "condition": "temp > 30", "webhook": once404.url("/a") },
+        { "name": "down", "condition": "temp > 30", "webhook": down.url("/b") },
+    ]);
+    let r = srv.post(&s.path(coll)).key(&s.key).json(&body).send();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    insert(srv, s, 1, json!({ "temp": 40 }));
+    insert(srv, s, 2, json!({ "temp": 41 }));
+    // The first alert gets a final 404 (failed), the second a 200 (ok).
+    once404.wait(2);
+    let want = [
+        owned_line(&s.name, owner, &id, "once404", "ok", 1),
+        owned_line(&s.name, owner, &id, "once404", "failed", 1),
+        owned_line(&s.name, owner, &id, "once404", "dropped", 0),
+        owned_line(&s.name, owner, &id, "down", "ok", 0),
+        owned_line(&s.name, owner, &id, "down", "failed", 0),
+    ];
+    let metrics = || srv.get("/metrics").send().text();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let m = metrics();
+            want.iter().all(|l| m.contains(l.as_str()))
+        }),
+        "{want:?} in:\n{}",
+        metrics()
+    );
+    // The failing receiver got the first attempt and the retry 1 s later.
+    down.wait(2);
+    let r = srv
+        .delete(&s.path(&format!("{coll}/{id}")))
+        .key(&s.key)
+        .send();
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    let seen = down.got().len();
+    // The next retry (2 s after the last) would have come by now.
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(down.got().len(), seen, "{:?}", down.got());
+    let m = metrics();
+    assert!(!m.contains(&format!("id=\"{id}\"")), "{m}");
+}
+
+/// Issue 15: a push connection's rules' webhook counters are in
+/// `/metrics` (`owner="connection"`), and deleting the connection stops
+/// its webhooks' retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_connection_webhooks_count_in_metrics_and_stop_with_the_connection() {
+    let remote = super::outbound::Remote::start(0, false).await;
+    let srv = Server::builder()
+        .config(&super::outbound::loopback_allowed(""))
+        .start();
+    let s = srv.json_store("pushhooks");
+    let base = json!({ "mode": "push", "url": remote.url() });
+    tokio::task::block_in_place(|| {
+        webhook_counters_show_and_delete_ends_retries(
+            &srv,
+            &s,
+            "/ws/connections",
+            "connection",
+            base,
+        )
+    });
+    drop(remote);
+}
+
+/// Issue 15: an MQTT sink's rules' webhook counters are in `/metrics`
+/// (`owner="sink"`), and deleting the sink stops its webhooks' retries.
+#[test]
+fn mqtt_sink_webhooks_count_in_metrics_and_stop_with_the_sink() {
+    let m = super::mosquitto::Mosquitto::start();
+    let srv = Server::builder()
+        .config(&super::outbound::loopback_allowed(""))
+        .start();
+    let s = srv.json_store("sinkhooks");
+    let base = json!({ "broker_url": m.url(), "topic": "hooks/t" });
+    webhook_counters_show_and_delete_ends_retries(&srv, &s, "/mqtt/connections", "sink", base);
 }

@@ -542,6 +542,128 @@ async fn push_windows_survive_kill_and_restart_without_lost_or_doubled_readings(
     assert!(remote.quiet_for(Duration::from_millis(500)).await.is_none());
 }
 
+/// The next frame the remote receives, which must be an alert or a window
+/// (`type` kept).
+async fn remote_frame(remote: &mut Remote) -> Value {
+    match remote.next().await {
+        RemoteEvent::Frame(f) => f,
+        e => panic!("expected a frame, got {e:?}"),
+    }
+}
+
+/// The alert of rule `hi` for reading `i` of [`tenths`].
+fn tenths_alert(t0: i64, i: i64) -> Value {
+    json!({"type": "alert", "rule": "hi", "timestamp": t0 + i * SEC / 10, "data": {"v": i}})
+}
+
+/// Checks `got` (frames of the remote) against `want` (alerts of
+/// [`tenths_alert`], windows of [`tenths_window`] with `type` `data`),
+/// in order; an alert's `fired_at` is the server's clock, not compared.
+fn assert_frames(got: &[Value], want: &[Value]) {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("fired_at");
+        }
+        v
+    };
+    let got: Vec<Value> = got.iter().map(strip).collect();
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (g, w) in got.iter().zip(want) {
+        if w["type"] == "data" {
+            let mut g = g.clone();
+            g.as_object_mut().unwrap().remove("type");
+            let mut w = w.clone();
+            w.as_object_mut().unwrap().remove("type");
+            assert_windows(&Value::Array(vec![g]), &[w]);
+        } else {
+            assert_eq!(g, w);
+        }
+    }
+}
+
+fn typed(mut w: Value) -> Value {
+    w["type"] = json!("data");
+    w
+}
+
+/// Rules and `agg_window` together on a push connection: each reading
+/// that matches gives one alert (cooldown 0) with its timestamp and data,
+/// sent right after the windows its reading closed, so before the window
+/// holding it; through a `kill -9` in the middle of a window and a
+/// restart the windows still cover every reading once, and the readings
+/// of the open window, read again, fire again (the README: "An object
+/// sent again after a reconnect is evaluated again").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_rules_with_windows_alert_before_their_window_through_kill_and_restart() {
+    let cfg = loopback_allowed("");
+    let mut srv = Server::builder().config(&cfg).start();
+    let s = srv.json_store("prules");
+    let t0 = past_hour();
+    insert_all(&srv, &s, &tenths(t0, 0, 55));
+    let mut remote = Remote::start(0, false).await;
+    let c = create_conn(
+        &srv,
+        &s,
+        json!({"mode": "push", "url": remote.url(), "agg_window": "1s",
+               "agg_fields": "v:sum,v:count",
+               "rules": [{"name": "hi", "condition": "v >= 42", "cooldown": "0"}]}),
+    );
+    assert_eq!(c["rules_count"], 1, "{c}");
+    let id = c["id"].as_str().unwrap().to_string();
+    remote.connected().await;
+    // Windows 0..=3, the alerts of 42..=49, window 4 (closed by reading
+    // 50), then the alerts of 50..=54 (window 5 stays open).
+    let mut want: Vec<Value> = (0..4)
+        .map(|k| typed(tenths_window(t0, k * 10, 10, false)))
+        .collect();
+    want.extend((42..50).map(|i| tenths_alert(t0, i)));
+    want.push(typed(tenths_window(t0, 40, 10, false)));
+    want.extend((50..55).map(|i| tenths_alert(t0, i)));
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(remote_frame(&mut remote).await);
+    }
+    assert_frames(&got, &want);
+    assert!(remote.quiet_for(Duration::from_millis(300)).await.is_none());
+    let last4 = t0 + 49 * SEC / 10;
+    wait_conn(&srv, &s, &id, "cursor", |v| {
+        v["last_timestamp"] == last4 && v["alerts_fired"] == 13
+    });
+    assert!(
+        super::common::eventually(Duration::from_secs(5), || ws_cursor(&srv, &s) == last4),
+        "persisted cursor {}",
+        ws_cursor(&srv, &s)
+    );
+
+    // kill -9 in the middle of window 5.
+    signal(srv.pid(), "KILL");
+    srv.wait_exit();
+    let srv2 = Server::builder().data_dir(srv.data()).config(&cfg).start();
+    remote.connected_after_close().await;
+    insert_all(&srv2, &s, &tenths(t0, 55, 16));
+    // Readings 50..=54 are read again: they fire again; window 5 whole,
+    // after the alerts of its readings; window 6 after 60..=69's alerts.
+    let mut want: Vec<Value> = (50..60).map(|i| tenths_alert(t0, i)).collect();
+    want.push(typed(tenths_window(t0, 50, 10, false)));
+    want.extend((60..70).map(|i| tenths_alert(t0, i)));
+    want.push(typed(tenths_window(t0, 60, 10, false)));
+    want.push(tenths_alert(t0, 70));
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(remote_frame(&mut remote).await);
+    }
+    assert_frames(&got, &want);
+    assert!(remote.quiet_for(Duration::from_millis(500)).await.is_none());
+    // So windows 0..=6 came once each, whole: readings 0..=69 each in
+    // exactly one window.
+    let status = status_conn(&srv2, &s, &id);
+    assert_eq!(
+        status["alerts_fired"], 21,
+        "counted since the restart: {status}"
+    );
+}
+
 #[test]
 fn push_and_pull_creates_check_the_aggregation_parameters() {
     let srv = Server::builder().config(&loopback_allowed("")).start();
@@ -822,6 +944,119 @@ fn wait_mqtt(srv: &Server, s: &Store, id: &str, f: impl Fn(&Value) -> bool) {
         super::common::eventually(Duration::from_secs(20), || f(&get())),
         "{}",
         get()
+    );
+}
+
+/// The next `n` messages of `sub` on `topic`, parsed, `fired_at` left out.
+fn next_messages(sub: &Subscriber, topic: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|k| {
+            let (t, p) = sub
+                .next(Duration::from_secs(20))
+                .unwrap_or_else(|| panic!("message {k} of {n}"));
+            assert_eq!(t, topic);
+            let mut v: Value = serde_json::from_str(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+            v.as_object_mut().unwrap().remove("fired_at");
+            v
+        })
+        .collect()
+}
+
+/// Rules and `agg_window` together on an MQTT sink with `retain: true`:
+/// alerts go out on the topic right after the windows their reading
+/// closed, never retained (a fresh subscriber gets a window), and their
+/// acks never move the cursor into the open window (the persisted cursor
+/// stays on the last closed window's newest reading while alerts of the
+/// open window's readings are acknowledged); after `kill -9` and a
+/// restart no window is lost or split.
+#[test]
+fn mqtt_sink_rules_with_windows_never_retain_alerts_nor_split_windows() {
+    let m = Mosquitto::start();
+    let sub = m.subscribe("ragg/#");
+    let dir = tempfile::tempdir().unwrap();
+    let (data, sock) = (dir.path().join("data"), dir.path().join("t.sock"));
+    let mut srv = sink_server(&data, &sock);
+    let s = srv.json_store("magg");
+    let t0 = past_hour();
+    let c = {
+        let r = srv
+            .post(&s.path("/mqtt/connections"))
+            .key(&s.key)
+            .json(
+                &json!({ "broker_url": m.url(), "topic": "ragg/s", "retain": true,
+                           "cursor_persist_interval": 1, "agg_window": "1s",
+                           "agg_fields": "v:sum,v:count",
+                           "rules": [{"name": "hi", "condition": "v >= 42", "cooldown": "0"}] }),
+            )
+            .send();
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    };
+    let id = c["id"].as_str().unwrap().to_string();
+    // Small batches, so that alerts are rendered while earlier windows
+    // still wait for their acks.
+    for from in (0..55).step_by(5) {
+        insert_all(&srv, &s, &tenths(t0, from, 5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut want: Vec<Value> = (0..4)
+        .map(|k| typed(tenths_window(t0, k * 10, 10, false)))
+        .collect();
+    want.extend((42..50).map(|i| tenths_alert(t0, i)));
+    want.push(typed(tenths_window(t0, 40, 10, false)));
+    want.extend((50..55).map(|i| tenths_alert(t0, i)));
+    assert_frames(&next_messages(&sub, "ragg/s", want.len()), &want);
+    assert!(sub.next(Duration::from_millis(500)).is_none());
+
+    // The alerts of 50..=54 are acknowledged: the cursor, in memory and
+    // persisted, stays on reading 49, the newest of window 4.
+    let last4 = t0 + 49 * SEC / 10;
+    wait_mqtt(&srv, &s, &id, |v| {
+        v["last_timestamp"] == last4 && v["messages_sent"] == want.len()
+    });
+    let file = data.join("magg").join("mqtt_connections.json");
+    assert!(
+        super::common::eventually(Duration::from_secs(10), || persisted(&file) == last4),
+        "persisted cursor {}",
+        persisted(&file)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(persisted(&file), last4, "never into the open window");
+
+    // The retained message is window 4, not the last alert.
+    let fresh = m.subscribe("ragg/#");
+    let retained = next_messages(&fresh, "ragg/s", 1);
+    assert_frames(&retained, &[typed(tenths_window(t0, 40, 10, false))]);
+    drop(fresh);
+
+    // kill -9 in the middle of window 5, a restart, more readings.
+    signal(srv.pid(), "KILL");
+    srv.wait_exit();
+    drop(srv);
+    let srv = sink_server(&data, &sock);
+    for from in (55..71).step_by(4) {
+        insert_all(&srv, &s, &tenths(t0, from, (71 - from).min(4)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Readings 50..=54 are read again and fire again; window 5 whole.
+    let mut want: Vec<Value> = (50..60).map(|i| tenths_alert(t0, i)).collect();
+    want.push(typed(tenths_window(t0, 50, 10, false)));
+    want.extend((60..70).map(|i| tenths_alert(t0, i)));
+    want.push(typed(tenths_window(t0, 60, 10, false)));
+    want.push(tenths_alert(t0, 70));
+    assert_frames(&next_messages(&sub, "ragg/s", want.len()), &want);
+    assert!(sub.next(Duration::from_millis(500)).is_none());
+    let last6 = t0 + 69 * SEC / 10;
+    wait_mqtt(&srv, &s, &id, |v| v["last_timestamp"] == last6);
+    assert!(
+        super::common::eventually(Duration::from_secs(10), || persisted(&file) == last6),
+        "persisted cursor {}",
+        persisted(&file)
+    );
+    let fresh = m.subscribe("ragg/#");
+    assert_frames(
+        &next_messages(&fresh, "ragg/s", 1),
+        &[typed(tenths_window(t0, 60, 10, false))],
     );
 }
 
