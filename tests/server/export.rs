@@ -420,3 +420,73 @@ fn cli_export_equals_the_http_export() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("invalid format \"xml\": must be csv or ndjson"));
 }
+
+/// Starts an export of `s` (about 20 MB of CSV) on a raw connection and
+/// reads only its head and first bytes, so that the server's reader waits
+/// on the client; then runs `cut` and reads the rest: the body must end
+/// without chunked encoding's last chunk (a cut transfer), short of the
+/// whole range.
+fn cut_mid_export(srv: &Server, s: &Store, cut: impl FnOnce()) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(srv.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        tcp,
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nConnection: close\r\n\r\n",
+        s.path("/export?format=csv"),
+        s.key
+    )
+    .unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    let n = tcp.read(&mut first).unwrap();
+    let head = String::from_utf8_lossy(&first[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // Let the reader thread fill the channel and block on it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cut();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    let total = n + rest.len();
+    assert!(
+        total < 15_000_000,
+        "the whole range was sent after the cut: {total} bytes"
+    );
+    assert!(
+        !rest.ends_with(b"\r\n0\r\n\r\n"),
+        "the body ended as if complete after {total} bytes"
+    );
+}
+
+fn filled(srv: &Server, name: &str) -> Store {
+    let s = srv.create_store(name, json!({"num_blocks": 8192}));
+    let pad = "p".repeat(1000);
+    for part in 0..4 {
+        let items: Vec<(i64, Value)> = (part * 5_000..(part + 1) * 5_000)
+            .map(|i| (T0 + i, json!({"i": i, "pad": pad})))
+            .collect();
+        insert(srv, &s, &items);
+    }
+    s
+}
+
+/// A store deleted, or reset, while an export reads it: the download ends
+/// as a cut transfer, never as a complete-looking short file.
+#[test]
+fn a_store_deleted_or_reset_mid_export_cuts_the_download() {
+    let srv = Server::start();
+    let s = filled(&srv, "gone");
+    // Without a cut, the same export is whole and ends properly.
+    let whole = export(&srv, &s, "format=csv");
+    assert_eq!(whole.text().matches('\n').count(), 20_001);
+    cut_mid_export(&srv, &s, || {
+        let r = srv.delete(&s.path("")).admin().send();
+        assert_eq!(r.status, 200, "{}", r.text());
+    });
+    let s = filled(&srv, "reset");
+    cut_mid_export(&srv, &s, || {
+        let r = srv.post(&s.path("/reset")).key(&s.key).send();
+        assert_eq!(r.status, 200, "{}", r.text());
+    });
+}
