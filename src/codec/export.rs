@@ -353,6 +353,7 @@ fn first_pass(
     let mut cols: Vec<String> = Vec::new();
     let mut seen: HashMap<String, ()> = HashMap::new();
     let mut too_many = false;
+    let mut too_long = false;
     let mut lo = start;
     while lo <= end {
         let (mut n, mut last, mut full) = (0usize, None, false);
@@ -362,16 +363,23 @@ fn first_pass(
                 n += 1;
                 last = Some(h.timestamp);
                 if filter.is_none_or(|f| f.matches(d)) {
-                    if let Ok(v) = serde_json::from_slice::<Value>(d) {
-                        let mut path = String::new();
-                        collect(&v, &mut path, &mut |p| {
-                            if !seen.contains_key(p) {
-                                seen.insert(p.to_string(), ());
-                                cols.push(p.to_string());
-                            }
-                        });
-                    }
-                    if cols.len() > MAX_COLUMNS {
+                    let mut path = String::new();
+                    let mut de = serde_json::Deserializer::from_slice(d);
+                    let _ = serde::de::DeserializeSeed::deserialize(
+                        Keys {
+                            path: &mut path,
+                            f: &mut |p: &str| {
+                                if p.len() > MAX_FIELD_NAME {
+                                    too_long = true;
+                                } else if !seen.contains_key(p) {
+                                    seen.insert(p.to_string(), ());
+                                    cols.push(p.to_string());
+                                }
+                            },
+                        },
+                        &mut de,
+                    );
+                    if cols.len() > MAX_COLUMNS || too_long {
                         too_many = true;
                         return ControlFlow::Break(());
                     }
@@ -384,6 +392,11 @@ fn first_pass(
                 }
             },
         )?;
+        if too_long {
+            return Err(ExportError::Invalid(format!(
+                "the range has a field name longer than {MAX_FIELD_NAME} bytes: name the columns with fields=, or export ndjson"
+            )));
+        }
         if too_many {
             return Err(ExportError::Invalid(format!(
                 "the range has more than {MAX_COLUMNS} distinct fields: name the columns with fields=, or export ndjson"
@@ -397,21 +410,104 @@ fn first_pass(
     Ok(cols)
 }
 
-fn collect(v: &Value, path: &mut String, f: &mut dyn FnMut(&str)) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(k);
-                collect(x, path, f);
-                path.truncate(len);
+/// Reports the dotted path of every leaf of one JSON document to `f`, as
+/// the CSV columns name them (a bare top-level value is `data`, an empty
+/// object is a leaf), in document order, without building a tree: the
+/// first pass only needs the keys.
+struct Keys<'a> {
+    path: &'a mut String,
+    f: &'a mut dyn FnMut(&str),
+}
+
+impl Keys<'_> {
+    fn leaf<E>(self) -> Result<(), E> {
+        (self.f)(if self.path.is_empty() {
+            "data"
+        } else {
+            self.path
+        });
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Keys<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Appends a map key to the path.
+struct AppendKey<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AppendKey<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for AppendKey<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Keys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let len = self.path.len();
+        let mut any = false;
+        loop {
+            if len > 0 {
+                self.path.push('.');
             }
+            if m.next_key_seed(AppendKey(self.path))?.is_none() {
+                self.path.truncate(len);
+                break;
+            }
+            any = true;
+            m.next_value_seed(Keys {
+                path: self.path,
+                f: self.f,
+            })?;
+            self.path.truncate(len);
         }
-        Value::Object(_) if !path.is_empty() => f(path),
-        _ => f(if path.is_empty() { "data" } else { path }),
+        if any {
+            Ok(())
+        } else {
+            self.leaf()
+        }
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        self.leaf()
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.leaf()
     }
 }
 
