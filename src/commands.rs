@@ -297,17 +297,13 @@ pub fn export(config: &Config, a: &ExportArgs, out: &mut dyn Write) -> Result<()
         }
     };
     let mut failed: Option<std::io::Error> = None;
-    plan.run(
-        &s,
-        || true,
-        |chunk| match w.write_all(chunk.as_bytes()) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        },
-    )
+    plan.run(&s, |chunk| match w.write_all(chunk.as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })
     .context("Failed to export")?;
     if let Some(e) = failed {
         return Err(anyhow::Error::new(e).context("Failed to export"));

@@ -289,54 +289,73 @@ impl Plan {
         }
     }
 
-    /// Writes the range in chunks: `sink` gets each chunk (the header
-    /// first) after the store's lock is released, and returns false to
-    /// stop (the reader went away). `alive` is asked before each batch and
-    /// stops the export with [`ExportError::Gone`] when it says no.
-    /// Returns the objects written. Blocking.
+    /// The store's reset count, to hand to each [`Plan::batch`]: a batch
+    /// after a reset is [`ExportError::Gone`].
+    pub fn resets(store: &Store) -> Result<u64, ExportError> {
+        Ok(store.progress()?.resets)
+    }
+
+    /// Reads and formats one batch of the range from `lo` under one hold
+    /// of the store's read lock: its chunk, the objects in it, and where
+    /// the next batch starts (`None`: the range is done). Blocking.
+    pub fn batch(
+        &self,
+        store: &Store,
+        lo: i64,
+        resets: u64,
+    ) -> Result<(String, u64, Option<i64>), ExportError> {
+        if store.progress()?.resets != resets {
+            return Err(ExportError::Gone);
+        }
+        let mut chunk = String::with_capacity(16 * 1024);
+        let (mut n, mut written, mut last, mut full) = (0usize, 0u64, None, false);
+        store.visit(
+            &Query::range(lo, self.end, 0).order(Order::OldestFirst),
+            |h, d| {
+                n += 1;
+                last = Some(h.timestamp);
+                if self.filter.as_ref().is_none_or(|f| f.matches(d)) {
+                    self.write(&mut chunk, store, h, d);
+                    written += 1;
+                }
+                if n >= BATCH || chunk.len() >= CHUNK_BYTES {
+                    full = true;
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        let next = match last {
+            Some(t) if full && t < self.end => Some(t + 1),
+            _ => None,
+        };
+        Ok((chunk, written, next))
+    }
+
+    /// Writes the whole range: `sink` gets the header, then each batch's
+    /// chunk after the store's lock is released, and returns false to
+    /// stop. Returns the objects written. Blocking (the CLI's loop; the
+    /// server runs [`Plan::batch`] itself, one blocking call per batch).
     pub fn run(
         &self,
         store: &Store,
-        mut alive: impl FnMut() -> bool,
         mut sink: impl FnMut(String) -> bool,
     ) -> Result<u64, ExportError> {
-        let resets = store.progress()?.resets;
+        let resets = Plan::resets(store)?;
         let header = self.header();
         if !header.is_empty() && !sink(header) {
             return Ok(0);
         }
         let mut written = 0u64;
-        let mut lo = self.start;
-        while lo <= self.end {
-            if !alive() || store.progress()?.resets != resets {
-                return Err(ExportError::Gone);
-            }
-            let mut chunk = String::with_capacity(16 * 1024);
-            let (mut n, mut last, mut full) = (0usize, None, false);
-            store.visit(
-                &Query::range(lo, self.end, 0).order(Order::OldestFirst),
-                |h, d| {
-                    n += 1;
-                    last = Some(h.timestamp);
-                    if self.filter.as_ref().is_none_or(|f| f.matches(d)) {
-                        self.write(&mut chunk, store, h, d);
-                        written += 1;
-                    }
-                    if n >= BATCH || chunk.len() >= CHUNK_BYTES {
-                        full = true;
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                },
-            )?;
+        let mut lo = Some(self.start);
+        while let Some(l) = lo.filter(|l| *l <= self.end) {
+            let (chunk, n, next) = self.batch(store, l, resets)?;
+            written += n;
             if !chunk.is_empty() && !sink(chunk) {
-                return Ok(written);
+                break;
             }
-            match last {
-                Some(t) if full && t < self.end => lo = t + 1,
-                _ => break,
-            }
+            lo = next;
         }
         Ok(written)
     }
