@@ -12,9 +12,9 @@
 //! `/proc/<pid>/status`, reset (`clear_refs` 5) before each measured
 //! request, so the figure is the peak during that request, not during the
 //! inserts. The store's files are memory-mapped, so RSS counts the pages
-//! of the store the export has read; a sampler splits the peak into
-//! anonymous memory (heap, stacks: what the export allocates) and mapped
-//! file pages (page cache the kernel can drop).
+//! of the store a request has read and still maps (an export lets go of
+//! them after each batch); a sampler splits the peak into anonymous memory
+//! (heap, stacks: what the request allocates) and mapped file pages.
 //!
 //! Nothing asserts on time: a missed target is reported, never turned into
 //! a failure. The machine-readable line starts with `bench-export: `.

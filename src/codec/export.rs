@@ -326,6 +326,9 @@ impl Plan {
                 }
             },
         )?;
+        // The store's files are memory-mapped: without this, the process's
+        // RSS would grow by every page the export has read.
+        store.release_mapped();
         let next = match last {
             Some(t) if full && t < self.end => Some(t + 1),
             _ => None,
@@ -411,6 +414,7 @@ fn first_pass(
                 }
             },
         )?;
+        store.release_mapped();
         if too_long {
             return Err(ExportError::Invalid(format!(
                 "the range has a field name longer than {MAX_FIELD_NAME} bytes: name the columns with fields=, or export ndjson"
