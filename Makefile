@@ -19,7 +19,7 @@ help:
 	@echo "make test-console - the web console's browser tests (Chromium, playwright-core)"
 	@echo "make setup-mqtt - install mosquitto and its clients for the MQTT tests (Debian, as root)"
 	@echo "make check-modules - the top-level modules of src/, and the files of src/store/, form no cycle; the areas never import each other"
-	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, the streams, MQTT through a local mosquitto, aggregated range queries, and the cost of alert rules per insert"
+	@echo "make bench  - engine benchmark against a SQLite baseline, then the HTTP server under load, the streams, MQTT through a local mosquitto, aggregated range queries, the cost of alert rules per insert, and a 1,000,000-object CSV export"
 	@echo "make fuzz   - run each fuzz target (open a store, socket lines) for 60 s (needs cargo-fuzz)"
 	@echo "make setup  - install what the builds below need (Debian, as root); idempotent"
 	@echo "make setup-check - check in seconds that every tool of the targets below is installed (names the missing packages)"
@@ -104,6 +104,7 @@ bench:
 	$(CARGO) bench --bench stream
 	$(CARGO) bench --bench mqtt
 	$(CARGO) bench --bench agg
+	$(CARGO) bench --bench export
 
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run open_store -- -max_total_time=60

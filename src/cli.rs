@@ -1,5 +1,5 @@
 //! The command line (clap derive): `serve`, `create`, `key`, `status`,
-//! `calc`, `swagger`, `healthcheck`, `version`.
+//! `calc`, `swagger`, `healthcheck`, `export`, `version`.
 
 use std::path::PathBuf;
 
@@ -36,8 +36,45 @@ pub enum Command {
     /// Ask the local server's GET /health; exit 0 if it answers ok (a
     /// container's HEALTHCHECK: needs no shell or curl).
     Healthcheck(HealthcheckArgs),
+    /// Export a store's objects (oldest first) as CSV or NDJSON, reading
+    /// its files directly; a store held by a running server is refused
+    /// (export it over HTTP: GET /api/stores/STORE/export).
+    Export(ExportArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Store name.
+    pub store: String,
+    /// Output format: csv or ndjson.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Start of the range, Unix nanoseconds (default: the oldest object).
+    #[arg(long)]
+    pub start_time: Option<String>,
+    /// End of the range, Unix nanoseconds (default: now).
+    #[arg(long)]
+    pub end_time: Option<String>,
+    /// The range back from now instead (e.g. 1h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// CSV columns to write, in order (e.g. temp,gps.lat).
+    #[arg(long)]
+    pub fields: Option<String>,
+    /// Only objects whose stored bytes contain this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Match --filter ignoring ASCII case.
+    #[arg(long)]
+    pub filter_ignore_case: bool,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Base directory (default: ./data or TSSTORE_DATA_PATH).
+    #[arg(long, alias = "path", value_name = "DIR")]
+    pub data_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{CalcArgs, CreateArgs, HealthcheckArgs, KeyCommand, SwaggerArgs};
+use crate::cli::{CalcArgs, CreateArgs, ExportArgs, HealthcheckArgs, KeyCommand, SwaggerArgs};
 use crate::config::{self, Config};
 use crate::keys::{self, KeyError};
 use crate::probe;
@@ -245,6 +245,72 @@ fn server_line(lock: &Option<String>, stores_held: bool) -> String {
         None if stores_held => "Server: running (stores are held open by it)".to_string(),
         None => "Server: not running".to_string(),
     }
+}
+
+/// `tsstore export`: the same bytes as `GET /api/stores/:store/export`,
+/// read from the store's files. A store held by a running server is
+/// refused with the request to make instead: the server holds the store's
+/// lock, and a second process reading files another one writes could see
+/// a torn state.
+pub fn export(config: &Config, a: &ExportArgs, out: &mut dyn Write) -> Result<()> {
+    use crate::codec::export::{self, Format, Plan};
+    let base = base(config, &a.data_path);
+    let format =
+        Format::parse(Some(&a.format)).map_err(|e| anyhow::anyhow!("Failed to export: {e}"))?;
+    let (start, end) = export::resolve_range(
+        a.start_time.as_deref(),
+        a.end_time.as_deref(),
+        a.since.as_deref(),
+    )
+    .context("Failed to export")?;
+    let fields = export::parse_fields(a.fields.as_deref()).context("Failed to export")?;
+    let filter = a
+        .filter
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .map(|f| store::Filter::new(f, a.filter_ignore_case));
+    store_dir(config, &a.data_path, &a.store).context("Failed to export")?;
+    let s = match registry::open_offline(&base, &a.store) {
+        Ok(s) => s,
+        Err(registry::Error::Locked { .. }) => bail!(
+            "Failed to export: store '{}' is open in a running server; export it over HTTP: GET /api/stores/{}/export?format={}",
+            a.store,
+            a.store,
+            format.extension()
+        ),
+        Err(e) => return Err(anyhow::Error::new(e).context("Failed to export")),
+    };
+    let plan = Plan::new(&s, format, start, end, filter, fields).context("Failed to export")?;
+    let mut file;
+    let mut stdout;
+    let w: &mut dyn Write = match &a.output {
+        Some(p) => {
+            file = std::io::BufWriter::new(
+                std::fs::File::create(p)
+                    .with_context(|| format!("Failed to export: cannot create {}", p.display()))?,
+            );
+            &mut file
+        }
+        None => {
+            stdout = out;
+            &mut stdout
+        }
+    };
+    let mut failed: Option<std::io::Error> = None;
+    plan.run(&s, |chunk| match w.write_all(chunk.as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })
+    .context("Failed to export")?;
+    if let Some(e) = failed {
+        return Err(anyhow::Error::new(e).context("Failed to export"));
+    }
+    w.flush().context("Failed to export")?;
+    s.close().context("Failed to export")?;
+    Ok(())
 }
 
 /// `tsstore calc`.

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(tsstore::commands::swagger(a, &mut out)))
         }
         Command::Healthcheck(a) => tsstore::commands::healthcheck(&config, a, &mut out),
+        Command::Export(a) => tsstore::commands::export(&config, a, &mut out),
         Command::Version => {
             println!("tsstore v{}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -45,6 +45,7 @@ mod server {
     mod common;
     mod console;
     mod container;
+    mod export;
     mod fs_cut;
     mod http;
     mod kill;

@@ -14,6 +14,7 @@ pub use crate::state::AppState;
 
 pub mod connections;
 pub mod data;
+pub mod export;
 pub mod health;
 pub mod metrics;
 pub mod mqtt_connections;

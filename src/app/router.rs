@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::health::routes())
         .merge(api::stores::routes())
         .merge(api::data::routes())
+        .merge(api::export::routes())
         .merge(stream::ws::routes())
         .merge(api::connections::routes())
         .merge(api::mqtt_connections::routes())

@@ -19,6 +19,7 @@ use crate::reject::Reason;
 use crate::store::{now_ns, DataType, Store};
 
 pub mod agg;
+pub mod export;
 pub mod frames;
 
 /// The media type a store's data must be sent as.

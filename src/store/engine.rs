@@ -101,6 +101,16 @@ impl Store {
         &self.shared.media
     }
 
+    /// Lets go of the pages of the store's files this process has mapped
+    /// ([`crate::store::Medium::release_mapped`]): a long sequential
+    /// reader calls it between batches so that the process's RSS does not
+    /// grow with the bytes read (the page cache keeps them; other readers
+    /// take minor faults).
+    pub fn release_mapped(&self) {
+        self.shared.media.data.release_mapped();
+        self.shared.media.index.release_mapped();
+    }
+
     /// Largest object this store accepts, in bytes.
     pub fn max_object_size(&self) -> u64 {
         self.shared.max_object_size()

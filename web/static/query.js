@@ -1,5 +1,8 @@
 // The query page: newest / oldest / range / since against the REST API,
-// paging, a table and pretty JSON, CSV and NDJSON built from the results.
+// paging, a table and pretty JSON; the CSV and NDJSON downloads are the
+// server's export of the whole range of the query last run (every object,
+// not the page shown; newest and oldest export the whole store), fetched
+// by the browser with the session cookie.
 import { api, el, tsTime, dataText, storeName, storePath } from './app.js';
 
 const name = storeName('query-page');
@@ -14,6 +17,9 @@ const csvButton = document.getElementById('dl-csv');
 const ndjsonButton = document.getElementById('dl-ndjson');
 let page = 0;
 let results = [];
+// The export parameters of the query last run (the form may have changed
+// since).
+let exportQuery = null;
 
 function showFields() {
   const m = mode.value;
@@ -47,6 +53,25 @@ function url(limit) {
   return storePath(name, '/data/' + route + '?' + q.toString());
 }
 
+/** The export parameters of the form's query: its range and filter. */
+function exportParams() {
+  const f = new FormData(form);
+  const q = new URLSearchParams();
+  const filter = String(f.get('filter') || '');
+  if (filter) {
+    q.set('filter', filter);
+    if (f.get('filter_ignore_case')) q.set('filter_ignore_case', 'true');
+  }
+  if (mode.value === 'range') {
+    const s = String(f.get('start_time') || '').trim(), e = String(f.get('end_time') || '').trim();
+    if (s) q.set('start_time', s);
+    if (e) q.set('end_time', e);
+  } else if (mode.value === 'since') {
+    q.set('since', String(f.get('since') || '').trim());
+  }
+  return q;
+}
+
 async function run() {
   const limit = Math.max(1, Number(document.getElementById('q-limit').value) || 100);
   statusLine.textContent = 'querying…';
@@ -57,6 +82,7 @@ async function run() {
     statusLine.className = 'error';
     return;
   }
+  exportQuery = exportParams();
   const all = r.body.objects;
   results = all.slice(page * limit);
   tbody.replaceChildren(...results.map((o) => {
@@ -76,35 +102,17 @@ form.addEventListener('submit', (ev) => { ev.preventDefault(); page = 0; run(); 
 prev.addEventListener('click', () => { page = Math.max(0, page - 1); run(); });
 next.addEventListener('click', () => { page += 1; run(); });
 
-/** One CSV field, quoted when it must be (RFC 4180). */
-export function csvField(v) {
-  const s = v === null || v === undefined ? '' : String(v);
-  return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
-}
-
-/** The results as CSV: timestamp,time,block_num,size,data. */
-export function toCSV(objects) {
-  const lines = ['timestamp,time,block_num,size,data'];
-  for (const o of objects) {
-    lines.push([o.timestamp, tsTime(o.timestamp), o.block_num, o.size, o.data === null ? '' : dataText(o.data)]
-      .map(csvField).join(','));
-  }
-  return lines.join('\r\n') + '\r\n';
-}
-
-/** The results as NDJSON, timestamps as numbers again. */
-export function toNDJSON(objects) {
-  return objects.map((o) => JSON.stringify(o).replace(/^\{"timestamp":"(-?\d+)"/, '{"timestamp":$1')).join('\n') + '\n';
-}
-
-function download(text, type, ext) {
+/** Downloads the server's export of the last query as `format`. */
+function download(format) {
+  if (!exportQuery) return;
+  const q = new URLSearchParams(exportQuery);
+  q.set('format', format);
   const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([text], { type }));
-  a.download = name + '-' + mode.value + '.' + ext;
+  a.href = storePath(name, '/export?' + q.toString());
+  a.download = '';
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
-csvButton.addEventListener('click', () => download(toCSV(results), 'text/csv', 'csv'));
-ndjsonButton.addEventListener('click', () => download(toNDJSON(results), 'application/x-ndjson', 'ndjson'));
+csvButton.addEventListener('click', () => download('csv'));
+ndjsonButton.addEventListener('click', () => download('ndjson'));
