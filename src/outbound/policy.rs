@@ -374,32 +374,8 @@ impl Target {
         };
         let authority = uri.authority().ok_or_else(bad)?.as_str();
         let host_port = authority.rsplit('@').next().unwrap_or("");
-        let (host, port) = match host_port.strip_prefix('[') {
-            Some(rest) => {
-                let (h, after) = rest.split_once(']').ok_or_else(bad)?;
-                (h, after.strip_prefix(':'))
-            }
-            None => match host_port.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (host_port, None),
-            },
-        };
-        let host = normalise_name(host);
-        if host.is_empty() {
-            return Err(bad());
-        }
-        // `http::Uri` reads an out-of-range port as no port: refuse it
-        // rather than dial the default one.
-        let port = match port {
-            None => {
-                if tls {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)?,
-        };
+        let (host, port) =
+            split_authority(host_port, if tls { 443 } else { 80 }).ok_or_else(bad)?;
         Ok(Target { host, port, tls })
     }
 
@@ -407,6 +383,41 @@ impl Target {
     fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
     }
+}
+
+/// Splits a URL authority without userinfo (`host`, `host:port`,
+/// `[v6]`, `[v6]:port`) into its host (lowercase, without brackets or a
+/// trailing dot) and port (`default` when none). `None` when malformed:
+/// an empty host, brackets around anything but an IPv6 address, anything
+/// after `]` but `:port`, or a port outside 1-65535 (which `http::Uri`
+/// reads as no port: refused rather than dialed on the default one). The
+/// one parser of the hosts the server dials (WebSocket connections,
+/// brokers, webhooks).
+pub fn split_authority(authority: &str, default: u16) -> Option<(String, u16)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (h, after) = rest.split_once(']')?;
+            h.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (h, port)
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host = normalise_name(host);
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        None => default,
+        Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0)?,
+    };
+    Some((host, port))
 }
 
 /// Why a dial cannot go ahead.
@@ -521,6 +532,20 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorities_split_into_host_and_port_or_are_refused() {
+        let ok = |a: &str| split_authority(a, 80).map(|(h, p)| format!("{h} {p}"));
+        assert_eq!(ok("Example.ORG.").as_deref(), Some("example.org 80"));
+        assert_eq!(ok("h:8080").as_deref(), Some("h 8080"));
+        assert_eq!(ok("[::1]").as_deref(), Some("::1 80"));
+        assert_eq!(ok("[fe80::1]:443").as_deref(), Some("fe80::1 443"));
+        for bad in [
+            "", ":80", "h:0", "h:65536", "h:x", "[::1]x", "[::1]:", "[nope]", "[::1", ".",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+    }
 
     fn policy(allow: &[&str], deny: &[&str]) -> Policy {
         let rules = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect();

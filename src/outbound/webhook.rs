@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::policy::{Policy, Refusal, ResolveError, Role, Target, REFUSED};
+use super::policy::{split_authority, Policy, Refusal, ResolveError, Role, Target, REFUSED};
 use super::tls::client_tls;
 
 /// The longest webhook URL.
@@ -93,32 +93,7 @@ impl Url {
             return Err(bad());
         }
         let hp = authority.as_str();
-        let (host, port) = match hp.strip_prefix('[') {
-            Some(rest) => {
-                let (h, after) = rest.split_once(']').ok_or_else(bad)?;
-                (h, after.strip_prefix(':'))
-            }
-            None => match hp.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (hp, None),
-            },
-        };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if host.is_empty() {
-            return Err(bad());
-        }
-        // `Uri` reads an out-of-range port as none: refuse it rather than
-        // dial the default one.
-        let port = match port {
-            None => {
-                if tls {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)?,
-        };
+        let (host, port) = split_authority(hp, if tls { 443 } else { 80 }).ok_or_else(bad)?;
         let path = uri
             .path_and_query()
             .map(|p| p.as_str())

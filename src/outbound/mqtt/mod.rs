@@ -22,7 +22,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, EventLoop, MqttOptions, TlsConfiguration, Transport};
 
 use super::links::{Ctx, Kind, Links};
-use super::policy::{Policy, Target};
+use super::policy::{split_authority, Policy, Target};
 use super::supervise::Timing;
 use super::tls::client_tls;
 use crate::metrics::Metrics;
@@ -118,37 +118,8 @@ impl Broker {
         {
             return Err(bad());
         }
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(r) => {
-                let (h, after) = r.split_once(']').ok_or_else(bad)?;
-                if h.parse::<std::net::Ipv6Addr>().is_err() {
-                    return Err(bad());
-                }
-                let port = match after {
-                    "" => None,
-                    _ => Some(after.strip_prefix(':').ok_or_else(bad)?),
-                };
-                (h, port)
-            }
-            None => match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            },
-        };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if host.is_empty() {
-            return Err(bad());
-        }
-        let port = match port {
-            None => {
-                if tls {
-                    8883
-                } else {
-                    1883
-                }
-            }
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)?,
-        };
+        let (host, port) =
+            split_authority(authority, if tls { 8883 } else { 1883 }).ok_or_else(bad)?;
         Ok(Broker { host, port, tls })
     }
 
