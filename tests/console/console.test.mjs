@@ -939,3 +939,67 @@ test('page weights and the embedded asset budget', async (t) => {
   fs.writeFileSync(path.join(SHOTS, 'page-weights.txt'), report.join('\n') + '\n');
   for (const line of report) t.diagnostic(line);
 });
+
+// Issue 16, item 6: live figures at one request per 5 s.
+
+test('live rates: the overview and the store page show inserts at ~5/s without a reload', async () => {
+  const key = await createStore('ratelive');
+  const overview = await newPage();
+  await signIn(overview, ADMIN);
+  const store = await overview.context().newPage();
+  await store.goto(base + '/stores/ratelive');
+  // Both rendered before any insert: 0.00/s.
+  assert.equal((await overview.textContent('#stores tr[data-store=ratelive] td.rate')).trim(), '0.00/s');
+  assert.equal((await store.textContent('#f-rate')).trim(), '0.00/s');
+  // A reload would lose these marks.
+  await overview.evaluate(() => { window.notReloaded = true; });
+  await store.evaluate(() => { window.notReloaded = true; });
+  let stop = false;
+  const inserting = (async () => {
+    for (let i = 0; !stop && i < 150; i++) {
+      await rest('POST', '/api/stores/ratelive/data', { key, body: { data: { n: i } } });
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  try {
+    const positive = (sel) => parseFloat(document.querySelector(sel).textContent) > 0;
+    await overview.waitForFunction(positive, '#stores tr[data-store=ratelive] td.rate', { timeout: 20000 });
+    await store.waitForFunction(positive, '#f-rate', { timeout: 20000 });
+  } finally {
+    stop = true;
+    await inserting;
+  }
+  const shown = [await overview.textContent('#stores tr[data-store=ratelive] td.rate'), await store.textContent('#f-rate')];
+  assert.ok(await overview.evaluate(() => window.notReloaded === true), 'the overview was reloaded');
+  assert.ok(await store.evaluate(() => window.notReloaded === true), 'the store page was reloaded');
+  // Between 1 and 10 a second while inserting at about 5 a second (the
+  // first sample may fall before the inserts start).
+  for (const s of shown) assert.ok(parseFloat(s) >= 1 && parseFloat(s) <= 10, 'rate shown ' + s);
+  assert.deepEqual(overview.consoleErrors, []);
+  await overview.context().close();
+});
+
+test('an open overview makes at most one request per 5 s with 20 stores', async (t) => {
+  for (let i = 0; i < 20; i++) await createStore('many' + String(i).padStart(2, '0'));
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/');
+  // The page's own load (favicon included) is over before counting.
+  await page.waitForLoadState('networkidle');
+  const requests = [];
+  page.on('request', (r) => requests.push(new URL(r.url()).pathname + new URL(r.url()).search));
+  // A store made while the page is open gets its row without a reload.
+  await createStore('many20');
+  await page.waitForTimeout(11000);
+  t.diagnostic('requests in 11 s: ' + requests.length + ' ' + requests.join(' '));
+  assert.ok(requests.length <= 3, requests.length + ' requests in 11 s: ' + requests.join(' '));
+  assert.ok(requests.length >= 1, 'the overview did not refresh');
+  await page.locator('#stores tr[data-store=many20] td.objects').waitFor({ timeout: 1000 });
+  const names = await page.$$eval('#stores tr[data-store]', (rows) => rows.map((r) => r.dataset.store));
+  assert.deepEqual(names, [...names].sort(), 'rows in name order');
+  // A deleted store's row goes.
+  assert.equal((await rest('DELETE', '/api/stores/many20', { admin: true })).status, 200);
+  await page.locator('#stores tr[data-store=many20]').waitFor({ state: 'detached', timeout: 7000 });
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
