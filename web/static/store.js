@@ -18,7 +18,10 @@ let held = [];
 
 function row(o) {
   const tr = document.createElement('tr');
-  tr.append(el('td', tsTime(o.timestamp)), el('td', o.timestamp, 'num'), el('td', dataText(o.data), 'data'));
+  const time = el('td', tsTime(o.timestamp));
+  // The nanosecond timestamp column is hidden on a phone: kept in the title.
+  time.title = o.timestamp + ' ns';
+  tr.append(time, el('td', o.timestamp, 'num ts'), el('td', dataText(o.data), 'data'));
   return tr;
 }
 
