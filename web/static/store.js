@@ -58,6 +58,7 @@ function plot(o) {
 
 function receive(o) {
   plot(o);
+  factsSoon(500);
   if (paused) held.push(o); else show([o]);
 }
 
@@ -115,7 +116,21 @@ async function refreshFacts() {
   set('f-oldest', Number(st.oldest_timestamp) ? st.oldest_time : '—');
   set('f-newest', Number(st.newest_timestamp) ? st.newest_time : '—');
 }
-setInterval(refreshFacts, 5000);
+
+// At most one request per 5 s: every 5 s, and soon after new data when
+// the last one is older than that.
+const FACTS_MS = 5000;
+let factsLast = 0;
+let factsTimer = 0;
+function factsSoon(delay) {
+  if (factsTimer) return;
+  factsTimer = setTimeout(() => {
+    factsTimer = 0;
+    factsLast = Date.now();
+    refreshFacts();
+  }, Math.max(delay, factsLast + FACTS_MS - Date.now()));
+}
+setInterval(() => factsSoon(0), FACTS_MS);
 
 document.getElementById('soft-delete').addEventListener('submit', async (ev) => {
   ev.preventDefault();
