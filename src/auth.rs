@@ -249,6 +249,28 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// A request authorised by the admin key or a console session, with the
+/// stores it may see: every one (admin), or the session's store.
+pub struct Scoped(pub Scope);
+
+impl FromRequestParts<AppState> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Scoped, ApiError> {
+        let Some(given) = admin_key_of(parts) else {
+            return match cookie_scope(parts, state)? {
+                Some(scope) => Ok(Scoped(scope)),
+                None => Err(unauthorized("admin key or console session required")),
+            };
+        };
+        if check_admin(state, client_of(parts), &given)? {
+            Ok(Scoped(Scope::Admin))
+        } else {
+            Err(unauthorized("invalid admin key"))
+        }
+    }
+}
+
 /// A request authorised for the store named in its path.
 pub struct StoreAccess {
     pub name: String,

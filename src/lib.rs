@@ -26,6 +26,7 @@
 //!   [`config`] (layered configuration), [`notify`] (systemd readiness and
 //!   watchdog), [`redact`] (secrets out of logged URLs); [`rules`] (store-level alert
 //!   rules: the condition language, evaluation on insert, the alert ring);
+//!   [`summary`] (every store's figures and the insert-rate history);
 //! - below them: [`registry`] (the one owner of the stores' lifecycle),
 //!   [`keys`] (store API keys), [`clock`];
 //! - at the bottom, [`store`]: the storage engine (synchronous, no async
@@ -87,6 +88,8 @@ pub mod shutdown;
 pub mod state;
 #[cfg(feature = "server")]
 pub mod stream;
+#[cfg(feature = "server")]
+pub mod summary;
 #[cfg(feature = "server")]
 pub mod throttle;
 #[cfg(feature = "server")]

@@ -19,8 +19,9 @@ use crate::outbound::mqtt::Mqtt;
 use crate::outbound::{self, Outbound};
 use crate::registry::{Hooks, Registry};
 use crate::rules::Rules;
-use crate::session::Console;
+use crate::session::{Console, Scope};
 use crate::store;
+use crate::summary::{self, LinkCounts, Rates, StoreSummary};
 use crate::throttle::Throttle;
 
 /// State shared by every handler.
@@ -43,9 +44,87 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     /// The alert rules of every open store.
     pub rules: Arc<Rules>,
+    /// The short history of each store's insert counter (insert rates).
+    pub rates: Arc<Rates>,
 }
 
 impl AppState {
+    /// The figures of every store `scope` opens (only `only` if given),
+    /// by name: one counter sample and one stats read a store.
+    pub async fn summary(&self, scope: &Scope, only: Option<&str>) -> Vec<StoreSummary> {
+        let registry = self.stores.clone();
+        let all = tokio::task::spawn_blocking(move || registry.list())
+            .await
+            .unwrap_or_default();
+        if only.is_none() && scope.is_admin() {
+            self.rates.retain(&all);
+        }
+        let names: Vec<String> = all
+            .into_iter()
+            .filter(|n| scope.opens(n) && only.is_none_or(|o| o == n))
+            .collect();
+        // Together: a store that is recovering delays the answer by one
+        // BUSY_WAIT at most, and shows as such.
+        let opened =
+            futures_util::future::join_all(names.iter().map(|n| self.stores.open(n))).await;
+        let links: Vec<LinkCounts> = names.iter().map(|n| self.link_counts(n)).collect();
+        let rates = self.rates.clone();
+        tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .zip(opened)
+                .zip(links)
+                .map(|((name, s), links)| {
+                    let figures = s.map_err(|e| e.to_string()).and_then(|s| {
+                        summary::figures(&rates, &name, &s).map_err(|e| e.to_string())
+                    });
+                    let (figures, error) = match figures {
+                        Ok(f) => (Some(f), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    StoreSummary {
+                        name,
+                        error,
+                        figures,
+                        links,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// A store's outbound links (WebSocket connections, MQTT sinks and
+    /// subscriptions) counted by status.
+    pub fn link_counts(&self, name: &str) -> LinkCounts {
+        let mut c = LinkCounts::default();
+        let statuses = self
+            .outbound
+            .list(name)
+            .iter()
+            .map(|l| l.status().as_str())
+            .chain(
+                self.mqtt
+                    .sinks
+                    .list(name)
+                    .iter()
+                    .map(|l| l.status().as_str()),
+            )
+            .chain(
+                self.mqtt
+                    .subscriptions
+                    .list(name)
+                    .iter()
+                    .map(|l| l.status().as_str()),
+            )
+            .collect::<Vec<_>>();
+        for st in statuses {
+            *c.0.entry(st.to_string()).or_default() += 1;
+        }
+        c
+    }
+
     pub fn new(config: Config) -> AppState {
         let config = Arc::new(config);
         let keys = Arc::new(KeyCache::new());
@@ -94,6 +173,7 @@ impl AppState {
             console,
             config,
             rules,
+            rates: Arc::new(Rates::new()),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
-use crate::auth::{Admin, StoreAccess};
+use crate::auth::{Admin, Scoped, StoreAccess};
 use crate::clock;
 use crate::store;
 
@@ -19,6 +19,36 @@ pub fn routes() -> Router<AppState> {
         .route("/api/stores/{store}", axum::routing::delete(stores_delete))
         .route("/api/stores/{store}/reset", post(stores_reset))
         .route("/api/stores/{store}/stats", get(stores_stats))
+        .route("/api/summary", get(stores_summary))
+}
+
+#[derive(Deserialize)]
+struct SummaryQuery {
+    store: Option<String>,
+}
+
+/// `GET /api/summary[?store=NAME]`: the figures of every store the admin
+/// key or console session may see (see [`crate::summary`]), by name.
+async fn stores_summary(
+    Scoped(scope): Scoped,
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<SummaryQuery>,
+) -> ApiResult<Json<Value>> {
+    let only = q.store.filter(|s| !s.is_empty());
+    if let Some(name) = &only {
+        store::validate_name(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !scope.opens(name) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this session cannot open that store",
+            ));
+        }
+        if !state.stores.known(name).await {
+            return Err(ApiError::not_found("store not found"));
+        }
+    }
+    let stores = state.summary(&scope, only.as_deref()).await;
+    Ok(Json(json!({ "stores": stores })))
 }
 
 #[derive(Deserialize)]

@@ -1,12 +1,9 @@
 //! `GET /`: every store the session may see with its figures, and the
 //! server's own (version, uptime, free space, TLS, Unix socket).
 //!
-//! The insert rate is the number of objects stored in the last
-//! [`RATE_WINDOW`] divided by its length: read from the store's time index
-//! (handles only, no data), so it needs no counter kept elsewhere.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The figures are the ones `GET /api/summary` serves ([`crate::summary`]),
+//! which `web/static/overview.js` polls to keep the table current: one
+//! request per interval whatever the number of stores.
 
 use askama::Template;
 use axum::extract::State;
@@ -14,12 +11,7 @@ use axum::response::Response;
 
 use super::{format, render, Nav, Viewer};
 use crate::state::AppState;
-use crate::store::{self, Query, Store};
-
-/// The window the insert rate is measured over.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Most handles counted for the rate (bounds the work per page view).
-const RATE_MAX: usize = 100_000;
+use crate::summary::{LinkCounts, StoreSummary};
 
 pub struct StoreRow {
     pub name: String,
@@ -30,6 +22,10 @@ pub struct StoreRow {
     pub oldest: String,
     pub newest: String,
     pub rate: String,
+    /// The outbound links by status ("1 connected, 2 error"), "none".
+    pub links: String,
+    /// `status-error`, `status-connected`, `status-connecting` or empty.
+    pub links_class: &'static str,
     /// Set when the store could not be opened.
     pub error: Option<String>,
 }
@@ -46,43 +42,55 @@ struct OverviewPage {
     socket: String,
 }
 
-/// Objects per second stored over the last [`RATE_WINDOW`].
-pub fn insert_rate(s: &Store) -> f64 {
-    let now = store::now_ns();
-    let start = now - RATE_WINDOW.as_nanos() as i64;
-    let q = Query::range(start, now, RATE_MAX);
-    let n = s.handles(&q).map(|h| h.len()).unwrap_or(0);
-    n as f64 / RATE_WINDOW.as_secs_f64()
+/// "1 connected, 2 error" and its class, as overview.js writes them.
+fn links_text(l: &LinkCounts) -> (String, &'static str) {
+    if l.0.is_empty() {
+        return ("none".into(), "");
+    }
+    let text =
+        l.0.iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+    let class = if l.0.contains_key("error") {
+        "status-error"
+    } else if l.0.contains_key("connected") {
+        "status-connected"
+    } else {
+        "status-connecting"
+    };
+    (text, class)
 }
 
-fn row(name: &str, s: &Arc<Store>) -> StoreRow {
-    match s.stats() {
-        Ok(st) => StoreRow {
-            name: name.to_string(),
-            data_type: st.data_type.as_str().to_string(),
-            size: format::human_bytes(st.footprint_bytes),
-            fill: format::percent(st.active_blocks as u64, st.num_blocks as u64),
-            objects: st.object_count,
-            oldest: format::time(st.oldest_timestamp),
-            newest: format::time(st.newest_timestamp),
-            rate: format::rate(insert_rate(s)),
+fn row(s: StoreSummary) -> StoreRow {
+    let (links, links_class) = links_text(&s.links);
+    match s.figures {
+        Some(f) => StoreRow {
+            name: s.name,
+            data_type: f.data_type,
+            size: format::human_bytes(f.footprint_bytes),
+            fill: format::percent(f.active_blocks as u64, f.num_blocks as u64),
+            objects: f.object_count,
+            oldest: format::time(f.oldest_timestamp),
+            newest: format::time(f.newest_timestamp),
+            rate: format::rate(f.insert_rate),
+            links,
+            links_class,
             error: None,
         },
-        Err(e) => broken(name, &e.to_string()),
-    }
-}
-
-fn broken(name: &str, error: &str) -> StoreRow {
-    StoreRow {
-        name: name.to_string(),
-        data_type: String::new(),
-        size: String::new(),
-        fill: String::new(),
-        objects: 0,
-        oldest: String::new(),
-        newest: String::new(),
-        rate: String::new(),
-        error: Some(error.to_string()),
+        None => StoreRow {
+            name: s.name,
+            data_type: String::new(),
+            size: String::new(),
+            fill: String::new(),
+            objects: 0,
+            oldest: String::new(),
+            newest: String::new(),
+            rate: String::new(),
+            links,
+            links_class,
+            error: Some(s.error.unwrap_or_default()),
+        },
     }
 }
 
@@ -94,29 +102,12 @@ fn free_space(path: &std::path::Path) -> Option<u64> {
 
 /// `GET /`.
 pub async fn overview_show(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let scope = viewer.session.scope.clone();
-    let registry = state.stores.clone();
-    let names: Vec<String> = tokio::task::spawn_blocking(move || registry.list())
+    let stores = state
+        .summary(&viewer.session.scope, None)
         .await
-        .unwrap_or_default()
         .into_iter()
-        .filter(|n| scope.opens(n))
+        .map(row)
         .collect();
-    // Together: a store that is recovering delays the page by one
-    // BUSY_WAIT at most, and shows as such.
-    let opened = futures_util::future::join_all(names.iter().map(|n| state.stores.open(n))).await;
-    let stores = tokio::task::spawn_blocking(move || {
-        names
-            .iter()
-            .zip(opened)
-            .map(|(n, s)| match s {
-                Ok(s) => row(n, &s),
-                Err(e) => broken(n, &e.to_string()),
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
     let page = OverviewPage {
         nav: viewer.nav(),
         stores,

@@ -86,7 +86,7 @@ async fn store_page(
         objects: st.object_count,
         oldest: format::time(st.oldest_timestamp),
         newest: format::time(st.newest_timestamp),
-        rate: format::rate(super::overview::insert_rate(&s)),
+        rate: format::rate(crate::summary::insert_rate(&state.rates, name, &s)),
         blocks: format!(
             "{} × {} (index blocks {})",
             st.num_blocks,

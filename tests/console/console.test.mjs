@@ -932,3 +932,142 @@ test('page weights and the embedded asset budget', async (t) => {
   fs.writeFileSync(path.join(SHOTS, 'page-weights.txt'), report.join('\n') + '\n');
   for (const line of report) t.diagnostic(line);
 });
+
+// Issue 16, items 5 and 6: live figures at one request per 5 s, and
+// pages that fit a phone.
+
+test('live rates: the overview and the store page show inserts at ~5/s without a reload', async (t) => {
+  const key = await createStore('ratelive');
+  const overview = await newPage();
+  await signIn(overview, ADMIN);
+  const store = await overview.context().newPage();
+  await store.goto(base + '/stores/ratelive');
+  // The store page's figures: at most one request per 5 s, inserts or not.
+  const polls = [];
+  store.on('request', (r) => { if (new URL(r.url()).pathname === '/api/summary') polls.push(Date.now()); });
+  // Both rendered before any insert: 0.00/s.
+  assert.equal((await overview.textContent('#stores tr[data-store=ratelive] td.rate')).trim(), '0.00/s');
+  assert.equal((await store.textContent('#f-rate')).trim(), '0.00/s');
+  // A reload would lose these marks.
+  await overview.evaluate(() => { window.notReloaded = true; });
+  await store.evaluate(() => { window.notReloaded = true; });
+  let stop = false;
+  const inserting = (async () => {
+    for (let i = 0; !stop && i < 150; i++) {
+      await rest('POST', '/api/stores/ratelive/data', { key, body: { data: { n: i } } });
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  try {
+    const positive = (sel) => parseFloat(document.querySelector(sel).textContent) > 0;
+    await overview.waitForFunction(positive, '#stores tr[data-store=ratelive] td.rate', { timeout: 20000 });
+    await store.waitForFunction(positive, '#f-rate', { timeout: 20000 });
+  } finally {
+    stop = true;
+    await inserting;
+  }
+  const shown = [await overview.textContent('#stores tr[data-store=ratelive] td.rate'), await store.textContent('#f-rate')];
+  assert.ok(await overview.evaluate(() => window.notReloaded === true), 'the overview was reloaded');
+  assert.ok(await store.evaluate(() => window.notReloaded === true), 'the store page was reloaded');
+  // Above 0 and not above the ~5/s inserted (the first reading also spans
+  // the quiet time before the inserts began, so it may be well below 5).
+  for (const s of shown) assert.ok(parseFloat(s) > 0 && parseFloat(s) <= 10, 'rate shown ' + s);
+  t.diagnostic('rates shown while inserting at ~5/s: overview ' + shown[0] + ', store page ' + shown[1]);
+  const gaps = polls.slice(1).map((t, i) => t - polls[i]);
+  assert.ok(gaps.every((g) => g >= 4500), 'store page summary requests ' + gaps.join(' ') + ' ms apart');
+  assert.deepEqual(overview.consoleErrors, []);
+  await overview.context().close();
+});
+
+test('an open overview makes at most one request per 5 s with 20 stores', async (t) => {
+  for (let i = 0; i < 20; i++) await createStore('many' + String(i).padStart(2, '0'));
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/');
+  // The page's own load (favicon included) is over before counting.
+  await page.waitForLoadState('networkidle');
+  const requests = [];
+  page.on('request', (r) => requests.push(new URL(r.url()).pathname + new URL(r.url()).search));
+  // A store made while the page is open gets its row without a reload.
+  await createStore('many20');
+  await page.waitForTimeout(11000);
+  t.diagnostic('requests in 11 s: ' + requests.length + ' ' + requests.join(' '));
+  assert.ok(requests.length <= 3, requests.length + ' requests in 11 s: ' + requests.join(' '));
+  assert.ok(requests.length >= 1, 'the overview did not refresh');
+  await page.locator('#stores tr[data-store=many20] td.objects').waitFor({ timeout: 1000 });
+  const names = await page.$$eval('#stores tr[data-store]', (rows) => rows.map((r) => r.dataset.store));
+  assert.deepEqual(names, [...names].sort(), 'rows in name order');
+  // A deleted store's row goes.
+  assert.equal((await rest('DELETE', '/api/stores/many20', { admin: true })).status, 200);
+  await page.locator('#stores tr[data-store=many20]').waitFor({ state: 'detached', timeout: 7000 });
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+test('no page scrolls sideways at 390 px; the tail shows time and values', async () => {
+  const key = await createStore('phone');
+  await createStore('phoneschema', { data_type: 'schema' });
+  for (let i = 0; i < 3; i++) {
+    await rest('POST', '/api/stores/phone/data', { key, body: { data: { temperature: 20.5 + i, humidity: 41.25, room: 'greenhouse-north' } } });
+  }
+  let r = await rest('POST', '/api/stores/phone/ws/connections', { admin: true, body: { mode: 'push', url: 'ws://127.0.0.1:9/api/stores/far-away-store/ws/write' } });
+  assert.equal(r.status, 201, r.text);
+  r = await rest('POST', '/api/stores/phone/rules', { admin: true, body: { name: 'hot', condition: 'temperature > 30' } });
+  assert.equal(r.status, 201, r.text);
+  const page = await newPage(390);
+  await signIn(page, ADMIN);
+  const wide = [];
+  for (const p of ['/', '/stores/phone', '/stores/phone/connections', '/stores/phone/alerts', '/stores/phoneschema/schema', '/create']) {
+    await page.goto(base + p);
+    await page.waitForLoadState('load');
+    // Rows the scripts add (tail, connections, rules) are in before measuring.
+    if (p === '/stores/phone') await page.locator('#tail tbody tr').first().waitFor({ timeout: 3000 });
+    if (p.endsWith('/connections')) await page.locator('#connections tbody tr').first().waitFor({ timeout: 3000 });
+    if (p.endsWith('/alerts')) await page.locator('#rules tbody tr').first().waitFor({ timeout: 3000 });
+    const w = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (w > 390) wide.push(p + ': ' + w + ' px');
+    if (p === '/stores/phone') {
+      // Time and data on screen; the nanosecond timestamp in the time's title.
+      const cells = await page.$$eval('#tail tbody tr:first-child td', (tds) => tds.map((td) => {
+        const b = td.getBoundingClientRect();
+        return { visible: b.width > 0, right: b.right, title: td.title, text: td.textContent };
+      }));
+      assert.equal(cells[1].visible, false, 'the timestamp column is hidden at 390 px');
+      assert.equal(await page.$eval('#tail th.ts', (th) => th.getBoundingClientRect().width), 0, 'the timestamp header is hidden at 390 px');
+      assert.equal(cells[0].title, cells[1].text + ' ns');
+      assert.ok(cells[0].visible && cells[2].visible && cells[2].right <= 390, JSON.stringify(cells));
+    }
+  }
+  assert.deepEqual(wide, []);
+  // At 1280 px the timestamp column is back.
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(base + '/stores/phone');
+  await page.locator('#tail tbody tr').first().waitFor({ timeout: 3000 });
+  assert.ok(await page.$eval('#tail tbody tr:first-child td.ts', (td) => td.getBoundingClientRect().width > 0));
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+test('Delete buttons stay on one line at 1280 px', async () => {
+  await createStore('onelinedel');
+  let r = await rest('POST', '/api/stores/onelinedel/ws/connections', { admin: true, body: { mode: 'push', url: 'ws://127.0.0.1:9/api/stores/a-store-with-a-rather-long-name/ws/write?x=' + 'y'.repeat(60) } });
+  assert.equal(r.status, 201, r.text);
+  r = await rest('POST', '/api/stores/onelinedel/rules', { admin: true, body: { name: 'long', condition: 'temperature > 30 AND humidity < 20 AND room == "a room with a long name"' } });
+  assert.equal(r.status, 201, r.text);
+  const page = await newPage(1280);
+  await signIn(page, ADMIN);
+  const oneLine = (b) => {
+    const cs = getComputedStyle(b);
+    const lh = cs.lineHeight === 'normal' ? 1.2 * parseFloat(cs.fontSize) : parseFloat(cs.lineHeight);
+    const frame = ['paddingTop', 'paddingBottom', 'borderTopWidth', 'borderBottomWidth'].reduce((n, k) => n + parseFloat(cs[k]), 0);
+    return { height: b.getBoundingClientRect().height, line: lh + frame };
+  };
+  for (const [p, sel] of [['/stores/onelinedel/connections', '#connections tbody button'], ['/stores/onelinedel/alerts', '#rules tbody button']]) {
+    await page.goto(base + p);
+    await page.locator(sel, { hasText: 'Delete' }).first().waitFor({ timeout: 3000 });
+    const m = await page.$eval(sel, oneLine);
+    assert.ok(Math.abs(m.height - m.line) <= 1, p + ': Delete is ' + m.height + ' px high, one line is ' + m.line + ' px');
+  }
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});

@@ -607,3 +607,104 @@ fn cookies_are_secure_under_tls() {
     assert_eq!(home.status, 200);
     assert_eq!(home.header("content-security-policy"), Some(CSP));
 }
+
+/// `GET /api/summary` (issue 16, item 6): one request for the overview's
+/// figures. Admin key and admin session see every store, a store session
+/// only its own, no credentials none; the insert rate follows the inserts
+/// themselves (old timestamps here: a rate read off the objects' own
+/// timestamps would stay 0).
+#[test]
+fn summary_figures_scopes_and_a_live_rate() {
+    let srv = Server::start();
+    let a = srv.json_store("alpha");
+    srv.json_store("beta");
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["stores"]
+            .as_array()
+            .expect("stores")
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let r = srv.get("/api/summary").send();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = srv.get("/api/summary").key(&a.key).send();
+    assert_eq!(
+        r.status,
+        401,
+        "a store key alone names no scope: {}",
+        r.text()
+    );
+
+    let r = srv.get("/api/summary").admin().send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(names(&v), ["alpha", "beta"]);
+    let s = &v["stores"][0];
+    for k in [
+        "data_type",
+        "footprint_bytes",
+        "num_blocks",
+        "active_blocks",
+        "object_count",
+        "oldest_timestamp",
+        "oldest_time",
+        "newest_timestamp",
+        "newest_time",
+        "insert_rate",
+        "links",
+    ] {
+        assert!(s.get(k).is_some(), "no {k} in {s}");
+    }
+    assert!(s.get("error").is_none(), "{s}");
+    assert_eq!(s["data_type"], "json");
+    assert_eq!(s["object_count"], 0);
+    assert_eq!(s["insert_rate"], 0.0);
+    assert_eq!(s["links"], json!({}));
+
+    let admin = login(&srv, ADMIN);
+    let r = srv
+        .get("/api/summary")
+        .header("Cookie", &admin.header())
+        .send();
+    assert_eq!(names(&r.json()), ["alpha", "beta"]);
+
+    let session = login(&srv, &a.key);
+    let mine = |q: &str| {
+        srv.get(&format!("/api/summary{q}"))
+            .header("Cookie", &session.header())
+            .send()
+    };
+    let r = mine("");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(names(&r.json()), ["alpha"]);
+    assert_eq!(mine("?store=alpha").status, 200);
+    assert_eq!(mine("?store=beta").status, 403);
+    let r = srv.get("/api/summary?store=gamma").admin().send();
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = srv.get("/api/summary?store=beta").admin().send();
+    assert_eq!(names(&r.json()), ["beta"]);
+
+    // Inserting (timestamps of 1970) while the summary is read: the rate
+    // goes above 0; the object count follows.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    let mut rate = 0.0;
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        for _ in 0..10 {
+            n += 1;
+            let body = json!({ "timestamp": n, "data": { "n": n } });
+            let r = srv.post(&a.path("/data")).key(&a.key).json(&body).send();
+            assert_eq!(r.status, 201, "{}", r.text());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let v = mine("?store=alpha").json();
+        assert_eq!(v["stores"][0]["object_count"], n);
+        rate = v["stores"][0]["insert_rate"].as_f64().unwrap();
+        if rate > 0.0 {
+            break;
+        }
+    }
+    assert!(rate > 0.0, "insert rate still {rate} after {n} inserts");
+}

@@ -18,7 +18,10 @@ let held = [];
 
 function row(o) {
   const tr = document.createElement('tr');
-  tr.append(el('td', tsTime(o.timestamp)), el('td', o.timestamp, 'num'), el('td', dataText(o.data), 'data'));
+  const time = el('td', tsTime(o.timestamp));
+  // The nanosecond timestamp column is hidden on a phone: kept in the title.
+  time.title = o.timestamp + ' ns';
+  tr.append(time, el('td', o.timestamp, 'num ts'), el('td', dataText(o.data), 'data'));
   return tr;
 }
 
@@ -53,11 +56,9 @@ function plot(o) {
   }
 }
 
-let factsSoon = 0;
-
 function receive(o) {
   plot(o);
-  if (!factsSoon) factsSoon = setTimeout(() => { factsSoon = 0; refreshFacts(); }, 500);
+  factsSoon(500);
   if (paused) held.push(o); else show([o]);
 }
 
@@ -103,19 +104,33 @@ document.getElementById('window').addEventListener('change', (ev) => {
   chart.draw();
 });
 
-// The figures, refreshed from the stats (the rate stays as rendered).
+// The figures with the insert rate, from the summary: one request every 5 s.
 async function refreshFacts() {
-  const r = await api('GET', storePath(name, '/stats'));
-  if (!r.ok || !r.body) return;
-  const st = r.body;
+  const r = await api('GET', '/api/summary?store=' + encodeURIComponent(name));
+  const st = r.ok && r.body && Array.isArray(r.body.stores) ? r.body.stores[0] : null;
+  if (!st || st.error !== undefined) return;
   const set = (id, v) => { document.getElementById(id).textContent = v; };
   set('f-objects', String(st.object_count));
   set('f-fill', (st.num_blocks ? (st.active_blocks * 100 / st.num_blocks) : 0).toFixed(1) + '%');
-  set('f-oldest', st.oldest_timestamp ? st.oldest_time : '—');
-  set('f-newest', st.newest_timestamp ? st.newest_time : '—');
+  set('f-rate', (st.insert_rate >= 10 ? st.insert_rate.toFixed(0) : st.insert_rate.toFixed(2)) + '/s');
+  set('f-oldest', Number(st.oldest_timestamp) ? st.oldest_time : '—');
+  set('f-newest', Number(st.newest_timestamp) ? st.newest_time : '—');
 }
-setInterval(refreshFacts, 3000);
-refreshFacts();
+
+// At most one request per 5 s: every 5 s, and soon after new data when
+// the last one is older than that.
+const FACTS_MS = 5000;
+let factsLast = 0;
+let factsTimer = 0;
+function factsSoon(delay) {
+  if (factsTimer) return;
+  factsTimer = setTimeout(() => {
+    factsTimer = 0;
+    factsLast = Date.now();
+    refreshFacts();
+  }, Math.max(delay, factsLast + FACTS_MS - Date.now()));
+}
+setInterval(() => factsSoon(0), FACTS_MS);
 
 document.getElementById('soft-delete').addEventListener('submit', async (ev) => {
   ev.preventDefault();
