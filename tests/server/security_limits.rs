@@ -632,10 +632,23 @@ fn the_unauthenticated_socket_flood_does_not_lock_writers_out() {
     let mut late = Client::auth(&sock, &s);
     assert!(late.store("{\"late\":1}") > 0);
     assert!(before_flood.store("{\"early\":1}") > 0);
-    let peak = fds(pid);
+    // At most 32 waiting, the late writer, a little slack. A loaded
+    // machine may not yet have closed the connections just pushed out:
+    // give it up to 1 s (well inside the 3 s authentication timeout, which
+    // would close every one of them and hide a server that holds them all).
+    let bound = base + 32 + 1 + 4;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut peak = fds(pid);
+    while peak > bound && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        peak = fds(pid);
+    }
     rss_line(&srv, "the unauthenticated socket flood");
     eprintln!("socket flood: server fds {base} before, {peak} with {FLOOD} idle connections");
-    assert!(peak <= base + 32 + 1 + 4, "fds bounded: {peak}");
+    assert!(
+        peak <= bound,
+        "fds bounded: {peak} (before the flood {base})"
+    );
     // Every idle one is closed with a reason: pushed out by a newer one,
     // or (the last ones, or any if opening them took a slow machine longer
     // than the 3 s) timed out.
