@@ -1233,20 +1233,23 @@ test('a failed query clears the old rows and downloads; the filter says it match
   await page.context().close();
 });
 
-test('the new key is shown whole on the created page', async () => {
-  const page = await newPage();
-  await signIn(page, ADMIN);
-  await page.goto(base + '/create');
-  await page.fill('#name', 'wide-key');
-  await page.click('#create button[type=submit]');
-  await page.locator('#new-key').waitFor();
-  const fit = await page.evaluate(() => {
-    const e = document.getElementById('new-key');
-    return { scroll: e.scrollWidth, client: e.clientWidth, len: e.value.length };
-  });
-  assert.equal(fit.len, 44);
-  assert.ok(fit.scroll <= fit.client, `the key fits: ${fit.scroll} <= ${fit.client}`);
-  await page.context().close();
+test('the new key is shown whole on the created page, at 1280 and 390 px', async () => {
+  for (const width of [1280, 390]) {
+    const page = await newPage(width);
+    await signIn(page, ADMIN);
+    await page.goto(base + '/create');
+    await page.fill('#name', 'wide-key-' + width);
+    await page.click('#create button[type=submit]');
+    await page.locator('#new-key').waitFor();
+    const fit = await page.evaluate(() => {
+      const e = document.getElementById('new-key');
+      return { scroll: e.scrollWidth, client: e.clientWidth, len: e.value.length, page: document.documentElement.scrollWidth };
+    });
+    assert.equal(fit.len, 44);
+    assert.ok(fit.scroll <= fit.client, `${width} px: the key fits: ${fit.scroll} <= ${fit.client}`);
+    assert.ok(fit.page <= width, `${width} px: no sideways scroll (${fit.page})`);
+    await page.context().close();
+  }
 });
 
 test('a connection action\'s note stays through the refreshes, a failed one included (mocked)', async () => {
