@@ -196,6 +196,16 @@ impl Params {
         Ok(())
     }
 
+    /// A bound of `data/oldest` (`start_time`) or `data/newest`
+    /// (`end_time`), the console's paging cursor: omitted, empty or 0 is
+    /// no bound.
+    fn cursor_bound(&self, name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+        match v.filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(v) => Ok(Some(parse_ts(name, v)?).filter(|&t| t != 0)),
+        }
+    }
+
     fn since(&self) -> ApiResult<Option<Duration>> {
         match self.since.as_deref() {
             None | Some("") => Ok(None),
@@ -515,6 +525,11 @@ async fn data_oldest(
     let p = Params::parse(q.as_deref());
     p.no_agg()?;
     let mut query = Query::oldest(p.limit()?);
+    // A cursor for paging forward: the next page starts past the last
+    // timestamp seen (`start_time = last + 1`).
+    if let Some(s) = p.cursor_bound("start_time", p.start_time.as_deref())? {
+        query.start = s;
+    }
     query.filter = p.filter();
     list(&state, &access.store, &query, &p)
 }
@@ -528,6 +543,11 @@ async fn data_newest(
     let mut query = Query::newest(p.limit()?);
     if let Some(d) = p.since()? {
         (query.start, query.end) = since_window(d);
+    }
+    // A cursor for paging back in time: the next page ends before the
+    // oldest timestamp seen (`end_time = oldest - 1`).
+    if let Some(e) = p.cursor_bound("end_time", p.end_time.as_deref())? {
+        query.end = query.end.min(e);
     }
     query.filter = p.filter();
     if let Some(spec) = p.agg(&access.store)? {

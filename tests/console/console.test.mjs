@@ -778,10 +778,24 @@ test('the schema page appends a field and shows the API refusal', async () => {
   await page.goto(base + '/stores/typed/schema');
   await page.fill('#f-name', 'temperature');
   await page.selectOption('#f-type', 'float32');
-  await Promise.all([page.waitForLoadState('load'), page.click('#append button[type=submit]')]);
+  // Appending is permanent: the form asks first, and Cancel sends nothing.
+  await page.click('#append button[type=submit]');
+  await page.locator('#append-confirm').waitFor({ state: 'visible' });
+  assert.match(await page.textContent('#append-question'), /"temperature" \(float32\).*permanent/);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'append-yes', 'the confirm button has the focus');
+  await page.click('#append-no');
+  assert.equal(await page.isHidden('#append-confirm'), true);
+  const schema = await rest('GET', '/api/stores/typed/schema', { admin: true });
+  assert.equal(schema.status, 404, 'still no schema: ' + schema.text);
+  assert.ok(!schema.text.includes('temperature'), 'nothing appended on Cancel: ' + schema.text);
+  // Confirmed from the keyboard: Enter on the focused button.
+  await page.click('#append button[type=submit]');
+  await page.locator('#append-confirm').waitFor({ state: 'visible' });
+  await Promise.all([page.waitForEvent('load'), page.keyboard.press('Enter')]);
   await page.locator('#fields tbody tr', { hasText: 'temperature' }).waitFor({ timeout: 3000 });
   await page.fill('#f-name', 'temperature');
   await page.click('#append button[type=submit]');
+  await page.click('#append-yes');
   await page.waitForFunction(() => /Refused: /.test(document.getElementById('schema-result').textContent));
   const msg = await page.textContent('#schema-result');
   assert.match(msg, /schema/i, msg);
@@ -1069,5 +1083,207 @@ test('Delete buttons stay on one line at 1280 px', async () => {
     assert.ok(Math.abs(m.height - m.line) <= 1, p + ': Delete is ' + m.height + ' px high, one line is ' + m.line + ' px');
   }
   assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+/** Inserts `n` objects 1 ms apart, from an hour ago, in NDJSON batches;
+ * returns their timestamps (strings). */
+async function insertMany(store, key, n) {
+  const t0 = BigInt(Date.now() - 3600000) * 1000000n;
+  const ts = [];
+  for (let i = 0; i < n; i++) ts.push((t0 + BigInt(i) * 1000000n).toString());
+  for (let from = 0; from < n; from += 5000) {
+    const body = ts.slice(from, from + 5000).map((t, j) => `{"timestamp":${t},"data":{"i":${from + j},"temp":${20 + ((from + j) % 10)}}}`).join('\n');
+    const r = await rest('POST', '/api/stores/' + store + '/data', { key, body, type: 'application/x-ndjson' });
+    assert.equal(r.status < 300, true, r.text.slice(0, 200));
+  }
+  return ts;
+}
+
+/** Runs the page action `act` and waits for the query page to show a
+ * page; returns its shown timestamps and its render time. */
+async function queryPage(page, act) {
+  await act();
+  await page.waitForFunction(() => /page \d+/.test(document.getElementById('q-status').textContent));
+  // The page's own measure, set in the frame after the rows (null if it
+  // never comes).
+  const ms = await page.evaluate(() => new Promise((resolve) => {
+    const d = document.getElementById('results').dataset;
+    const t0 = Date.now();
+    (function poll() {
+      if (d.renderMs !== undefined || Date.now() - t0 > 2000) resolve(d.renderMs === undefined ? null : Number(d.renderMs));
+      else setTimeout(poll, 5);
+    })();
+  }));
+  return {
+    shown: await page.$$eval('#results tbody tr', (rows) => rows.map((r) => r.cells[1].textContent)),
+    ms,
+    status: await page.textContent('#q-status'),
+  };
+}
+
+test('query paging: 10,000 objects, pages of 1,000 by timestamp cursor, forward 3 and back', async (t) => {
+  const key = await createStore('paged', { num_blocks: 2048 });
+  const ts = await insertMany('paged', key, 10000);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/paged/query');
+  const asked = [];
+  page.on('request', (r) => { if (r.url().includes('/api/stores/paged/data/')) asked.push(new URL(r.url())); });
+  await page.selectOption('#q-mode', 'oldest');
+  await page.fill('#q-limit', '1000');
+  const times = [];
+  const walk = async (act, want, n) => {
+    const before = asked.length;
+    const p = await queryPage(page, act);
+    assert.equal(asked.length - before, 1, 'one request a page');
+    assert.equal(asked[asked.length - 1].searchParams.get('limit'), '1001', 'limit + 1 objects asked for');
+    assert.deepEqual(p.shown, want);
+    assert.match(p.status, new RegExp('page ' + n + '$'));
+    assert.notEqual(p.ms, null, 'the page measured its render');
+    times.push(p.ms);
+    return asked[asked.length - 1];
+  };
+  // Oldest first: forward 3 pages, then back to the first.
+  await walk(() => page.click('#query button[type=submit]'), ts.slice(0, 1000), 1);
+  let u = await walk(() => page.click('#q-next'), ts.slice(1000, 2000), 2);
+  assert.equal(u.searchParams.get('start_time'), (BigInt(ts[999]) + 1n).toString(), 'the cursor is the last timestamp + 1');
+  await walk(() => page.click('#q-next'), ts.slice(2000, 3000), 3);
+  await walk(() => page.click('#q-next'), ts.slice(3000, 4000), 4);
+  await walk(() => page.click('#q-prev'), ts.slice(2000, 3000), 3);
+  await walk(() => page.click('#q-prev'), ts.slice(1000, 2000), 2);
+  await walk(() => page.click('#q-prev'), ts.slice(0, 1000), 1);
+  assert.equal(await page.isDisabled('#q-prev'), true);
+  assert.equal(await page.isDisabled('#q-next'), false);
+  // Newest first: the cursor walks back in time (end_time = oldest - 1).
+  const rev = [...ts].reverse();
+  await page.selectOption('#q-mode', 'newest');
+  await walk(() => page.click('#query button[type=submit]'), rev.slice(0, 1000), 1);
+  u = await walk(() => page.click('#q-next'), rev.slice(1000, 2000), 2);
+  assert.equal(u.searchParams.get('end_time'), (BigInt(ts[9000]) - 1n).toString());
+  await walk(() => page.click('#q-next'), rev.slice(2000, 3000), 3);
+  await walk(() => page.click('#q-prev'), rev.slice(1000, 2000), 2);
+  // A since window pages forward from its start.
+  await page.selectOption('#q-mode', 'since');
+  await page.fill('#q-since', '2h');
+  await walk(() => page.click('#query button[type=submit]'), ts.slice(0, 1000), 1);
+  await walk(() => page.click('#q-next'), ts.slice(1000, 2000), 2);
+  assert.equal(await page.locator('#results tbody tr').count(), 1000, 'one page of rows in the DOM');
+  times.sort((a, b) => a - b);
+  t.diagnostic(`render of a 1,000-row page (rows, layout and paint): median ${times[times.length >> 1].toFixed(1)} ms, max ${times[times.length - 1].toFixed(1)} ms over ${times.length} pages`);
+  assert.deepEqual(page.consoleErrors, []);
+  await page.context().close();
+});
+
+test('query paging: Next page is disabled when exactly limit rows are left', async () => {
+  const key = await createStore('exact');
+  const ts = await insertMany('exact', key, 4);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/exact/query');
+  for (const m of ['oldest', 'newest']) {
+    const want = m === 'oldest' ? ts : [...ts].reverse();
+    await page.selectOption('#q-mode', m);
+    await page.fill('#q-limit', '2');
+    let p = await queryPage(page, () => page.click('#query button[type=submit]'));
+    assert.deepEqual(p.shown, want.slice(0, 2));
+    assert.equal(await page.isDisabled('#q-next'), false, m + ': two more');
+    p = await queryPage(page, () => page.click('#q-next'));
+    assert.deepEqual(p.shown, want.slice(2, 4));
+    assert.equal(await page.isDisabled('#q-next'), true, m + ': exactly limit came back and nothing is after them');
+    // Exactly limit objects in all: one page, no next.
+    await page.fill('#q-limit', '4');
+    p = await queryPage(page, () => page.click('#query button[type=submit]'));
+    assert.equal(p.shown.length, 4);
+    assert.equal(await page.isDisabled('#q-next'), true, m + ': limit = all');
+  }
+  await page.context().close();
+});
+
+test('a failed query clears the old rows and downloads; the filter says it matches raw JSON', async () => {
+  const key = await createStore('failq');
+  const ts = await insertMany('failq', key, 3);
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.goto(base + '/stores/failq/query');
+  const hint = await page.evaluate(() => {
+    const f = document.getElementById('q-filter');
+    return document.getElementById(f.getAttribute('aria-describedby')).textContent;
+  });
+  assert.match(hint, /raw stored JSON/);
+  assert.equal(await page.isVisible('#q-filter-hint'), true);
+  await page.selectOption('#q-mode', 'oldest');
+  await page.fill('#q-limit', '2');
+  await queryPage(page, () => page.click('#query button[type=submit]'));
+  assert.equal(await page.locator('#results tbody tr').count(), 2);
+  assert.equal(await page.isDisabled('#dl-csv'), false);
+  // A range that ends before it starts: the API's 400.
+  await page.selectOption('#q-mode', 'range');
+  await page.fill('#q-start', ts[2]);
+  await page.fill('#q-end', ts[0]);
+  await page.click('#query button[type=submit]');
+  await page.waitForFunction(() => /^Error: /.test(document.getElementById('q-status').textContent));
+  assert.equal(await page.getAttribute('#q-status', 'class'), 'error');
+  assert.equal(await page.locator('#results tbody tr').count(), 0, 'no stale rows');
+  assert.equal(await page.textContent('#json'), '', 'no stale JSON');
+  assert.equal(await page.isDisabled('#dl-csv'), true, 'no stale CSV');
+  assert.equal(await page.isDisabled('#dl-ndjson'), true, 'no stale NDJSON');
+  assert.equal(await page.isDisabled('#q-next'), true);
+  assert.equal(await page.isDisabled('#q-prev'), true);
+  await page.context().close();
+});
+
+test('the new key is shown whole on the created page, at 1280 and 390 px', async () => {
+  for (const width of [1280, 390]) {
+    const page = await newPage(width);
+    await signIn(page, ADMIN);
+    await page.goto(base + '/create');
+    await page.fill('#name', 'wide-key-' + width);
+    await page.click('#create button[type=submit]');
+    await page.locator('#new-key').waitFor();
+    const fit = await page.evaluate(() => {
+      const e = document.getElementById('new-key');
+      return { scroll: e.scrollWidth, client: e.clientWidth, len: e.value.length, page: document.documentElement.scrollWidth };
+    });
+    assert.equal(fit.len, 44);
+    assert.ok(fit.scroll <= fit.client, `${width} px: the key fits: ${fit.scroll} <= ${fit.client}`);
+    assert.ok(fit.page <= width, `${width} px: no sideways scroll (${fit.page})`);
+    await page.context().close();
+  }
+});
+
+test('a connection action\'s note stays through the refreshes, a failed one included (mocked)', async () => {
+  const list = [];
+  let failGets = 0;
+  await createStore('notes');
+  const page = await newPage();
+  await signIn(page, ADMIN);
+  await page.route('**/api/stores/notes/ws/connections**', async (route) => {
+    const req = route.request();
+    const json = (status, v) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(v) });
+    if (req.method() === 'GET') {
+      if (failGets > 0) { failGets -= 1; return json(500, { error: 'internal server error' }); }
+      return json(200, { connections: list });
+    }
+    if (req.method() === 'POST') {
+      const c = { id: 'c0ffee01', mode: 'push', url: JSON.parse(req.postData()).url, status: 'connecting', errors: 0, messages_sent: 0, messages_received: 0, last_error: '' };
+      list.push(c);
+      return json(201, c);
+    }
+    return route.continue();
+  });
+  await page.route('**/api/stores/notes/mqtt/**', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: '{"connections":[],"subscriptions":[]}' }));
+  await page.goto(base + '/stores/notes/connections');
+  await page.selectOption('#c-mode', 'push');
+  await page.fill('#c-url', 'ws://127.0.0.1:9/api/stores/x/ws/write');
+  await page.click('#conn-create button[type=submit]');
+  await page.waitForFunction(() => /Connection c0ffee01 created\./.test(document.getElementById('conn-status').textContent));
+  // One refresh fails, the next ones succeed: the note is still there.
+  failGets = 1;
+  await page.waitForFunction(() => /Error: internal server error/.test(document.getElementById('conn-status').textContent), null, { timeout: 5000 });
+  assert.match(await page.textContent('#conn-status'), /Connection c0ffee01 created\./);
+  await page.waitForFunction(() => /^1 connection\(s\) · Connection c0ffee01 created\.$/.test(document.getElementById('conn-status').textContent), null, { timeout: 5000 });
+  await page.waitForTimeout(2500);
+  assert.equal(await page.textContent('#conn-status'), '1 connection(s) · Connection c0ffee01 created.');
   await page.context().close();
 });

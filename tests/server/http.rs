@@ -803,6 +803,87 @@ fn get_and_soft_delete_by_time() {
     assert_eq!(r.status, 404, "{}", r.text());
 }
 
+/// The console's paging cursors: `start_time` on `data/oldest` and
+/// `end_time` on `data/newest` (issue 16: paging used to ask for
+/// (page + 1) x limit objects).
+#[test]
+fn oldest_and_newest_take_a_paging_cursor() {
+    let srv = Server::in_process();
+    let s = srv.json_store("cur");
+    let now = now_ns();
+    let ts: Vec<i64> = (0..10).map(|i| now - (10 - i) * 60 * SEC).collect();
+    for (i, t) in ts.iter().enumerate() {
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        insert_ok(&srv, &s, Some(*t), json!({"i": i, "tag": tag}));
+    }
+    let rev = |v: &[i64]| v.iter().rev().copied().collect::<Vec<_>>();
+    // Walk forward, oldest first, 4 at a time.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = list_ts(
+            &srv,
+            &s,
+            &format!("/data/oldest?limit=4&start_time={cursor}"),
+        );
+        seen.extend(&page);
+        match page.last() {
+            Some(&t) if page.len() == 4 => cursor = t + 1,
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ts);
+    assert_eq!(
+        list_ts(&srv, &s, &format!("/data/oldest?start_time={}", ts[9] + 1)),
+        Vec::<i64>::new()
+    );
+    // Walk back, newest first, 3 at a time.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = list_ts(&srv, &s, &format!("/data/newest?limit=3&end_time={cursor}"));
+        seen.extend(&page);
+        match page.last() {
+            Some(&t) if page.len() == 3 => cursor = t - 1,
+            _ => break,
+        }
+    }
+    assert_eq!(seen, rev(&ts));
+    // Inclusive bounds; with a filter and with since.
+    assert_eq!(
+        list_ts(
+            &srv,
+            &s,
+            &format!("/data/newest?limit=2&end_time={}", ts[5])
+        ),
+        [ts[5], ts[4]]
+    );
+    assert_eq!(
+        list_ts(
+            &srv,
+            &s,
+            &format!("/data/oldest?limit=2&start_time={}&filter=odd", ts[2])
+        ),
+        [ts[3], ts[5]]
+    );
+    assert_eq!(
+        list_ts(
+            &srv,
+            &s,
+            &format!("/data/newest?since=5m&end_time={}&limit=100", ts[7])
+        ),
+        [ts[7], ts[6]]
+    );
+    for bad in ["/data/oldest?start_time=-1", "/data/newest?end_time=x"] {
+        let (code, v) = get_json(&srv, &s, bad);
+        assert_eq!(code, 400, "{bad}: {v}");
+    }
+    let (_, v) = get_json(&srv, &s, "/data/oldest?start_time=-1");
+    assert_eq!(v["error"], "invalid start_time");
+    let (_, v) = get_json(&srv, &s, "/data/newest?end_time=x");
+    assert_eq!(v["error"], "invalid end_time");
+}
+
 #[test]
 fn list_queries() {
     let srv = Server::in_process();

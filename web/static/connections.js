@@ -17,6 +17,8 @@ function section({ table, status, path, list, noun, cells }) {
     cells,
     gone: false,
     count: null,
+    // The refresh's own trouble, shown apart from `note`.
+    problem: null,
     note: null,
   };
 }
@@ -64,13 +66,19 @@ function show(s, list) {
   }));
 }
 
-/** The status line: the count of the last refresh, then what the last
- * action answered (an error stays until the next action succeeds). */
+/** The status line: the count of the last refresh (or why it failed),
+ * then what the last action answered. The action's note stays until the
+ * next action: a refresh, failed or not, never replaces it (it used to:
+ * "Connection X created." was gone after one failed refresh). The line is
+ * written only when its text changes, so that a screen reader does not
+ * hear it again every 2 s. */
 function render(s) {
-  const count = s.count === null ? '' : s.count + ' ' + s.noun + '(s)';
+  const head = s.problem !== null ? s.problem : s.count === null ? '' : s.count + ' ' + s.noun + '(s)';
   const note = s.note ? s.note.text : '';
-  s.statusLine.className = s.note && !s.note.ok ? 'error' : '';
-  s.statusLine.textContent = count && note ? count + ' · ' + note : count || note;
+  const cls = (s.note && !s.note.ok) || s.problem !== null ? 'error' : '';
+  const text = head && note ? head + ' · ' + note : head || note;
+  if (s.statusLine.className !== cls) s.statusLine.className = cls;
+  if (s.statusLine.textContent !== text) s.statusLine.textContent = text;
 }
 
 function say(s, ok, text) {
@@ -85,12 +93,14 @@ async function refreshOne(s) {
     const list = (r.body && r.body[s.list]) || [];
     show(s, list);
     s.count = list.length;
+    s.problem = null;
     render(s);
   } else {
     // A server built without this API: say so once and stop asking.
     s.gone = r.status === 404 && r.error === 'not found';
     s.count = null;
-    say(s, false, s.gone ? 'Not available in this server build.' : 'Error: ' + r.error);
+    s.problem = s.gone ? 'Not available in this server build.' : 'Error: ' + r.error;
+    render(s);
   }
 }
 

@@ -1,5 +1,6 @@
 // The query page: newest / oldest / range / since against the REST API,
-// paging, a table and pretty JSON; the CSV and NDJSON downloads are the
+// paged by timestamp cursors (one page of rows in the DOM), a table and
+// pretty JSON; the CSV and NDJSON downloads are the
 // server's export of the whole range of the query last run (every object,
 // not the page shown; newest and oldest export the whole store), fetched
 // by the browser with the session cookie.
@@ -15,8 +16,12 @@ const prev = document.getElementById('q-prev');
 const next = document.getElementById('q-next');
 const csvButton = document.getElementById('dl-csv');
 const ndjsonButton = document.getElementById('dl-ndjson');
-let page = 0;
-let results = [];
+// Paging: a cursor made of timestamps, one request of `limit` + 1 objects
+// a page (the extra one only says whether a next page exists, so "Next
+// page" is never enabled onto an empty page). `cursors` is the stack of
+// the pages' cursors: the last is the page shown, Previous pops it.
+let cursors = [];
+let hasNext = false;
 // The export parameters of the query last run (the form may have changed
 // since).
 let exportQuery = null;
@@ -29,12 +34,11 @@ function showFields() {
 mode.addEventListener('change', showFields);
 showFields();
 
-// Paging asks for (page + 1) * limit objects and shows the last `limit`:
-// the API has no offset, and this works the same for every mode.
-function url(limit) {
+/** The query of the form, fixed when Run is pressed: its route, its
+ * parameters and the way its pages go (newest walks back in time). */
+function formQuery() {
   const f = new FormData(form);
   const q = new URLSearchParams();
-  q.set('limit', String(limit));
   q.set('include_data', f.get('include_data') ? 'true' : 'false');
   const filter = String(f.get('filter') || '');
   if (filter) {
@@ -50,7 +54,26 @@ function url(limit) {
     q.set('since', String(f.get('since') || '').trim());
     route = 'range';
   }
-  return storePath(name, '/data/' + route + '?' + q.toString());
+  const limit = Math.max(1, Math.min(100000, Math.floor(Number(document.getElementById('q-limit').value)) || 100));
+  return { route, params: q, limit, descending: route === 'newest' };
+}
+
+/** The URL of one page: the query with its cursor. Ascending pages start
+ * past the last timestamp seen (`start_time` on range and oldest; a since
+ * window becomes a range from there), newest-first pages end before the
+ * oldest seen (`end_time` on newest). */
+function pageUrl(query, cursor) {
+  const q = new URLSearchParams(query.params);
+  q.set('limit', String(query.limit + 1));
+  if (cursor !== null) {
+    if (query.descending) {
+      q.set('end_time', cursor);
+    } else {
+      q.delete('since');
+      q.set('start_time', cursor);
+    }
+  }
+  return storePath(name, '/data/' + query.route + '?' + q.toString());
 }
 
 /** The export parameters of the form's query: its range and filter. */
@@ -72,35 +95,94 @@ function exportParams() {
   return q;
 }
 
+let query = null;
+// Runs started; an answer to an older one than the last is dropped.
+let runs = 0;
+// The rows of the page shown (the next cursor is past the last).
+let lastRows = [];
+
+/** Forgets what a failed query left: rows, JSON, paging and downloads. */
+function clearResults() {
+  tbody.replaceChildren();
+  lastRows = [];
+  pre.textContent = '';
+  exportQuery = null;
+  hasNext = false;
+  prev.disabled = next.disabled = true;
+  csvButton.disabled = ndjsonButton.disabled = true;
+}
+
+/** Shows `rows` in one DOM write: the rows are built in a fragment, and
+ * nothing reads layout while they are. */
+function showRows(rows) {
+  const frag = document.createDocumentFragment();
+  for (const o of rows) {
+    const tr = document.createElement('tr');
+    tr.append(el('td', tsTime(o.timestamp)), el('td', o.timestamp, 'num'), el('td', o.block_num, 'num'),
+      el('td', o.size, 'num'), el('td', o.data === null ? '' : dataText(o.data), 'data'));
+    frag.append(tr);
+  }
+  tbody.replaceChildren(frag);
+}
+
+/** Runs the page whose cursor is on top of the stack. */
 async function run() {
-  const limit = Math.max(1, Number(document.getElementById('q-limit').value) || 100);
+  const cursor = cursors[cursors.length - 1];
   statusLine.textContent = 'querying…';
   statusLine.className = '';
-  const r = await api('GET', url(limit * (page + 1)));
+  delete document.getElementById('results').dataset.renderMs;
+  prev.disabled = next.disabled = true;
+  const seq = ++runs;
+  const r = await api('GET', pageUrl(query, cursor));
+  if (seq !== runs) return;
   if (!r.ok) {
+    clearResults();
     statusLine.textContent = 'Error: ' + r.error;
     statusLine.className = 'error';
     return;
   }
-  exportQuery = exportParams();
+  exportQuery = query.exportParams;
   const all = r.body.objects;
-  results = all.slice(page * limit);
-  tbody.replaceChildren(...results.map((o) => {
-    const tr = document.createElement('tr');
-    tr.append(el('td', tsTime(o.timestamp)), el('td', o.timestamp, 'num'), el('td', o.block_num, 'num'),
-      el('td', o.size, 'num'), el('td', o.data === null ? '' : dataText(o.data), 'data'));
-    return tr;
-  }));
-  pre.textContent = JSON.stringify(results, null, 2);
-  statusLine.textContent = results.length + ' object(s), page ' + (page + 1);
-  prev.disabled = page === 0;
-  next.disabled = all.length < limit * (page + 1);
-  csvButton.disabled = ndjsonButton.disabled = results.length === 0;
+  const rows = all.length > query.limit ? all.slice(0, query.limit) : all;
+  // Newest first, the next cursor is the oldest shown - 1; an end_time of
+  // 0 means no bound, so paging stops at timestamp 1 (an object at 0 is
+  // left to the other modes).
+  hasNext = all.length > query.limit
+    && !(query.descending && BigInt(rows[rows.length - 1].timestamp) <= 1n);
+  const began = performance.now();
+  showRows(rows);
+  pre.textContent = JSON.stringify(rows, null, 2);
+  // The time to render the page, layout and paint included (the frame
+  // after it): the browser tests print it.
+  const table = document.getElementById('results');
+  table.dataset.buildMs = String(performance.now() - began);
+  requestAnimationFrame(() => setTimeout(() => { table.dataset.renderMs = String(performance.now() - began); }, 0));
+  statusLine.textContent = rows.length + ' object(s), page ' + cursors.length;
+  prev.disabled = cursors.length <= 1;
+  next.disabled = !hasNext;
+  csvButton.disabled = ndjsonButton.disabled = rows.length === 0;
+  lastRows = rows;
 }
 
-form.addEventListener('submit', (ev) => { ev.preventDefault(); page = 0; run(); });
-prev.addEventListener('click', () => { page = Math.max(0, page - 1); run(); });
-next.addEventListener('click', () => { page += 1; run(); });
+form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  query = formQuery();
+  query.exportParams = exportParams();
+  cursors = [null];
+  run();
+});
+prev.addEventListener('click', () => {
+  if (cursors.length > 1) cursors.pop();
+  run();
+});
+next.addEventListener('click', () => {
+  if (!hasNext || lastRows.length === 0) return;
+  // Past the last row shown: its timestamp + 1 going forward, - 1 going
+  // back (timestamps are nanosecond strings: BigInt keeps them exact).
+  const edge = BigInt(lastRows[lastRows.length - 1].timestamp);
+  cursors.push(String(query.descending ? edge - 1n : edge + 1n));
+  run();
+});
 
 /** Downloads the server's export of the last query as `format`. */
 function download(format) {
