@@ -335,7 +335,12 @@ mod tests {
 
     /// Resident bytes of the mapping that starts at `addr`, from
     /// `/proc/self/smaps` (this mapping only, whatever other tests map).
-    fn rss_of(addr: usize) -> u64 {
+    /// Under a user-mode emulator (`TSSTORE_TEST_RUNNER`, `make
+    /// cross-test`) smaps is the emulator's, at host addresses: `None`.
+    fn rss_of(addr: usize) -> Option<u64> {
+        if std::env::var_os("TSSTORE_TEST_RUNNER").is_some() {
+            return None;
+        }
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut lines = smaps.lines();
         while let Some(l) = lines.next() {
@@ -343,13 +348,14 @@ mod tests {
             if usize::from_str_radix(start, 16).ok() == Some(addr) {
                 for l in lines.by_ref() {
                     if let Some(v) = l.strip_prefix("Rss:") {
-                        return v
-                            .trim()
-                            .trim_end_matches("kB")
-                            .trim()
-                            .parse::<u64>()
-                            .unwrap()
-                            * 1024;
+                        return Some(
+                            v.trim()
+                                .trim_end_matches("kB")
+                                .trim()
+                                .parse::<u64>()
+                                .unwrap()
+                                * 1024,
+                        );
                     }
                 }
             }
@@ -373,9 +379,15 @@ mod tests {
         for off in (0..len).step_by(buf.len()) {
             m.read_at(off, &mut buf).unwrap();
         }
-        assert!(rss_of(addr) >= len / 2, "{}", rss_of(addr));
+        let before = rss_of(addr);
         m.release_mapped();
-        assert!(rss_of(addr) < len / 8, "{}", rss_of(addr));
+        match (before, rss_of(addr)) {
+            (Some(before), Some(after)) => {
+                assert!(before >= len / 2, "resident before: {before}");
+                assert!(after < len / 8, "resident after: {after}");
+            }
+            _ => eprintln!("under an emulator: resident pages not checked, only the bytes"),
+        }
         let mut four = [0u8; 4];
         m.read_at(4096, &mut four).unwrap();
         assert_eq!(&four, b"kept");
